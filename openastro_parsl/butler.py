@@ -1,0 +1,161 @@
+"""The butler: one handle on a repository, joining the registry (what exists) and the datastore (the files).
+
+Users, CLIs and tests hold a Butler; pipeline workers never do (they get file paths in their quantum).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from .datastore.checksum import file_checksum
+from .datastore.datastore import Datastore
+from .errors import OpenAstroError, RepositoryError
+from .registry.refs import CollectionType, DatasetRef, DatasetType
+from .registry.registry import Registry
+from .registry.universe import DimensionUniverse
+from .yamlconfig import ConfigError, load_model
+
+CONFIG_NAME = "butler.yaml"
+REGISTRY_FILE = "registry.sqlite3"
+
+
+class _RegistryConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    db: str = REGISTRY_FILE  # a path relative to the repo, or an SQLAlchemy URL
+
+
+class _DatastoreConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    formatters: dict[str, str] = Field(default_factory=dict)  # storage class -> formatter name
+
+
+class RepoConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    repository: str = "openastro-parsl"
+    registry: _RegistryConfig = Field(default_factory=_RegistryConfig)
+    datastore: _DatastoreConfig = Field(default_factory=_DatastoreConfig)
+
+
+def _db_url(root: Path, db: str) -> str:
+    return db if "://" in db else f"sqlite:///{(root / db).resolve()}"
+
+
+class Butler:
+    def __init__(self, root: str | Path, *, run: str | None = None, collections: str | Sequence[str] | None = None):
+        self.root = Path(root).resolve()
+        if not self.root.exists():
+            raise RepositoryError(f"no repository at {root}: the directory does not exist "
+                                  f"(create one with `openastro-butler create {root}`)")
+        cfg_path = self.root / CONFIG_NAME
+        if not cfg_path.exists():
+            raise RepositoryError(f"{root} is not an openastro-parsl repository (no {CONFIG_NAME}); "
+                                  f"create one with `openastro-butler create {root}`")
+        try:
+            self.config = load_model(RepoConfig, cfg_path)
+        except ConfigError as exc:
+            raise RepositoryError(str(exc)) from None
+        self.registry = Registry(_db_url(self.root, self.config.registry.db))
+        self.datastore = Datastore(self.root, self.config.datastore.formatters)
+        self.run = run
+        self.collections = collections
+
+    @classmethod
+    def create(cls, root: str | Path, *, universe: str | Path | None = None, db: str | None = None,
+               formatters: Mapping[str, str] | None = None) -> "Butler":
+        """Create a repository: its config, an empty registry (with the universe) and the datastore root."""
+        root = Path(root)
+        if (root / CONFIG_NAME).exists():
+            raise RepositoryError(f"{root} is already a repository")
+        if root.exists() and not root.is_dir():
+            raise RepositoryError(f"{root} exists and is not a directory")
+        uni = DimensionUniverse.from_file(universe) if universe else DimensionUniverse.default()
+        root.mkdir(parents=True, exist_ok=True)
+        cfg = RepoConfig(registry=_RegistryConfig(db=db or REGISTRY_FILE),
+                         datastore=_DatastoreConfig(formatters=dict(formatters or {})))
+        from .datastore.formatters import formatter_for
+
+        for sc in cfg.datastore.formatters:
+            formatter_for(sc, cfg.datastore.formatters)  # validate before anything is written
+        Registry.create(_db_url(root.resolve(), cfg.registry.db), uni).close()
+        (root / CONFIG_NAME).write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+        return cls(root)
+
+    # -- convenience ----------------------------------------------------------------------------
+    @property
+    def universe(self) -> DimensionUniverse:
+        return self.registry.universe
+
+    def _collections(self, collections) -> str | Sequence[str]:
+        coll = collections if collections is not None else self.collections
+        if not coll:
+            raise OpenAstroError("no collections given to search (pass collections=... or --collections)")
+        return coll
+
+    def _dataset_type(self, dataset_type: str | DatasetType) -> DatasetType:
+        if isinstance(dataset_type, DatasetType):
+            return self.registry.register_dataset_type(dataset_type)
+        return self.registry.get_dataset_type(dataset_type)
+
+    # -- reading and writing --------------------------------------------------------------------
+    def put(self, obj: Any, dataset_type: str | DatasetType, data_id: Mapping[str, Any], run: str | None = None) -> DatasetRef:
+        """Write ``obj`` and register it in ``run`` (created if new) in one step; a failure leaves neither."""
+        run = run or self.run
+        if not run:
+            raise OpenAstroError("put needs an output run")
+        dt = self._dataset_type(dataset_type)
+        self.registry.register_run(run)
+        full = self.registry.expand_data_id(dt.dimensions, data_id)
+        key_dims = self.universe.required(dt.dimensions)
+        existing = self.registry.query_datasets(dt.name, [run], data_id={k: full[k] for k in key_dims})
+        if existing:
+            raise OpenAstroError(f"{existing[0]} already exists; refusing to overwrite it")
+        loc = self.datastore.write(obj, dataset_type=dt.name, storage_class=dt.storage_class, key_dims=key_dims,
+                                   data_id=full, run=run)
+        try:
+            return self.registry.insert_datasets(dt, run, [(full, loc)])[0]
+        except Exception:
+            self.datastore.remove(loc["path"])
+            raise
+
+    def get(self, ref_or_type: DatasetRef | str, data_id: Mapping[str, Any] | None = None, *,
+            collections: str | Sequence[str] | None = None, parameters: Mapping[str, Any] | None = None) -> Any:
+        ref = ref_or_type if isinstance(ref_or_type, DatasetRef) else self.find(ref_or_type, data_id or {}, collections)
+        return self.datastore.read(ref.path, ref.formatter, parameters)
+
+    def find(self, dataset_type: str, data_id: Mapping[str, Any], collections=None) -> DatasetRef:
+        return self.registry.find_dataset(dataset_type, data_id, self._collections(collections))
+
+    def path(self, ref: DatasetRef) -> Path:
+        return self.datastore.abspath(ref.path)
+
+    def query_datasets(self, dataset_type: str, collections=None, where: str = "", binds=None,
+                       find_first: bool = True) -> list[DatasetRef]:
+        return self.registry.query_datasets(dataset_type, self._collections(collections), where, binds,
+                                            find_first=find_first)
+
+    def query_data_ids(self, dimensions: Sequence[str], where: str = "", binds=None, *, datasets: str | None = None,
+                       collections=None) -> list[dict]:
+        return self.registry.query_data_ids(dimensions, where, binds, datasets=datasets, collections=collections)
+
+    def query_collections(self, pattern: str = "*"):
+        return self.registry.query_collections(pattern)
+
+    def set_chain(self, name: str, children: Sequence[str]) -> None:
+        self.registry.set_chain(name, children)
+
+    # -- integrity -----------------------------------------------------------------------------
+    def verify(self) -> tuple[int, list[str]]:
+        """Check every registered file exists and matches its checksum; return (checked, problems)."""
+        problems, checked = [], 0
+        for ref in self.registry.all_locations():
+            checked += 1
+            full = self.datastore.abspath(ref.path)
+            if not full.exists():
+                problems.append(f"missing file: {ref} -> {full}")
+            elif file_checksum(full) != ref.checksum:
+                problems.append(f"checksum mismatch: {ref} -> {full}")
+        return checked, problems

@@ -1,0 +1,162 @@
+"""`openastro-butler`: create a repository, ingest raws, look at what it holds, verify its files."""
+
+from __future__ import annotations
+
+import click
+from rich.table import Table
+
+from ..butler import Butler
+from ..ingest.ingest import ingest_raws
+from .common import console, parse_binds, user_errors
+
+TRANSFERS = ["copy", "symlink", "direct", "move"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Manage an openastro-parsl data repository (SQLite registry + file datastore)."""
+
+
+@main.command()
+@click.argument("repo", type=click.Path())
+@click.option("--universe", type=click.Path(exists=True, dir_okay=False),
+              help="Dimension universe YAML (default: the packaged one).")
+@click.option("--db", help="Registry database: a path relative to REPO or an SQLAlchemy URL.")
+@user_errors
+def create(repo: str, universe: str | None, db: str | None) -> None:
+    """Create an empty repository at REPO."""
+    butler = Butler.create(repo, universe=universe, db=db)
+    console.print(f"created repository {butler.root} (registry {butler.registry.url}, "
+                  f"universe {butler.universe.name} v{butler.universe.version})")
+
+
+@main.command()
+@click.argument("repo", type=click.Path())
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.option("--run", default="raw/all", show_default=True, help="RUN collection to ingest into.")
+@click.option("--transfer", type=click.Choice(TRANSFERS), default="copy", show_default=True)
+@user_errors
+def ingest(repo: str, files: tuple[str, ...], run: str, transfer: str) -> None:
+    """Ingest raw FITS FILES (or directories of them) into REPO."""
+    butler = Butler(repo)
+    report = ingest_raws(butler, files, run=run, transfer=transfer)
+    for path, reason in report.quarantined:
+        console.print(f"[yellow]quarantined[/] {path}: {reason}")
+    console.print(report.summary())
+
+
+@main.command("query-collections")
+@click.argument("repo", type=click.Path())
+@click.argument("pattern", default="*")
+@user_errors
+def query_collections(repo: str, pattern: str) -> None:
+    """List collections matching PATTERN (a glob)."""
+    table = Table("name", "type", "children / doc")
+    for info in Butler(repo).query_collections(pattern):
+        table.add_row(info.name, info.type.value, ", ".join(info.children) if info.children else info.doc)
+    console.print(table)
+
+
+@main.command("query-dataset-types")
+@click.argument("repo", type=click.Path())
+@click.argument("pattern", default="*")
+@user_errors
+def query_dataset_types(repo: str, pattern: str) -> None:
+    """List dataset types matching PATTERN."""
+    table = Table("name", "dimensions", "storage class")
+    for dt in Butler(repo).registry.query_dataset_types(pattern):
+        table.add_row(dt.name, ", ".join(dt.dimensions), dt.storage_class)
+    console.print(table)
+
+
+def _where_options(fn):
+    fn = click.option("--where", "-d", default="", help="Constraint, e.g. \"instrument='lco1m' AND band IN ('g','r')\".")(fn)
+    fn = click.option("--bind", multiple=True, help="Bind value for the where expression: name=value (repeatable).")(fn)
+    return fn
+
+
+@main.command("query-datasets")
+@click.argument("repo", type=click.Path())
+@click.argument("dataset_type")
+@click.option("--collections", required=True, help="Comma-separated collections to search, in order.")
+@click.option("--all", "find_all", is_flag=True, help="Every matching dataset, not only the first per data ID.")
+@click.option("--show-path", is_flag=True, help="Show each dataset's file.")
+@_where_options
+@user_errors
+def query_datasets(repo, dataset_type, collections, find_all, show_path, where, bind) -> None:
+    """Datasets of DATASET_TYPE (a name, a glob like 'calexp*' or '*') in the collections."""
+    butler = Butler(repo)
+    refs = butler.query_datasets(dataset_type, collections, where, parse_binds(bind), find_first=not find_all)
+    by_type: dict[str, list] = {}
+    for ref in refs:
+        by_type.setdefault(ref.name, []).append(ref)
+    if not refs:
+        console.print("no datasets found")
+    for name, group in by_type.items():
+        dims = list(butler.universe.expanded(group[0].dataset_type.dimensions))
+        table = Table("type", "run", *dims, "id", *(["path"] if show_path else []), title=f"{name} ({len(group)})")
+        for ref in group:
+            table.add_row(name, ref.run, *[str(ref.data_id.get(d, "")) for d in dims], ref.id[:8],
+                          *([str(butler.path(ref))] if show_path else []))
+        console.print(table)
+
+
+@main.command("query-data-ids")
+@click.argument("repo", type=click.Path())
+@click.argument("dimensions", nargs=-1, required=True)
+@click.option("--datasets", help="Only data IDs with a dataset of this type (needs --collections).")
+@click.option("--collections", help="Collections for --datasets.")
+@_where_options
+@user_errors
+def query_data_ids(repo, dimensions, datasets, collections, where, bind) -> None:
+    """Distinct data IDs over DIMENSIONS."""
+    rows = Butler(repo).query_data_ids(list(dimensions), where, parse_binds(bind), datasets=datasets,
+                                       collections=collections)
+    if not rows:
+        console.print("no data IDs found")
+        return
+    table = Table(*rows[0].keys(), title=f"{len(rows)} data IDs")
+    for r in rows:
+        table.add_row(*[str(v) for v in r.values()])
+    console.print(table)
+
+
+@main.command("query-dimension-records")
+@click.argument("repo", type=click.Path())
+@click.argument("dimension")
+@_where_options
+@user_errors
+def query_dimension_records(repo, dimension, where, bind) -> None:
+    """Records of one DIMENSION with their metadata."""
+    rows = Butler(repo).registry.dimension_records(dimension, where, parse_binds(bind))
+    if not rows:
+        console.print("no records")
+        return
+    table = Table(*rows[0].keys(), title=f"{dimension}: {len(rows)} records")
+    for r in rows:
+        table.add_row(*["" if v is None else str(v) for v in r.values()])
+    console.print(table)
+
+
+@main.command("collection-chain")
+@click.argument("repo", type=click.Path())
+@click.argument("name")
+@click.argument("children", nargs=-1, required=True)
+@user_errors
+def collection_chain(repo, name, children) -> None:
+    """Define CHAINED collection NAME searching CHILDREN in order."""
+    Butler(repo).set_chain(name, list(children))
+    console.print(f"{name} -> {', '.join(children)}")
+
+
+@main.command()
+@click.argument("repo", type=click.Path())
+@user_errors
+def verify(repo: str) -> None:
+    """Check every registered dataset's file exists and matches its checksum."""
+    checked, problems = Butler(repo).verify()
+    for p in problems:
+        console.print(f"[red]{p}[/]")
+    console.print(f"verified {checked} datasets: {len(problems)} problem(s)")
+    if problems:
+        raise SystemExit(1)

@@ -1,0 +1,45 @@
+"""What every CLI shares: user errors become one red line and exit status 1, never a traceback."""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+import click
+from rich.console import Console
+
+from ..errors import OpenAstroError
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+def user_errors(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except OpenAstroError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", markup=True, soft_wrap=True)
+            sys.exit(1)
+    return wrapper
+
+
+def parse_binds(values: tuple[str, ...]) -> dict:
+    """``--bind name=value`` pairs; values that look like numbers become numbers, commas make lists."""
+    out = {}
+    for item in values:
+        if "=" not in item:
+            raise click.BadParameter(f"{item!r} is not name=value", param_hint="--bind")
+        name, value = item.split("=", 1)
+
+        def conv(v: str):
+            for t in (int, float):
+                try:
+                    return t(v)
+                except ValueError:
+                    pass
+            return v
+
+        out[name.strip()] = [conv(v) for v in value.split(",")] if "," in value else conv(value)
+    return out

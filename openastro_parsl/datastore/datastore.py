@@ -1,0 +1,115 @@
+"""The datastore: files under the repository root, laid out by run / dataset type / data ID.
+
+Workers write here without touching the registry: every write lands atomically (temp file + rename in the
+same directory), so a killed worker leaves either nothing or a whole file, never a torn one, and returns
+the location (relative path, checksum, size, formatter) for the submit process to register.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from ..errors import FormatterError, OpenAstroError
+from .checksum import file_checksum
+from .formatters import Formatter, formatter_for, formatter_named
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]")
+TRANSFER_MODES = ("copy", "symlink", "direct", "move")
+
+
+def _safe(part: Any) -> str:
+    text = _UNSAFE.sub("_", str(part))
+    return text if text not in ("", ".", "..") else f"_{text}_"
+
+
+def dataset_relpath(run: str, dataset_type: str, key_dims: Sequence[str], data_id: Mapping[str, Any],
+                    extension: str) -> str:
+    """``run/datasetType/<all but the last key value>/datasetType_<values>.ext``: few files per directory."""
+    run_parts = [_safe(p) for p in run.split("/") if p]
+    values = [_safe(data_id[d]) for d in key_dims]
+    stem = "_".join([dataset_type] + values)
+    return "/".join(run_parts + [dataset_type] + values[:-1] + [stem + extension])
+
+
+class Datastore:
+    def __init__(self, root: str | Path, formatter_overrides: Mapping[str, str] | None = None):
+        self.root = Path(root).resolve()
+        self.overrides = dict(formatter_overrides or {})
+
+    def abspath(self, path: str) -> Path:
+        p = Path(path)
+        return p if p.is_absolute() else self.root / p
+
+    def formatter(self, storage_class: str) -> Formatter:
+        return formatter_for(storage_class, self.overrides)
+
+    def write(self, obj: Any, *, dataset_type: str, storage_class: str, key_dims: Sequence[str],
+              data_id: Mapping[str, Any], run: str) -> dict[str, Any]:
+        """Write ``obj`` atomically at its layout path; return its location record."""
+        fmt = self.formatter(storage_class)
+        rel = dataset_relpath(run, dataset_type, key_dims, data_id, fmt.extension)
+        dest = self.root / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.parent / f".tmp-{uuid.uuid4().hex[:12]}-{dest.name}"
+        try:
+            fmt.write(obj, tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, dest)
+        except FormatterError:
+            raise
+        except Exception as exc:
+            raise FormatterError(f"cannot write {dataset_type} {dict(data_id)} as {fmt.name}: {exc}") from exc
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return {"path": rel, "checksum": file_checksum(dest), "size": dest.stat().st_size, "formatter": fmt.name}
+
+    def read(self, path: str, formatter: str, parameters: Mapping[str, Any] | None = None) -> Any:
+        full = self.abspath(path)
+        if not full.exists():
+            raise OpenAstroError(f"dataset file {full} is missing (registry and datastore disagree; run "
+                                 "`openastro-butler verify`)")
+        return formatter_named(formatter).read(full, parameters)
+
+    def transfer_in(self, src: Path, *, dataset_type: str, key_dims: Sequence[str], data_id: Mapping[str, Any],
+                    run: str, transfer: str, checksum: str, formatter: str = "fits-image") -> dict[str, Any]:
+        """Bring an existing file into the datastore by ``transfer`` mode; ``direct`` leaves it where it is."""
+        if transfer not in TRANSFER_MODES:
+            raise OpenAstroError(f"unknown transfer mode {transfer!r}; choose from {', '.join(TRANSFER_MODES)}")
+        src = Path(src).resolve()
+        if transfer == "direct":
+            try:
+                path = str(src.relative_to(self.root))
+            except ValueError:
+                path = str(src)
+            return {"path": path, "checksum": checksum, "size": src.stat().st_size, "formatter": formatter}
+        ext = "".join(src.suffixes[-2:]) if src.name.endswith(".fz") else src.suffix or ".fits"
+        rel = dataset_relpath(run, dataset_type, key_dims, data_id, ext)
+        dest = self.root / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.exists() or dest.is_symlink():
+            raise OpenAstroError(f"{dest} already exists in the datastore")
+        tmp = dest.parent / f".tmp-{uuid.uuid4().hex[:12]}-{dest.name}"
+        try:
+            if transfer == "copy":
+                shutil.copy2(src, tmp)
+            elif transfer == "symlink":
+                os.symlink(src, tmp)
+            else:  # move
+                shutil.move(src, tmp)
+            os.replace(tmp, dest)
+        finally:
+            if tmp.exists() or tmp.is_symlink():
+                tmp.unlink()
+        return {"path": rel, "checksum": checksum, "size": dest.stat().st_size, "formatter": formatter}
+
+    def remove(self, path: str) -> None:
+        full = self.abspath(path)
+        if full.is_relative_to(self.root) and (full.exists() or full.is_symlink()):
+            full.unlink()

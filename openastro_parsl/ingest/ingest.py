@@ -1,0 +1,139 @@
+"""Raw ingest: FITS files in, `raw` datasets out; bad files set aside with their reason, never fatal.
+
+A night's upload always has a few broken files; one of them must not stop the other hundred, and the person
+must learn which and why. Re-ingesting is safe: files are recognised by checksum and skipped.
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from astropy.io import fits
+
+from ..datastore.checksum import file_checksum
+from ..errors import OpenAstroError
+from ..registry.refs import DatasetRef, DatasetType
+from .translator import Translator, load_translators, translate_header
+
+RAW = DatasetType("raw", ("instrument", "exposure"), "RawImage")
+QUARANTINE_DIR = "quarantine"
+
+
+@dataclass
+class IngestReport:
+    ingested: list[DatasetRef] = field(default_factory=list)
+    duplicates: list[tuple[Path, DatasetRef | Path]] = field(default_factory=list)
+    quarantined: list[tuple[Path, str]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"ingested {len(self.ingested)}, skipped {len(self.duplicates)} already ingested, "
+                f"quarantined {len(self.quarantined)}")
+
+
+def read_header_checked(path: Path) -> fits.Header:
+    """The primary (or first image) header, after proving the pixel data is complete and readable."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", category=UserWarning)  # astropy warns, not raises, on truncation
+        warnings.filterwarnings("ignore", message=".*non-standard convention.*")
+        warnings.filterwarnings("ignore", category=fits.verify.VerifyWarning)
+        try:
+            with fits.open(path, memmap=False, ignore_missing_simple=False) as hdul:
+                image = next((h for h in hdul if h.is_image and h.header.get("NAXIS", 0) >= 2), None)
+                if image is None:
+                    raise OpenAstroError("no 2-D image in any HDU")
+                data = image.data
+                if data is None or data.ndim < 2 or 0 in data.shape:
+                    raise OpenAstroError("image HDU holds no pixels")
+                header = image.header.copy()
+                if image is not hdul[0]:
+                    for card in hdul[0].header.cards:
+                        if card.keyword not in header and card.keyword not in ("SIMPLE", "EXTEND", "NAXIS"):
+                            header.append(card)
+                return header
+        except OpenAstroError:
+            raise
+        except Exception as exc:
+            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise OpenAstroError(f"not a readable FITS image: {text}") from None
+
+
+def _quarantine(root: Path, src: Path, reason: str) -> Path:
+    qdir = root / QUARANTINE_DIR
+    qdir.mkdir(parents=True, exist_ok=True)
+    dest = qdir / src.name
+    n = 1
+    while dest.exists() or dest.with_name(dest.name + ".reason").exists():
+        dest = qdir / f"{src.stem}.{n}{src.suffix}"
+        n += 1
+    try:
+        shutil.move(str(src), dest)
+    except OSError:  # read-only source: keep a copy instead
+        shutil.copy2(src, dest)
+    dest.with_name(dest.name + ".reason").write_text(f"{src}: {reason}\n")
+    return dest
+
+
+def ingest_raws(butler, files: Iterable[str | Path], *, run: str = "raw/all", transfer: str = "copy",
+                translators: list[Translator] | None = None, progress=None) -> IngestReport:
+    """Ingest raw FITS frames into ``run`` as ``raw`` datasets; see the module docstring for the contract."""
+    registry, datastore = butler.registry, butler.datastore
+    translators = translators if translators is not None else load_translators(butler.root)
+    registry.register_dataset_type(RAW)
+    registry.register_run(run)
+    report = IngestReport()
+    paths = [Path(f) for f in files]
+    expanded: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            expanded.extend(sorted(x for x in p.rglob("*") if x.is_file() and x.suffix.lower() in (".fits", ".fit", ".fts", ".fz")))
+        elif not p.exists():
+            report.quarantined.append((p, "file does not exist"))
+        else:
+            expanded.append(p)
+    seen: dict[str, Path] = {}
+    sums = {p: file_checksum(p) for p in expanded}
+    known = registry.find_by_checksum(set(sums.values()))
+    key_dims = registry.universe.required(RAW.dimensions)
+    for p in expanded:
+        if progress:
+            progress(p)
+        checksum = sums[p]
+        if checksum in known:
+            report.duplicates.append((p, known[checksum]))
+            continue
+        if checksum in seen:
+            report.duplicates.append((p, seen[checksum]))
+            continue
+        try:
+            header = read_header_checked(p)
+            _, tr = translate_header(header, translators)
+        except OpenAstroError as exc:
+            report.quarantined.append((_quarantine(butler.root, p, str(exc)), str(exc)))
+            continue
+        seen[checksum] = p
+        existing = registry.query_datasets("raw", [run], data_id={k: tr.data_id[k] for k in key_dims})
+        if existing:
+            reason = (f"data ID {{{', '.join(f'{k}={tr.data_id[k]}' for k in key_dims)}}} was already ingested "
+                      f"from a different file ({existing[0].path})")
+            report.quarantined.append((_quarantine(butler.root, p, reason), reason))
+            continue
+        loc = datastore.transfer_in(p, dataset_type="raw", key_dims=key_dims, data_id=tr.data_id, run=run,
+                                    transfer=transfer, checksum=checksum)
+        try:
+            with registry.transaction() as conn:
+                for dim in ("instrument", "band", "field", "exposure"):
+                    registry.sync_dimension_records(dim, [tr.records[dim]], conn)
+                report.ingested.extend(registry.insert_datasets(RAW, run, [(tr.data_id, loc)], conn))
+        except OpenAstroError as exc:
+            if transfer != "direct":
+                moved_back = transfer == "move"
+                if moved_back:
+                    shutil.move(str(datastore.abspath(loc["path"])), p)
+                else:
+                    datastore.remove(loc["path"])
+            report.quarantined.append((_quarantine(butler.root, p, str(exc)) if p.exists() else p, str(exc)))
+    return report

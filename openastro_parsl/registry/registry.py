@@ -1,0 +1,713 @@
+"""The registry: the single source of truth for what exists (dimensions, dataset types, collections, datasets).
+
+Only one process writes it at a time in practice (the submit loop, or a user's butler command); every write
+is one short transaction, so a killed writer never leaves half a change behind.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+from sqlalchemy import and_, create_engine, event, func, inspect, or_, select, text as sql_text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from ..errors import ConflictError, DataIdError, MissingDatasetError, RepositoryError, WhereError
+from .refs import CollectionInfo, CollectionType, DatasetRef, DatasetType
+from .schema import MAGIC, SCHEMA_VERSION, Schema, build_schema
+from .universe import DimensionUniverse
+from .where import compile_where, parse_where, referenced_identifiers
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 60})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _sqlite_path(url: str) -> Path | None:
+    if url.startswith("sqlite:///"):
+        return Path(url[len("sqlite:///"):])
+    return None
+
+
+class Registry:
+    """Dimensions, dataset types, collections and datasets in one SQL database (SQLite by default)."""
+
+    def __init__(self, url: str, *, _create_with: DimensionUniverse | None = None):
+        self.url = url
+        path = _sqlite_path(url)
+        if _create_with is None and path is not None and not path.exists():
+            raise RepositoryError(f"no registry database at {path}")
+        self.engine = make_engine(url)
+        if _create_with is not None:
+            self.universe = _create_with
+            self.schema = build_schema(self.universe)
+            self._create()
+        else:
+            self.universe = self._check_and_load_universe(path or url)
+            self.schema = build_schema(self.universe)
+        self._dataset_types: dict[str, tuple[int, DatasetType]] = {}
+        self._collections: dict[str, tuple[int, CollectionType]] = {}
+
+    # -- creation and opening -----------------------------------------------------------------
+    @classmethod
+    def create(cls, url: str, universe: DimensionUniverse | None = None) -> "Registry":
+        return cls(url, _create_with=universe or DimensionUniverse.default())
+
+    def _create(self) -> None:
+        insp = inspect(self.engine)
+        if insp.get_table_names():
+            raise RepositoryError(f"{self.url}: database is not empty; refusing to create a registry in it")
+        with self.engine.begin() as conn:
+            self.schema.metadata.create_all(conn)
+            conn.execute(self.schema.meta.insert(), [
+                {"key": "magic", "value": MAGIC},
+                {"key": "schema_version", "value": str(SCHEMA_VERSION)},
+                {"key": "universe", "value": self.universe.text},
+                {"key": "created", "value": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+            ])
+
+    def _check_and_load_universe(self, where: Any) -> DimensionUniverse:
+        try:
+            with self.engine.connect() as conn:
+                names = inspect(conn).get_table_names()
+                if "meta" not in names:
+                    raise RepositoryError(f"{where} is not an openastro-parsl registry (no 'meta' table: a foreign database?)")
+                rows = dict(conn.execute(sql_text("SELECT key, value FROM meta")).all())
+        except OperationalError as exc:
+            raise RepositoryError(f"{where} cannot be opened as a database: {exc.orig}") from None
+        if rows.get("magic") != MAGIC:
+            raise RepositoryError(f"{where} is not an openastro-parsl registry (its meta table belongs to something else)")
+        version = int(rows.get("schema_version", "0"))
+        if version != SCHEMA_VERSION:
+            age = "an older" if version < SCHEMA_VERSION else "a newer"
+            raise RepositoryError(
+                f"{where} has registry schema version {version}, made by {age} openastro-parsl; "
+                f"this version reads schema {SCHEMA_VERSION} only (create a new repository or use a matching version)")
+        return DimensionUniverse(rows["universe"], f"{where} (stored universe)")
+
+    @property
+    def schema_version(self) -> int:
+        return SCHEMA_VERSION
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- dimension records --------------------------------------------------------------------
+    def _record_columns(self, dimension: str) -> list[str]:
+        return [c.name for c in self.schema.dimensions[dimension].columns]
+
+    def sync_dimension_records(self, dimension: str, records: Iterable[Mapping[str, Any]],
+                               conn: Connection | None = None) -> int:
+        """Insert records that are new; identical ones are skipped; a differing one is a ConflictError.
+
+        Returns the number inserted.
+        """
+        dim = self.universe[dimension]
+        table = self.schema.dimensions[dimension]
+        cols = set(self._record_columns(dimension))
+        pk = [c.name for c in table.primary_key.columns]
+        rows = []
+        for rec in records:
+            unknown = set(rec) - cols - {dimension}
+            if unknown:
+                raise DataIdError(f"{dimension} record {dict(rec)} has unknown field(s) {sorted(unknown)}; "
+                                  f"known: {sorted(cols)}")
+            row = {k: v for k, v in rec.items() if k != dimension}
+            if dimension in rec:
+                row[dim.key_name] = rec[dimension]
+            for other in dim.related:
+                if other in row and row[other] is not None:
+                    row[other] = self.universe.coerce(other, row[other])
+            if row.get(dim.key_name) is None:
+                raise DataIdError(f"{dimension} record {dict(rec)} lacks its key {dim.key_name!r}")
+            row[dim.key_name] = self.universe.coerce(dimension, row[dim.key_name])
+            rows.append(row)
+        if not rows:
+            return 0
+
+        def _do(c: Connection) -> int:
+            inserted = 0
+            keyset = [tuple(r.get(k) for k in pk) for r in rows]
+            existing = {}
+            # Look up existing rows by primary key in chunks (SQLite caps bound parameters).
+            for i in range(0, len(keyset), 300):
+                chunk = keyset[i:i + 300]
+                cond = or_(*[and_(*[table.c[k] == v for k, v in zip(pk, key)]) for key in chunk])
+                for r in c.execute(select(table).where(cond)).mappings():
+                    existing[tuple(r[k] for k in pk)] = dict(r)
+            new_rows = []
+            seen = {}
+            for key, row in zip(keyset, rows):
+                old = existing.get(key) or seen.get(key)
+                if old is not None:
+                    diff = {k: (old.get(k), v) for k, v in row.items() if v is not None and old.get(k) != v
+                            and not (isinstance(v, float) and old.get(k) is not None and abs(old[k] - v) < 1e-9 * max(1, abs(v)))}
+                    if diff:
+                        what = ", ".join(f"{k}: stored {a!r} vs new {b!r}" for k, (a, b) in diff.items())
+                        raise ConflictError(f"{dimension} {dict(zip(pk, key))} already exists with different values ({what})")
+                    continue
+                seen[key] = row
+                new_rows.append(row)
+            if new_rows:
+                c.execute(table.insert(), new_rows)
+                inserted = len(new_rows)
+            return inserted
+
+        if conn is not None:
+            return _do(conn)
+        with self.transaction() as c:
+            return _do(c)
+
+    def dimension_records(self, dimension: str, where: str = "", binds: Mapping[str, Any] | None = None) -> list[dict]:
+        table = self.schema.dimensions[dimension]
+        query = select(table)
+        clause = self._where(where, binds, lambda d, a: self._dimension_column_for(dimension, table, d, a))
+        if clause is not None:
+            query = query.where(clause)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def _dimension_column_for(self, base_dim: str, table, dim: str, attr: str | None):
+        d = self.universe[dim]
+        if dim == base_dim:
+            return table.c[d.key_name if attr is None else attr]
+        if attr is None and dim in table.c:
+            return table.c[dim]
+        raise WhereError(f"where: {dim}{'.' + attr if attr else ''} cannot be used when listing {base_dim} records")
+
+    def expand_data_id(self, dimensions: Sequence[str], data_id: Mapping[str, Any],
+                       conn: Connection | None = None) -> dict[str, Any]:
+        """Normalise a data ID and fill in the values its records imply (an exposure's band and field)."""
+        did = self.universe.normalize(dimensions, data_id)
+        wanted = self.universe.data_id_order(dimensions)
+        missing = [d for d in wanted if d not in did]
+        if not missing:
+            return {d: did[d] for d in wanted}
+
+        def _fill(c: Connection) -> None:
+            for dim in self.universe.required(dimensions):
+                d = self.universe[dim]
+                needs = [x for x in d.implies if x not in did]
+                if not needs:
+                    continue
+                table = self.schema.dimensions[dim]
+                keys = self.universe.required([dim])
+                cond = and_(*[(table.c[d.key_name] if k == dim else table.c[k]) == did[k] for k in keys])
+                row = c.execute(select(*[table.c[x] for x in needs]).where(cond)).first()
+                if row is None:
+                    raise DataIdError(f"no {dim} record for {{{', '.join(f'{k}={did[k]!r}' for k in keys)}}}; "
+                                      f"ingest or define it first")
+                for x, v in zip(needs, row):
+                    did[x] = v
+
+        if conn is not None:
+            _fill(conn)
+        else:
+            with self.engine.connect() as c:
+                _fill(c)
+        return {d: did.get(d) for d in wanted}
+
+    # -- dataset types ------------------------------------------------------------------------
+    def register_dataset_type(self, dataset_type: DatasetType, conn: Connection | None = None) -> DatasetType:
+        """Register a dataset type, or check it matches the one already registered under that name."""
+        dims = self.universe.sorted(dataset_type.dimensions)
+        dataset_type = DatasetType(dataset_type.name, dims, dataset_type.storage_class)
+        if not dataset_type.name.replace("_", "").replace("-", "").isalnum():
+            raise ConflictError(f"dataset type name {dataset_type.name!r} may use only letters, digits, '_' and '-'")
+        existing = self.get_dataset_type(dataset_type.name, missing_ok=True)
+        if existing is not None:
+            if existing != dataset_type:
+                raise ConflictError(f"dataset type {dataset_type.name!r} is already registered as "
+                                    f"{existing.describe()}; cannot redefine it as {dataset_type.describe()}")
+            return existing
+
+        def _do(c: Connection) -> None:
+            c.execute(self.schema.dataset_type.insert().values(
+                name=dataset_type.name, dimensions=",".join(dims), storage_class=dataset_type.storage_class))
+
+        try:
+            if conn is not None:
+                _do(conn)
+            else:
+                with self.transaction() as c:
+                    _do(c)
+        except IntegrityError:
+            self._dataset_types.pop(dataset_type.name, None)
+            return self.register_dataset_type(dataset_type, conn)
+        self._dataset_types.pop(dataset_type.name, None)
+        return dataset_type
+
+    def _load_dataset_types(self) -> None:
+        t = self.schema.dataset_type
+        with self.engine.connect() as conn:
+            for row in conn.execute(select(t)):
+                dims = tuple(d for d in row.dimensions.split(",") if d)
+                self._dataset_types[row.name] = (row.id, DatasetType(row.name, dims, row.storage_class))
+
+    def get_dataset_type(self, name: str, missing_ok: bool = False) -> DatasetType | None:
+        if name not in self._dataset_types:
+            self._load_dataset_types()
+        if name not in self._dataset_types:
+            if missing_ok:
+                return None
+            known = ", ".join(sorted(self._dataset_types)) or "none"
+            raise MissingDatasetError(f"unknown dataset type {name!r}; registered: {known}")
+        return self._dataset_types[name][1]
+
+    def _dataset_type_id(self, name: str) -> int:
+        self.get_dataset_type(name)
+        return self._dataset_types[name][0]
+
+    def query_dataset_types(self, pattern: str = "*") -> list[DatasetType]:
+        self._load_dataset_types()
+        pats = [p.strip() for p in pattern.split(",") if p.strip()] or ["*"]
+        return [dt for name, (_, dt) in sorted(self._dataset_types.items())
+                if any(fnmatch.fnmatchcase(name, p) for p in pats)]
+
+    # -- collections --------------------------------------------------------------------------
+    def _collection(self, name: str, conn: Connection | None = None) -> tuple[int, CollectionType] | None:
+        if name in self._collections:
+            return self._collections[name]
+        t = self.schema.collection
+
+        def _q(c: Connection):
+            return c.execute(select(t.c.id, t.c.type).where(t.c.name == name)).first()
+
+        row = _q(conn) if conn is not None else self._read(_q)
+        if row is None:
+            return None
+        self._collections[name] = (row.id, CollectionType(row.type))
+        return self._collections[name]
+
+    def _read(self, fn):
+        with self.engine.connect() as c:
+            return fn(c)
+
+    def _require_collection(self, name: str, conn: Connection | None = None) -> tuple[int, CollectionType]:
+        info = self._collection(name, conn)
+        if info is None:
+            known = [c.name for c in self.query_collections()]
+            hint = f"; known: {', '.join(known)}" if known else "; the repository has no collections yet"
+            raise MissingDatasetError(f"collection {name!r} does not exist{hint}")
+        return info
+
+    def register_collection(self, name: str, type: CollectionType = CollectionType.RUN, doc: str = "",
+                            conn: Connection | None = None) -> bool:
+        """Create a collection; True if created, False if it already existed with the same type."""
+        if not name or any(ch in name for ch in " \t\n,*?[]"):
+            raise ConflictError(f"collection name {name!r} may not be empty or contain spaces, commas or glob characters")
+        existing = self._collection(name, conn)
+        if existing is not None:
+            if existing[1] != type:
+                raise ConflictError(f"collection {name!r} already exists as {existing[1].value}, not {type.value}")
+            return False
+
+        def _do(c: Connection) -> None:
+            res = c.execute(self.schema.collection.insert().values(name=name, type=type.value, doc=doc))
+            self._collections[name] = (res.inserted_primary_key[0], type)
+
+        if conn is not None:
+            _do(conn)
+        else:
+            with self.transaction() as c:
+                _do(c)
+        return True
+
+    def register_run(self, name: str, doc: str = "", conn: Connection | None = None) -> bool:
+        return self.register_collection(name, CollectionType.RUN, doc, conn)
+
+    def set_chain(self, name: str, children: Sequence[str], *, create: bool = True) -> None:
+        """Make ``name`` a CHAINED collection searching ``children`` in order (replacing its old chain)."""
+        with self.transaction() as c:
+            if self._collection(name, c) is None and create:
+                self.register_collection(name, CollectionType.CHAINED, conn=c)
+            pid, ptype = self._require_collection(name, c)
+            if ptype != CollectionType.CHAINED:
+                raise ConflictError(f"collection {name!r} is a {ptype.value} collection, not CHAINED")
+            ids = []
+            for child in children:
+                cid, _ = self._require_collection(child, c)
+                ids.append(cid)
+            c.execute(self.schema.collection_chain.delete().where(self.schema.collection_chain.c.parent_id == pid))
+            if ids:
+                c.execute(self.schema.collection_chain.insert(),
+                          [{"parent_id": pid, "position": i, "child_id": cid} for i, cid in enumerate(ids)])
+            # Refuse cycles: resolving must terminate.
+            self._flatten([name], c)
+
+    def _children(self, c: Connection, parent_id: int) -> list[str]:
+        cc, col = self.schema.collection_chain, self.schema.collection
+        q = (select(col.c.name).select_from(cc.join(col, cc.c.child_id == col.c.id))
+             .where(cc.c.parent_id == parent_id).order_by(cc.c.position))
+        return list(c.execute(q).scalars())
+
+    def _flatten(self, names: Sequence[str], c: Connection, stack: tuple[str, ...] = ()) -> list[str]:
+        out: list[str] = []
+        for name in names:
+            if name in stack:
+                raise ConflictError(f"collection chain cycle: {' -> '.join(stack + (name,))}")
+            cid, ctype = self._require_collection(name, c)
+            if ctype == CollectionType.CHAINED:
+                sub = self._flatten(self._children(c, cid), c, stack + (name,))
+            else:
+                sub = [name]
+            out.extend(s for s in sub if s not in out)
+        return out
+
+    def resolve_collections(self, names: str | Sequence[str]) -> list[str]:
+        """Expand CHAINED collections into the ordered list of RUN/TAGGED collections to search."""
+        if isinstance(names, str):
+            names = [n.strip() for n in names.split(",") if n.strip()]
+        with self.engine.connect() as c:
+            return self._flatten(list(names), c)
+
+    def query_collections(self, pattern: str = "*") -> list[CollectionInfo]:
+        t = self.schema.collection
+        with self.engine.connect() as c:
+            rows = c.execute(select(t).order_by(t.c.name)).all()
+            out = []
+            for r in rows:
+                if not fnmatch.fnmatchcase(r.name, pattern):
+                    continue
+                ctype = CollectionType(r.type)
+                children = tuple(self._children(c, r.id)) if ctype == CollectionType.CHAINED else ()
+                out.append(CollectionInfo(r.name, ctype, r.doc or "", children))
+        return out
+
+    def collection_type(self, name: str) -> CollectionType:
+        return self._require_collection(name)[1]
+
+    def collection_doc(self, name: str) -> str:
+        t = self.schema.collection
+        with self.engine.connect() as c:
+            return c.execute(select(t.c.doc).where(t.c.name == name)).scalar_one_or_none() or ""
+
+    def set_collection_doc(self, name: str, doc: str) -> None:
+        self._require_collection(name)
+        with self.transaction() as c:
+            c.execute(self.schema.collection.update().where(self.schema.collection.c.name == name).values(doc=doc))
+
+    # -- datasets -----------------------------------------------------------------------------
+    def insert_datasets(self, dataset_type: str | DatasetType, run: str,
+                        items: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],
+                        conn: Connection | None = None, ids: Sequence[str] | None = None) -> list[DatasetRef]:
+        """Register datasets of one type in one RUN collection.
+
+        ``items`` are ``(data_id, location)`` pairs, where location holds ``path``, ``checksum``, ``size`` and
+        ``formatter``. A dataset with the same type and data ID already in the run is a ConflictError and
+        nothing of the batch is written.
+        """
+        dt = self.get_dataset_type(dataset_type if isinstance(dataset_type, str) else dataset_type.name)
+
+        def _do(c: Connection) -> list[DatasetRef]:
+            run_id, rtype = self._require_collection(run, c)
+            if rtype != CollectionType.RUN:
+                raise ConflictError(f"datasets can be written only to RUN collections; {run!r} is {rtype.value}")
+            now = time.time()
+            dt_id = self._dataset_type_id(dt.name)
+            rows, locs, refs = [], [], []
+            for i, (data_id, loc) in enumerate(items):
+                full = self.expand_data_id(dt.dimensions, data_id, c)
+                key = self.universe.data_id_key(dt.dimensions, full)
+                ds_id = ids[i] if ids is not None else str(uuid.uuid4())
+                rows.append({"id": ds_id, "dataset_type_id": dt_id, "run_id": run_id, "data_id_key": key,
+                             "ingest_date": now, **full})
+                locs.append({"dataset_id": ds_id, "path": str(loc["path"]), "checksum": loc["checksum"],
+                             "size": int(loc["size"]), "formatter": loc["formatter"]})
+                refs.append(DatasetRef(ds_id, dt, full, run, str(loc["path"]), loc["checksum"], int(loc["size"]),
+                                       loc["formatter"]))
+            if not rows:
+                return []
+            try:
+                c.execute(self.schema.dataset.insert(), rows)
+            except IntegrityError:
+                t = self.schema.dataset
+                keys = [r["data_id_key"] for r in rows]
+                dup = c.execute(select(t.c.data_id_key).where(
+                    t.c.dataset_type_id == dt_id, t.c.run_id == run_id, t.c.data_id_key.in_(keys[:900]))).scalars().first()
+                if dup is None:  # duplicated inside the batch itself
+                    seen = set()
+                    dup = next(k for k in keys if k in seen or seen.add(k))
+                raise ConflictError(f"{dt.name} {{{dup}}} already exists in run {run!r}") from None
+            c.execute(self.schema.dataset_location.insert(), locs)
+            return refs
+
+        if conn is not None:
+            return _do(conn)
+        with self.transaction() as c:
+            return _do(c)
+
+    def _ref_columns(self):
+        d, l, dt, col = self.schema.dataset, self.schema.dataset_location, self.schema.dataset_type, self.schema.collection
+        return [d.c.id, dt.c.name.label("dataset_type"), col.c.name.label("run"), l.c.path, l.c.checksum,
+                l.c.size, l.c.formatter] + [d.c[dim.name] for dim in self.universe]
+
+    def _refs_from(self, rows) -> list[DatasetRef]:
+        out = []
+        for r in rows:
+            dt = self.get_dataset_type(r.dataset_type)
+            data_id = {dim: getattr(r, dim) for dim in self.universe.data_id_order(dt.dimensions)}
+            out.append(DatasetRef(r.id, dt, data_id, r.run, r.path, r.checksum, r.size, r.formatter))
+        return out
+
+    def _base_select(self, extra_from=None):
+        d, l, dt, col = self.schema.dataset, self.schema.dataset_location, self.schema.dataset_type, self.schema.collection
+        j = d.join(dt, d.c.dataset_type_id == dt.c.id).join(col, d.c.run_id == col.c.id).outerjoin(
+            l, l.c.dataset_id == d.c.id)
+        return j
+
+    def _where(self, where: str, binds, column) -> Any:
+        node = parse_where(where or "")
+        if node is None:
+            return None
+        return compile_where(node, types=self.universe.where_types, column=column, binds=binds or {}, text=where)
+
+    def query_datasets(self, dataset_type: str, collections: str | Sequence[str], where: str = "",
+                       binds: Mapping[str, Any] | None = None, *, find_first: bool = True,
+                       data_id: Mapping[str, Any] | None = None) -> list[DatasetRef]:
+        """Datasets of the types matching ``dataset_type`` (a name, a glob, or a comma list) in ``collections``.
+
+        With ``find_first`` (the default) each data ID yields the dataset from the first collection in the
+        search order that has one, as a pipeline input lookup would.
+        """
+        types = self.query_dataset_types(dataset_type)
+        if not types and not any(ch in dataset_type for ch in "*?[,"):
+            self.get_dataset_type(dataset_type)  # raises, naming the known ones
+        search = self.resolve_collections(collections)
+        out: list[DatasetRef] = []
+        for dt in types:
+            out.extend(self._query_one_type(dt, search, where, binds, find_first, data_id))
+        return out
+
+    def _query_one_type(self, dt: DatasetType, search: list[str], where: str, binds, find_first: bool,
+                        data_id: Mapping[str, Any] | None) -> list[DatasetRef]:
+        d, tg = self.schema.dataset, self.schema.tagged
+        expanded = set(self.universe.expanded(dt.dimensions))
+        node = parse_where(where or "")
+        joins: dict[str, Any] = {}
+
+        def column(dim: str, attr: str | None):
+            if dim not in expanded:
+                raise WhereError(f"where: {dim!r} is not a dimension of {dt.name} "
+                                 f"(its dimensions: {', '.join(self.universe.expanded(dt.dimensions))})")
+            dimension = self.universe[dim]
+            if attr is None or attr == dimension.key_name:
+                return d.c[dim]
+            table = joins.get(dim)
+            if table is None:
+                table = self.schema.dimensions[dim].alias(f"w_{dim}")
+                joins[dim] = table
+            return table.c[attr]
+
+        clause = None
+        if node is not None:
+            clause = compile_where(node, types=self.universe.where_types, column=column, binds=binds or {}, text=where)
+        ids = {name: self._require_collection(name) for name in search}
+        rank = {info[0]: i for i, info in enumerate(ids.values())}
+        run_ids = [i for i, t in ids.values() if t == CollectionType.RUN]
+        tag_ids = [i for i, t in ids.values() if t == CollectionType.TAGGED]
+        dt_id = self._dataset_type_id(dt.name)
+        base = self._base_select()
+        for dim, table in joins.items():
+            keys = self.universe.required([dim])
+            key_col = self.universe[dim].key_name
+            base = base.join(table, and_(*[(table.c[key_col] if k == dim else table.c[k]) == d.c[k] for k in keys]))
+        conds = [d.c.dataset_type_id == dt_id]
+        if clause is not None:
+            conds.append(clause)
+        if data_id:
+            for k, v in data_id.items():
+                if k not in expanded:
+                    raise DataIdError(f"{k!r} is not a dimension of {dt.name}")
+                conds.append(d.c[k] == self.universe.coerce(k, v))
+        rows: list[tuple[int, Any]] = []
+        with self.engine.connect() as c:
+            if run_ids:
+                q = select(*self._ref_columns(), d.c.run_id.label("_coll")).select_from(base).where(
+                    d.c.run_id.in_(run_ids), *conds)
+                rows.extend((rank[r._coll], r) for r in c.execute(q))
+            if tag_ids:
+                q = select(*self._ref_columns(), tg.c.collection_id.label("_coll")).select_from(
+                    base.join(tg, tg.c.dataset_id == d.c.id)).where(tg.c.collection_id.in_(tag_ids), *conds)
+                rows.extend((rank[r._coll], r) for r in c.execute(q))
+        key_dims = self.universe.required(dt.dimensions)
+        rows.sort(key=lambda x: (tuple(getattr(x[1], k) for k in key_dims), x[0]))
+        if find_first:
+            picked, seen = [], set()
+            for _, r in rows:
+                key = tuple(getattr(r, k) for k in key_dims)
+                if key not in seen:
+                    seen.add(key)
+                    picked.append(r)
+            return self._refs_from(picked)
+        return self._refs_from(r for _, r in rows)
+
+    def find_dataset(self, dataset_type: str, data_id: Mapping[str, Any], collections: str | Sequence[str]) -> DatasetRef:
+        dt = self.get_dataset_type(dataset_type)
+        did = self.universe.normalize(dt.dimensions, data_id)
+        key_only = {k: did[k] for k in self.universe.required(dt.dimensions)}
+        refs = self.query_datasets(dt.name, collections, data_id=key_only)
+        if not refs:
+            coll = collections if isinstance(collections, str) else ",".join(collections)
+            raise MissingDatasetError(f"no {dt.name} for {key_only} in collections [{coll}]")
+        return refs[0]
+
+    def get_dataset(self, dataset_id: str) -> DatasetRef | None:
+        d = self.schema.dataset
+        q = select(*self._ref_columns()).select_from(self._base_select()).where(d.c.id == str(dataset_id))
+        with self.engine.connect() as c:
+            refs = self._refs_from(c.execute(q))
+        return refs[0] if refs else None
+
+    def find_by_checksum(self, checksums: Iterable[str]) -> dict[str, DatasetRef]:
+        d, l = self.schema.dataset, self.schema.dataset_location
+        checksums = list(checksums)
+        out: dict[str, DatasetRef] = {}
+        with self.engine.connect() as c:
+            for i in range(0, len(checksums), 500):
+                q = select(*self._ref_columns()).select_from(self._base_select()).where(
+                    l.c.checksum.in_(checksums[i:i + 500]))
+                for ref in self._refs_from(c.execute(q)):
+                    out.setdefault(ref.checksum, ref)
+        return out
+
+    def all_locations(self) -> Iterator[DatasetRef]:
+        q = select(*self._ref_columns()).select_from(self._base_select()).order_by(self.schema.dataset.c.id)
+        with self.engine.connect() as c:
+            yield from self._refs_from(c.execute(q))
+
+    def associate(self, tagged: str, refs: Sequence[DatasetRef]) -> None:
+        """Add datasets to a TAGGED collection (one dataset per type and data ID in it)."""
+        with self.transaction() as c:
+            cid, ctype = self._require_collection(tagged, c)
+            if ctype != CollectionType.TAGGED:
+                raise ConflictError(f"{tagged!r} is a {ctype.value} collection, not TAGGED")
+            rows = [{"collection_id": cid, "dataset_id": r.id, "dataset_type_id": self._dataset_type_id(r.name),
+                     "data_id_key": self.universe.data_id_key(r.dataset_type.dimensions, r.data_id)} for r in refs]
+            try:
+                if rows:
+                    c.execute(self.schema.tagged.insert(), rows)
+            except IntegrityError:
+                raise ConflictError(f"TAGGED collection {tagged!r} already holds a dataset of the same type and "
+                                    "data ID as one being associated") from None
+
+    def remove_datasets(self, refs: Sequence[DatasetRef], conn: Connection | None = None) -> None:
+        ids = [r.id for r in refs]
+
+        def _do(c: Connection) -> None:
+            for i in range(0, len(ids), 500):
+                c.execute(self.schema.dataset.delete().where(self.schema.dataset.c.id.in_(ids[i:i + 500])))
+
+        if conn is not None:
+            _do(conn)
+        else:
+            with self.transaction() as c:
+                _do(c)
+
+    def count_datasets(self) -> int:
+        with self.engine.connect() as c:
+            return c.execute(select(func.count()).select_from(self.schema.dataset)).scalar_one()
+
+    # -- data IDs -----------------------------------------------------------------------------
+    def query_data_ids(self, dimensions: Sequence[str], where: str = "", binds: Mapping[str, Any] | None = None,
+                       *, datasets: str | None = None, collections: str | Sequence[str] | None = None) -> list[dict]:
+        """Distinct data IDs over ``dimensions`` that exist in the dimension records (and, with ``datasets``,
+        for which a dataset of that type exists in ``collections``)."""
+        if not dimensions:
+            raise DataIdError("query_data_ids needs at least one dimension")
+        node = parse_where(where or "")
+        refd = {dim for dim, _ in referenced_identifiers(node, binds or {})} if node is not None else set()
+        for dim in refd:
+            self.universe[dim]
+        want = self.universe.data_id_order(list(dimensions))
+        cover = set(self.universe.expanded(list(dimensions) + sorted(refd)))
+        tables = self._covering_tables(cover)
+        from_ = None
+        cols: dict[str, Any] = {}
+        for dim in tables:
+            table = self.schema.dimensions[dim]
+            dcols = {c.name: c for c in table.columns}
+            own = {d: dcols[d] for d in self.universe.expanded([dim]) if d != dim and d in dcols}
+            own[dim] = dcols[self.universe[dim].key_name]
+            if from_ is None:
+                from_ = table
+            else:
+                shared = [d for d in own if d in cols]
+                on = and_(*[own[d] == cols[d] for d in shared]) if shared else sql_text("1=1")
+                from_ = from_.join(table, on)
+            for d, c in own.items():
+                cols.setdefault(d, c)
+        attr_tables = {d: self.schema.dimensions[d] for d in tables}
+        joins = {}
+
+        def column(dim: str, attr: str | None):
+            if dim not in cols:
+                raise WhereError(f"where: {dim!r} is not related to {', '.join(dimensions)}")
+            dimension = self.universe[dim]
+            if attr is None or attr == dimension.key_name:
+                return cols[dim]
+            if dim in attr_tables:
+                return attr_tables[dim].c[attr]
+            table = joins.setdefault(dim, self.schema.dimensions[dim].alias(f"w_{dim}"))
+            return table.c[attr]
+
+        clause = None
+        if node is not None:
+            clause = compile_where(node, types=self.universe.where_types, column=column, binds=binds or {}, text=where)
+        for dim, table in joins.items():
+            keys = self.universe.required([dim])
+            key_col = self.universe[dim].key_name
+            from_ = from_.join(table, and_(*[(table.c[key_col] if k == dim else table.c[k]) == cols[k] for k in keys]))
+        conds = [clause] if clause is not None else []
+        if datasets is not None:
+            if collections is None:
+                raise DataIdError("restricting data IDs by dataset type needs --collections")
+            refs = self.query_datasets(datasets, collections)
+            keys = {tuple(r.data_id.get(d) for d in want if d in r.data_id) for r in refs}
+            dims_in = [d for d in want if refs and d in refs[0].data_id]
+        q = select(*[cols[d].label(d) for d in want]).select_from(from_).where(*conds).distinct().order_by(
+            *[cols[d] for d in want])
+        with self.engine.connect() as c:
+            result = [dict(r._mapping) for r in c.execute(q)]
+        if datasets is not None:
+            result = [r for r in result if tuple(r[d] for d in dims_in) in keys]
+        return result
+
+    def _covering_tables(self, cover: set[str]) -> list[str]:
+        """Dimension tables to join so that every dimension in ``cover`` has a column, fewest first."""
+        chosen: list[str] = []
+        have: set[str] = set()
+        candidates = [d.name for d in self.universe]
+        while not cover <= have:
+            best = max(candidates, key=lambda n: (len((set(self.universe.expanded([n])) & cover) - have),
+                                                  -len(self.universe.expanded([n]))))
+            gain = (set(self.universe.expanded([best])) & cover) - have
+            if not gain:
+                break
+            chosen.append(best)
+            have |= set(self.universe.expanded([best]))
+            candidates.remove(best)
+        return chosen

@@ -1,0 +1,117 @@
+"""SQLAlchemy Core tables of the registry, generated from the dimension universe.
+
+Core (not the ORM) because the planner reads tens of thousands of rows at a time and the ORM's per-object
+cost would dominate. The dataset table carries one column per dimension, so a where-expression on a data ID
+value needs no join; only dimension attributes (``exposure.day_obs``) join the dimension tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import (
+    BigInteger, Column, Float, ForeignKey, ForeignKeyConstraint, Index, Integer, MetaData, String, Table, Text,
+    UniqueConstraint,
+)
+
+from .universe import DimensionUniverse
+
+SCHEMA_VERSION = 1
+MAGIC = "openastro-parsl registry"
+
+_SQL_TYPES = {str: lambda: String(128), int: BigInteger, float: Float}
+
+
+def sql_type(py: type):
+    return _SQL_TYPES[py]()
+
+
+@dataclass
+class Schema:
+    metadata: MetaData
+    meta: Table
+    dimensions: dict[str, Table]
+    dataset_type: Table
+    collection: Table
+    collection_chain: Table
+    dataset: Table
+    dataset_location: Table
+    tagged: Table
+
+
+def dimension_table_name(name: str) -> str:
+    return f"dim_{name}"
+
+
+def build_schema(universe: DimensionUniverse) -> Schema:
+    md = MetaData()
+    meta = Table("meta", md, Column("key", String(64), primary_key=True), Column("value", Text, nullable=False))
+
+    dims: dict[str, Table] = {}
+    for dim in universe:
+        cols = []
+        carried = [d for d in universe.expanded([dim.name]) if d != dim.name]
+        required = set(universe.required([dim.name]))
+        for other in carried:
+            cols.append(Column(other, sql_type(universe[other].key_type), primary_key=other in required,
+                               nullable=other not in required))
+        cols.append(Column(dim.key_name, sql_type(dim.key_type), primary_key=True))
+        for attr, py in dim.metadata.items():
+            cols.append(Column(attr, sql_type(py), nullable=True))
+        fks = []
+        for other in dim.related:
+            other_dim = universe[other]
+            local = list(universe.required([other]))
+            remote_cols = [c if c != other else other_dim.key_name for c in local]
+            fks.append(ForeignKeyConstraint(local, [f"{dimension_table_name(other)}.{c}" for c in remote_cols]))
+        dims[dim.name] = Table(dimension_table_name(dim.name), md, *cols, *fks)
+
+    dataset_type = Table(
+        "dataset_type", md,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("name", String(128), nullable=False, unique=True),
+        Column("dimensions", String(512), nullable=False),
+        Column("storage_class", String(64), nullable=False),
+    )
+    collection = Table(
+        "collection", md,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("name", String(256), nullable=False, unique=True),
+        Column("type", String(16), nullable=False),
+        Column("doc", Text, nullable=False, default=""),
+    )
+    collection_chain = Table(
+        "collection_chain", md,
+        Column("parent_id", Integer, ForeignKey("collection.id", ondelete="CASCADE"), primary_key=True),
+        Column("position", Integer, primary_key=True),
+        Column("child_id", Integer, ForeignKey("collection.id"), nullable=False),
+    )
+    dim_cols = [Column(d.name, sql_type(d.key_type), nullable=True) for d in universe]
+    dataset = Table(
+        "dataset", md,
+        Column("id", String(36), primary_key=True),
+        Column("dataset_type_id", Integer, ForeignKey("dataset_type.id"), nullable=False),
+        Column("run_id", Integer, ForeignKey("collection.id"), nullable=False),
+        Column("data_id_key", String(512), nullable=False),
+        Column("ingest_date", Float, nullable=False),
+        *dim_cols,
+        UniqueConstraint("dataset_type_id", "run_id", "data_id_key", name="dataset_unique_in_run"),
+        Index("dataset_by_type_key", "dataset_type_id", "data_id_key"),
+    )
+    dataset_location = Table(
+        "dataset_location", md,
+        Column("dataset_id", String(36), ForeignKey("dataset.id", ondelete="CASCADE"), primary_key=True),
+        Column("path", Text, nullable=False),
+        Column("checksum", String(64), nullable=False, index=True),
+        Column("size", BigInteger, nullable=False),
+        Column("formatter", String(64), nullable=False),
+    )
+    tagged = Table(
+        "tagged", md,
+        Column("collection_id", Integer, ForeignKey("collection.id", ondelete="CASCADE"), primary_key=True),
+        Column("dataset_id", String(36), ForeignKey("dataset.id", ondelete="CASCADE"), primary_key=True),
+        Column("dataset_type_id", Integer, ForeignKey("dataset_type.id"), nullable=False),
+        Column("data_id_key", String(512), nullable=False),
+        UniqueConstraint("collection_id", "dataset_type_id", "data_id_key", name="tagged_unique"),
+    )
+    return Schema(md, meta, dims, dataset_type, collection, collection_chain, dataset, dataset_location, tagged)
