@@ -57,7 +57,7 @@ class FitsImageFormatter(Formatter):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                with fits.open(path, memmap=True) as hdul:
+                with fits.open(path, memmap=False) as hdul:
                     sci = next((h for h in hdul if h.is_image and h.data is not None and h.name not in ("MASK", "VARIANCE")), None)
                     if sci is None:
                         raise FormatterError(f"{path}: no image data in any HDU")

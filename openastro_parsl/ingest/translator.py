@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from astropy.io import fits
+import astropy.units as u
 from astropy.time import Time
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -150,7 +151,7 @@ class Translator:
         else:
             source = _parse_date(header, k.exposure.from_date) if k.exposure.from_date in header else start
             exposure = int(source.strftime("%Y%m%d%H%M%S"))
-        day_obs = int((start + c.day_obs_offset_hours / 24.0).strftime("%Y%m%d"))
+        day_obs = int((start + c.day_obs_offset_hours * u.hour).strftime("%Y%m%d"))
         physical = self._first(header, k.physical_filter)
         band = c.filters.get(str(physical), _slug(str(physical)) if physical is not None else c.default_band)
         field_name = self._first(header, k.field)

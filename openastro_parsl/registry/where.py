@@ -403,7 +403,7 @@ class _Parser:
 
     def _comparison(self, left: Operand) -> Comparison:
         op_token = self._advance()
-        if op_token.raw == "=" and self.token.raw == "=":
+        if op_token.raw == "=" and self.token.raw == "=" and self.token.column == op_token.column + 1:
             _fail("'==' is not an operator", op_token.column, self.text, "write = for equality")
         right = self._operand(self._value_token(f"'{op_token.raw}'"))
         if isinstance(left, Literal) and isinstance(right, Literal):
@@ -463,7 +463,9 @@ def parse_where(text: str) -> Node | None:
     return _Parser(text).parse()
 
 
-def referenced_identifiers(node: Node | None, binds: Mapping[str, object] | None = None) -> set[tuple[str, str | None]]:
+def referenced_identifiers(
+    node: Node | None, binds: Mapping[str, object] | None = None
+) -> set[tuple[str, str | None]]:
     """The (dimension, attribute) pairs the expression uses, so the caller knows which tables to join.
 
     Bare names that are keys of ``binds`` are values, not columns, and are left out, as are IN-list items
@@ -612,12 +614,12 @@ class _Resolver:
                     self.text,
                     "compare one of its attributes instead",
                 )
-            known = sorted(str(key) for key in attributes if key is not None)
+            known = ", ".join(sorted(str(key) for key in attributes if key is not None))
             _fail(
                 f"unknown attribute '{ident.name}'",
                 ident.column + len(ident.dimension) + 1,
                 self.text,
-                f"{ident.dimension} has attributes: {', '.join(known)}" if known else f"{ident.dimension} has no attributes",
+                f"{ident.dimension} has attributes: {known}" if known else f"{ident.dimension} has no attributes",
             )
         return _Dim(ident, attributes[ident.attribute])
 
