@@ -7,6 +7,7 @@ differences live in YAML (``instruments.yaml``, extendable per repository) rathe
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any, Mapping
 from astropy.io import fits
 import astropy.units as u
 from astropy.time import Time
+from erfa import ErfaWarning
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import IngestError
@@ -78,6 +80,12 @@ def _slug(text: str) -> str:
 
 
 def _parse_date(header: fits.Header, card: str) -> Time:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ErfaWarning)  # pre-1960 plates: UTC is "dubious", still right enough
+        return _read_date(header, card)
+
+
+def _read_date(header: fits.Header, card: str) -> Time:
     value = str(header[card]).strip()
     try:
         if re.fullmatch(r"\d\d/\d\d/\d\d", value):  # old dd/mm/yy with the time in UT / TIME-OBS
@@ -141,17 +149,19 @@ class Translator:
         exptime = float(exptime) if exptime is not None else 0.0
         mjd_card = self._first(header, k.mjd)
         mjd = float(mjd_card) if mjd_card is not None else float(start.mjd + exptime / 2 / 86400.0)
-        if k.exposure.key:
-            if k.exposure.key not in header:
-                raise IngestError(f"no exposure id card {k.exposure.key} in header")
-            try:
-                exposure = int(header[k.exposure.key])
-            except (TypeError, ValueError):
-                raise IngestError(f"{k.exposure.key}={header[k.exposure.key]!r} is not an integer exposure id") from None
-        else:
-            source = _parse_date(header, k.exposure.from_date) if k.exposure.from_date in header else start
-            exposure = int(source.strftime("%Y%m%d%H%M%S"))
-        day_obs = int((start + c.day_obs_offset_hours * u.hour).strftime("%Y%m%d"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ErfaWarning)  # see _parse_date
+            day_obs = int((start + c.day_obs_offset_hours * u.hour).strftime("%Y%m%d"))
+            if k.exposure.key:
+                if k.exposure.key not in header:
+                    raise IngestError(f"no exposure id card {k.exposure.key} in header")
+                try:
+                    exposure = int(header[k.exposure.key])
+                except (TypeError, ValueError):
+                    raise IngestError(f"{k.exposure.key}={header[k.exposure.key]!r} is not an integer exposure id") from None
+            else:
+                source = _parse_date(header, k.exposure.from_date) if k.exposure.from_date in header else start
+                exposure = int(source.strftime("%Y%m%d%H%M%S"))
         physical = self._first(header, k.physical_filter)
         band = c.filters.get(str(physical), _slug(str(physical)) if physical is not None else c.default_band)
         field_name = self._first(header, k.field)
