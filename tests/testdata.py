@@ -24,3 +24,28 @@ def lco_header(expid: int, filt: str = "rp", field: str = "demo1") -> dict:
     return {"TELESCOP": "LCO-1m", "INSTRUME": "lco1m", "EXPID": expid, "FILTER": filt, "OBJECT": field,
             "DATE-OBS": f"2026-03-{10 + expid % 15:02d}T03:00:00.000", "MJD-OBS": 61109.125 + expid % 15,
             "EXPTIME": 60.0, "GAIN": 1.0, "RDNOISE": 7.0, "AIRMASS": 1.2, "RA": 150.1, "DEC": 2.2, "PIXSCALE": 0.39}
+
+
+def make_small_repo(root: Path, n: int = 6, refcat: bool = True):
+    """A repo with n lco1m frames (alternating g/r) of field demo1, target T1, a refcat, chain `defaults`."""
+    from astropy.table import Table
+
+    from openastro_parsl.butler import Butler
+    from openastro_parsl.ingest.ingest import ingest_raws
+    from openastro_parsl.registry.refs import DatasetType
+
+    butler = Butler.create(root / "repo")
+    src = root / "incoming"
+    src.mkdir(exist_ok=True)
+    files = [write_frame(src / f"f{i}.fits", lco_header(100 + i, "rp" if i % 2 else "gp"), seed=i) for i in range(n)]
+    ingest_raws(butler, files)
+    butler.registry.sync_dimension_records("field", [{"name": "demo1", "ra": 150.1, "dec": 2.2}])
+    butler.registry.sync_dimension_records(
+        "target", [{"name": "T1", "field": "demo1", "ra": 150.1, "dec": 2.2, "kind": "transit_host"}])
+    children = ["raw/all"]
+    if refcat:
+        butler.put(Table({"id": [1, 2], "ra": [150.1, 150.2], "dec": [2.2, 2.3], "g": [12.0, 14.0], "r": [11.5, 13.2]}),
+                   DatasetType("refcat", ("field",), "Table"), {"field": "demo1"}, run="refcats")
+        children.append("refcats")
+    butler.set_chain("defaults", children)
+    return butler

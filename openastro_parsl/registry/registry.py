@@ -410,6 +410,34 @@ class Registry:
         with self.transaction() as c:
             c.execute(self.schema.collection.update().where(self.schema.collection.c.name == name).values(doc=doc))
 
+    def set_collection_meta(self, name: str, key: str, value: Any, conn: Connection | None = None) -> None:
+        """Record a JSON value about a collection (a run's input collections, its pipeline...)."""
+        t = self.schema.collection_meta
+
+        def _do(c: Connection) -> None:
+            cid, _ = self._require_collection(name, c)
+            c.execute(t.delete().where(t.c.collection_id == cid, t.c.key == key))
+            c.execute(t.insert().values(collection_id=cid, key=key, value=json.dumps(value)))
+
+        if conn is not None:
+            _do(conn)
+        else:
+            with self.transaction() as c:
+                _do(c)
+
+    def collection_meta(self, name: str, key: str) -> Any:
+        info = self._collection(name)
+        if info is None:
+            return None
+        t = self.schema.collection_meta
+        with self.engine.connect() as c:
+            value = c.execute(select(t.c.value).where(t.c.collection_id == info[0], t.c.key == key)).scalar_one_or_none()
+        return None if value is None else json.loads(value)
+
+    def run_inputs(self, run: str) -> list[str] | None:
+        """The input collections a pipeline run was made from (None for runs not made by a pipeline)."""
+        return self.collection_meta(run, "inputs")
+
     # -- datasets -----------------------------------------------------------------------------
     def insert_datasets(self, dataset_type: str | DatasetType, run: str,
                         items: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],

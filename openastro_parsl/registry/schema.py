@@ -37,6 +37,7 @@ class Schema:
     dataset: Table
     dataset_location: Table
     tagged: Table
+    collection_meta: Table
 
 
 def dimension_table_name(name: str) -> str:
@@ -114,4 +115,11 @@ def build_schema(universe: DimensionUniverse) -> Schema:
         Column("data_id_key", String(512), nullable=False),
         UniqueConstraint("collection_id", "dataset_type_id", "data_id_key", name="tagged_unique"),
     )
-    return Schema(md, meta, dims, dataset_type, collection, collection_chain, dataset, dataset_location, tagged)
+    collection_meta = Table(
+        "collection_meta", md,
+        Column("collection_id", Integer, ForeignKey("collection.id", ondelete="CASCADE"), primary_key=True),
+        Column("key", String(64), primary_key=True),
+        Column("value", Text, nullable=False),
+    )
+    return Schema(md, meta, dims, dataset_type, collection, collection_chain, dataset, dataset_location, tagged,
+                  collection_meta)

@@ -21,9 +21,11 @@ class Site:
     """An observatory; longitude east-positive, degrees."""
 
     name: str
+    code: str
     lon: float
     lat: float
     height_m: float
+    seeing_arcsec: float  # median zenith atmospheric seeing (FWHM)
 
 
 def gmst_deg(mjd):

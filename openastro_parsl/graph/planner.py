@@ -1,0 +1,384 @@
+"""The planner: pipeline + registry -> quantum graph, with every problem found before anything runs.
+
+Planning is relational and done in memory: each input dataset type is read from the registry in one query,
+quantum data IDs come from hash joins of the inputs' data IDs (and dimension records for dimensions no input
+carries, such as the targets in a field), and inputs are attached through dictionaries keyed by the shared
+dimension values. No per-quantum query, so the cost grows linearly with the number of quanta.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+from ..butler import Butler
+from ..datastore.datastore import dataset_relpath
+from ..errors import OpenAstroError
+from ..pipeline.connections import Connection
+from ..pipeline.pipeline import Pipeline, TaskDef
+from ..registry.refs import CollectionType, DatasetRef, DatasetType
+from ..registry.where import evaluate_where, parse_where, referenced_identifiers
+from .quantum_graph import DatasetNode, Quantum, QuantumGraph, TaskInfo, dataset_uuid, quantum_uuid
+
+
+class PlanningError(OpenAstroError):
+    """The graph cannot be built; the message lists every reason found."""
+
+
+@dataclass
+class _Available:
+    """Datasets of one type the planner can feed to tasks (existing or predicted), indexed lazily."""
+
+    nodes: list[DatasetNode] = field(default_factory=list)
+    where_applied: bool = False
+    _index: dict[tuple[str, ...], dict[tuple, list[DatasetNode]]] = field(default_factory=dict)
+
+    def index(self, dims: tuple[str, ...]) -> dict[tuple, list[DatasetNode]]:
+        idx = self._index.get(dims)
+        if idx is None:
+            idx = defaultdict(list)
+            for n in self.nodes:
+                idx[tuple(n.data_id.get(d) for d in dims)].append(n)
+            self._index[dims] = idx
+        return idx
+
+
+@dataclass
+class TaskReport:
+    """Why a task got the quanta it got: for `--explain` and the empty-graph error."""
+
+    label: str
+    candidates: int = 0
+    dropped_by_where: int = 0
+    dropped_missing: dict[str, int] = field(default_factory=dict)
+    skipped_existing: int = 0
+    quanta: int = 0
+    no_input: list[str] = field(default_factory=list)
+
+
+class Planner:
+    def __init__(self, butler: Butler, pipeline: Pipeline, *, inputs: Sequence[str], output_run: str,
+                 where: str = "", binds: Mapping[str, Any] | None = None,
+                 skip_existing_in: Sequence[str] = (), clobber_outputs: bool = False, pipeline_spec: str = ""):
+        self.butler = butler
+        self.registry = butler.registry
+        self.universe = butler.universe
+        self.pipeline = pipeline
+        self.inputs = [c for c in inputs if c]
+        self.output_run = output_run
+        self.where = where or ""
+        self.binds = dict(binds or {})
+        self.skip_existing_in = list(skip_existing_in)
+        self.clobber = clobber_outputs
+        self.pipeline_spec = pipeline_spec
+        self.node = parse_where(self.where)
+        self.where_dims = {d for d, _ in referenced_identifiers(self.node, self.binds)} if self.node else set()
+        self.reports: dict[str, TaskReport] = {}
+        self._records: dict[str, dict[tuple, dict]] = {}
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _records_of(self, dim: str) -> dict[tuple, dict]:
+        """All records of a dimension keyed by their identifying values (loaded once)."""
+        if dim not in self._records:
+            d = self.universe[dim]
+            keys = self.universe.required([dim])
+            out = {}
+            for r in self.registry.dimension_records(dim):
+                r[dim] = r[d.key_name]
+                out[tuple(r[k] for k in keys)] = r
+            self._records[dim] = out
+        return self._records[dim]
+
+    def _where_ok(self, data_id: Mapping[str, Any]) -> bool:
+        def values(dim: str, attr: str | None):
+            if attr is None or attr == self.universe[dim].key_name:
+                return data_id.get(dim)
+            key = tuple(data_id.get(k) for k in self.universe.required([dim]))
+            rec = self._records_of(dim).get(key)
+            return None if rec is None else rec.get(attr)
+
+        return evaluate_where(self.node, values, self.binds)
+
+    def _check_dataset_types(self) -> dict[str, DatasetType]:
+        """Every dataset type used agrees across tasks and with the registry; problems name the task."""
+        seen: dict[str, tuple[DatasetType, str]] = {}
+        problems = []
+        for t in self.pipeline:
+            for c in t.connections.values():
+                dt = DatasetType(c.dataset_type, self.universe.sorted(c.dimensions), c.storage_class)
+                if c.dataset_type in seen and seen[c.dataset_type][0] != dt:
+                    other, who = seen[c.dataset_type]
+                    problems.append(f"task {t.label!r} connection {c.name!r} declares {dt.describe()} but task "
+                                    f"{who!r} declares {other.describe()}")
+                    continue
+                seen.setdefault(c.dataset_type, (dt, t.label))
+                registered = self.registry.get_dataset_type(c.dataset_type, missing_ok=True)
+                if registered is not None and registered != dt:
+                    problems.append(f"task {t.label!r} connection {c.name!r} declares {dt.describe()} but the registry "
+                                    f"has {registered.describe()}")
+            extra = set(self.universe.expanded(t.dimensions))
+            for c in t.outputs():
+                if not set(c.dimensions) <= extra:
+                    problems.append(f"task {t.label!r} output {c.name!r} has dimensions {list(c.dimensions)} beyond "
+                                    f"the task's {list(t.dimensions)}")
+        if problems:
+            raise PlanningError("dataset type conflicts:\n  " + "\n  ".join(problems))
+        return {k: v[0] for k, v in seen.items()}
+
+    def _check_output_run(self) -> None:
+        info = self.registry.query_collections(self.output_run)
+        if not info:
+            return
+        if info[0].type != CollectionType.RUN:
+            raise PlanningError(f"output {self.output_run!r} exists as a {info[0].type.value} collection, not a RUN")
+        recorded = self.registry.run_inputs(self.output_run)
+        if recorded is not None and recorded != self.inputs:
+            missing = [c for c in recorded if c not in self.inputs]
+            added = [c for c in self.inputs if c not in recorded]
+            parts = []
+            if missing:
+                parts.append(f"it was made from {missing} that this plan lacks")
+            if added:
+                parts.append(f"this plan adds {added}")
+            if not parts:
+                parts.append(f"the order differs (recorded {recorded})")
+            raise PlanningError(f"output run {self.output_run!r} was made with inputs {recorded}, this plan uses "
+                                f"{self.inputs}: {'; '.join(parts)}. Use the same -i or a new -o.")
+
+    def _existing(self, collections: Sequence[str], dataset_type: str) -> dict[str, DatasetRef]:
+        if not collections or self.registry.get_dataset_type(dataset_type, missing_ok=True) is None:
+            return {}
+        refs = self.registry.query_datasets(dataset_type, list(collections))
+        dt = refs[0].dataset_type if refs else None
+        return {self.universe.data_id_key(dt.dimensions, r.data_id): r for r in refs}
+
+    @staticmethod
+    def _node_from_ref(ref: DatasetRef) -> DatasetNode:
+        return DatasetNode(ref.id, ref.name, dict(ref.data_id), ref.run, ref.path, ref.formatter, ref.checksum, True)
+
+    # -- main ---------------------------------------------------------------------------------
+    def plan(self) -> QuantumGraph:
+        t0 = time.perf_counter()
+        if not self.inputs:
+            raise PlanningError("no input collections given (-i)")
+        if not len(self.pipeline):
+            raise PlanningError("the pipeline selection holds no tasks")
+        self.registry.resolve_collections(self.inputs)  # every input collection exists
+        if self.skip_existing_in:
+            self.registry.resolve_collections(self.skip_existing_in)
+        types = self._check_dataset_types()
+        self._check_output_run()
+        available: dict[str, _Available] = {}
+        for name, conn in self.pipeline.overall_inputs().items():
+            dt = types[name]
+            applies = self.node is not None and self.where_dims <= set(self.universe.expanded(dt.dimensions))
+            refs = []
+            if self.registry.get_dataset_type(name, missing_ok=True) is not None:
+                refs = self.registry.query_datasets(name, self.inputs, self.where if applies else "", self.binds)
+            available[name] = _Available([self._node_from_ref(r) for r in refs], where_applied=applies)
+        prereq_cache: dict[str, _Available] = {}
+        missing_prereqs: list[str] = []
+        datasets: dict[str, DatasetNode] = {n.id: n for a in available.values() for n in a.nodes}
+        quanta: dict[str, Quantum] = {}
+        tasks: dict[str, TaskInfo] = {}
+        dataset_types: dict[str, dict[str, Any]] = {}
+        for name, dt in types.items():
+            dataset_types[name] = {"dimensions": list(dt.dimensions), "storage_class": dt.storage_class,
+                                   "formatter": self.butler.datastore.formatter(dt.storage_class).name}
+        skip_existing: dict[str, dict[str, DatasetRef]] = {}
+        in_output: dict[str, dict[str, DatasetRef]] = {}
+        for t in self.pipeline:
+            for c in t.outputs():
+                skip_existing[c.dataset_type] = self._existing(self.skip_existing_in, c.dataset_type)
+                in_output[c.dataset_type] = (self._existing([self.output_run], c.dataset_type)
+                                             if self.registry.query_collections(self.output_run) else {})
+        partial_problems: list[str] = []
+        self.available = available
+        for t in self.pipeline:
+            report = self.reports[t.label] = TaskReport(t.label)
+            tasks[t.label] = TaskInfo(
+                t.label, t.class_path, t.config.model_dump(mode="json"), t.config_hash, tuple(t.dimensions),
+                {n: {"dataset_type": c.dataset_type, "dimensions": list(c.dimensions), "storage_class": c.storage_class,
+                     "multiple": c.multiple, "kind": c.kind} for n, c in t.connections.items()},
+                t.resources.model_dump())
+            for c in t.prerequisites():
+                if c.dataset_type not in prereq_cache:
+                    refs = (self.registry.query_datasets(c.dataset_type, self.inputs)
+                            if self.registry.get_dataset_type(c.dataset_type, missing_ok=True) else [])
+                    prereq_cache[c.dataset_type] = _Available([self._node_from_ref(r) for r in refs])
+            made = self._plan_task(t, available, prereq_cache, report, missing_prereqs)
+            for data_id, inputs in made:
+                key = self.universe.data_id_key(t.dimensions, data_id)
+                qid = quantum_uuid(self.output_run, t.label, key)
+                outputs: dict[str, list[str]] = {}
+                out_nodes: list[DatasetNode] = []
+                existing_skip, existing_out = [], []
+                for c in t.outputs():
+                    odims = self.universe.data_id_order(c.dimensions)
+                    oid = {d: data_id[d] for d in odims}
+                    okey = self.universe.data_id_key(c.dimensions, oid)
+                    existing_skip.append(skip_existing[c.dataset_type].get(okey))
+                    existing_out.append(in_output[c.dataset_type].get(okey))
+                    fmt = dataset_types[c.dataset_type]["formatter"]
+                    ext = self.butler.datastore.formatter(c.storage_class).extension
+                    node = DatasetNode(dataset_uuid(self.output_run, c.dataset_type, okey), c.dataset_type, oid,
+                                       self.output_run, dataset_relpath(self.output_run, c.dataset_type,
+                                                                        self.universe.required(c.dimensions), oid, ext),
+                                       fmt, None, False)
+                    out_nodes.append(node)
+                    outputs[c.name] = [node.id]
+                if out_nodes and all(e is not None for e in existing_skip):
+                    report.skipped_existing += 1
+                    for c, ref in zip(t.outputs(), existing_skip):
+                        node = self._node_from_ref(ref)
+                        datasets[node.id] = node
+                        available.setdefault(c.dataset_type, _Available()).nodes.append(node)
+                    continue
+                clobber = [e.id for e in existing_out if e is not None]
+                if clobber and not self.clobber:
+                    have = [str(e) for e in existing_out if e is not None]
+                    partial_problems.append(f"{t.label} {{{key}}}: output run already holds {', '.join(have)}")
+                    continue
+                q = Quantum(qid, t.label, data_id, {n: [d.id for d in ds] for n, ds in inputs.items()}, outputs, clobber)
+                quanta[qid] = q
+                report.quanta += 1
+                for ds in inputs.values():
+                    for d in ds:
+                        datasets.setdefault(d.id, d)
+                for c, node in zip(t.outputs(), out_nodes):
+                    datasets[node.id] = node
+                    available.setdefault(c.dataset_type, _Available()).nodes.append(node)
+        if missing_prereqs:
+            missing_prereqs = list(dict.fromkeys(missing_prereqs))
+            shown = missing_prereqs[:50]
+            more = f"\n  ... and {len(missing_prereqs) - 50} more" if len(missing_prereqs) > 50 else ""
+            raise PlanningError("missing prerequisite inputs (in collections " + ", ".join(self.inputs) + "):\n  "
+                                + "\n  ".join(shown) + more)
+        if partial_problems:
+            raise PlanningError("outputs already exist in the output run (use --skip-existing-in "
+                                f"{self.output_run} to skip finished quanta, or --clobber-outputs to replace them):\n  "
+                                + "\n  ".join(partial_problems[:50]))
+        if not quanta:
+            raise PlanningError(self._why_empty())
+        records: dict[str, dict[str, dict]] = {}
+        for q in quanta.values():
+            for dim in tasks[q.task].dimensions:
+                req = self.universe.required([dim])
+                bucket = records.setdefault(dim, {})
+                key = ",".join(f"{d}={q.data_id[d]}" for d in req)
+                if key not in bucket:
+                    rec = self._records_of(dim).get(tuple(q.data_id[d] for d in req))
+                    if rec is not None:
+                        bucket[key] = rec
+        used = {d for q in quanta.values() for ids in list(q.inputs.values()) + list(q.outputs.values()) for d in ids}
+        datasets = {k: v for k, v in datasets.items() if k in used}
+        header = {
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "repo": str(self.butler.root),
+            "datastore_root": str(self.butler.datastore.root), "pipeline": self.pipeline_spec,
+            "inputs": self.inputs, "output_run": self.output_run, "where": self.where, "binds": self.binds,
+            "skip_existing_in": self.skip_existing_in, "clobber_outputs": self.clobber,
+            "plan_seconds": round(time.perf_counter() - t0, 3),
+        }
+        return QuantumGraph(header, tasks, dataset_types, datasets, quanta, records)
+
+    def _plan_task(self, t: TaskDef, available: dict[str, _Available], prereqs: dict[str, _Available],
+                   report: TaskReport, missing_prereqs: list[str]) -> list[tuple[dict, dict[str, list[DatasetNode]]]]:
+        """Quantum data IDs of one task and each one's inputs."""
+        E = self.universe.expanded(t.dimensions)
+        Eset = set(E)
+        order = self.universe.data_id_order(t.dimensions)
+        regular = t.inputs()
+        rows: list[dict] | None = None
+        cols: set[str] = set()
+        shared_of: dict[str, tuple[str, ...]] = {}
+        for c in regular:
+            avail = available.get(c.dataset_type, _Available())
+            shared = tuple(d for d in self.universe.expanded(c.dimensions) if d in Eset)
+            shared_of[c.name] = shared
+            if not avail.nodes:
+                report.no_input.append(c.dataset_type)
+            keys = {tuple(n.data_id.get(d) for d in shared) for n in avail.nodes}
+            rel = [dict(zip(shared, k)) for k in keys]
+            rows, cols = self._join(rows, cols, rel, set(shared))
+        missing_dims = [d for d in E if d not in cols]
+        for dim in missing_dims:
+            if dim in cols:
+                continue
+            rec_dims = [d for d in self.universe.expanded([dim]) if d in Eset]
+            rel = [{d: r.get(d) for d in rec_dims} for r in self._records_of(dim).values()]
+            rows, cols = self._join(rows, cols, rel, set(rec_dims))
+        rows = rows or []
+        report.candidates = len(rows)
+        where_needed = self.node is not None and self.where_dims <= Eset and not (
+            regular and all(available.get(c.dataset_type, _Available()).where_applied for c in regular))
+        result = []
+        indexes = {c.name: available.get(c.dataset_type, _Available()).index(shared_of[c.name]) for c in regular}
+        for row in rows:
+            data_id = {d: row.get(d) for d in order}
+            if where_needed and not self._where_ok(data_id):
+                report.dropped_by_where += 1
+                continue
+            inputs: dict[str, list[DatasetNode]] = {}
+            ok = True
+            for c in regular:
+                found = indexes[c.name].get(tuple(row.get(d) for d in shared_of[c.name]), [])
+                if (not c.multiple and len(found) != 1) or (c.multiple and len(found) < c.minimum):
+                    report.dropped_missing[c.dataset_type] = report.dropped_missing.get(c.dataset_type, 0) + 1
+                    ok = False
+                    break
+                inputs[c.name] = found
+            if not ok:
+                continue
+            for c in t.prerequisites():
+                shared = tuple(d for d in self.universe.expanded(c.dimensions) if d in Eset)
+                found = prereqs[c.dataset_type].index(shared).get(tuple(row.get(d) for d in shared), [])
+                if not found or (not c.multiple and len(found) > 1):
+                    ident = ", ".join(f"{d}={row.get(d)!r}" for d in shared)
+                    problem = "none found" if not found else f"{len(found)} found, 1 expected"
+                    missing_prereqs.append(f"{c.dataset_type} {{{ident}}} needed by task {t.label!r}: {problem}")
+                    ok = False
+                    continue
+                inputs[c.name] = found
+            if ok:
+                result.append((data_id, inputs))
+        return result
+
+    @staticmethod
+    def _join(rows: list[dict] | None, cols: set[str], rel: list[dict], rel_cols: set[str]) -> tuple[list[dict], set[str]]:
+        """Natural (hash) join of two relations held as lists of dicts."""
+        if rows is None:
+            return rel, set(rel_cols)
+        on = tuple(sorted(cols & rel_cols))
+        if not on:
+            return [{**a, **b} for a in rows for b in rel], cols | rel_cols
+        idx: dict[tuple, list[dict]] = defaultdict(list)
+        for b in rel:
+            idx[tuple(b.get(k) for k in on)].append(b)
+        out = []
+        for a in rows:
+            for b in idx.get(tuple(a.get(k) for k in on), ()):
+                out.append({**a, **b})
+        return out, cols | rel_cols
+
+    def _why_empty(self) -> str:
+        for label, r in self.reports.items():
+            if r.quanta or r.skipped_existing:
+                continue
+            reasons = []
+            if r.no_input:
+                where = f" matching where {self.where!r}" if self.where else ""
+                reasons.append(f"no {', '.join(r.no_input)} datasets in collections {', '.join(self.inputs)}{where} "
+                               "(nor produced by an earlier task)")
+            elif r.candidates == 0:
+                reasons.append("its inputs share no data IDs")
+            if r.dropped_by_where:
+                reasons.append(f"the where expression {self.where!r} excluded all {r.dropped_by_where} candidate data IDs")
+            for name, n in r.dropped_missing.items():
+                reasons.append(f"{n} candidate data IDs lacked {name}")
+            return f"empty quantum graph: task {label!r} found no data: " + "; ".join(reasons or ["no data IDs"])
+        done = sum(r.skipped_existing for r in self.reports.values())
+        return (f"empty quantum graph: all {done} quanta already have their outputs in "
+                f"{', '.join(self.skip_existing_in)}: nothing to do")

@@ -1,0 +1,253 @@
+"""The true sky: fields, the star population, the science targets and the refcat.
+
+Stars follow a rising (exponential) number-count law so most are faint, like a real
+field; the reference catalogue is the truth plus small, recorded errors, so that a
+calibration that reproduces the *truth* (not the catalogue) to better than the
+catalogue errors is detectable as correct.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from astropy.table import Table
+
+# Star surface density: ~400 stars (r 11-19.5) in a 14' x 14' box.
+STAR_DENSITY_PER_ARCMIN2 = 400.0 / 196.0
+MAG_RANGE = (11.0, 19.5)
+COUNT_SLOPE = 0.28  # dlog10 N / dm
+COLOUR_RANGE = (0.2, 1.4)
+REFCAT_POS_ERR_ARCSEC = 0.020
+REFCAT_MAG_ERR = (0.010, 0.030)  # bright, faint
+
+# Guarantee enough stars (and a few bright comparisons) near the targets so small
+# detectors (slt40 at 128 px) always see a solvable, calibratable star field.
+CENTRAL_HALF_WIDTH_ARCSEC = 45.0
+CENTRAL_MIN_STARS = 10
+CENTRAL_MIN_BRIGHT = 3
+BRIGHT_LIMIT = 15.0
+TARGET_CLEAR_RADIUS_ARCSEC = 10.0
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    ra: float
+    dec: float
+    half_width_arcmin: float  # refcat box half-size
+
+
+@dataclass(frozen=True)
+class Target:
+    """A science target; `field` ties it to the field dimension."""
+
+    name: str
+    kind: str  # transit_host | variable | transient
+    field: str
+    ra: float
+    dec: float
+    r: float  # mean / peak r
+    g: float
+
+
+# name, kind, offset east (arcsec), offset north (arcsec), r, g-r
+# All within ~35" of the demo1 centre, so every camera's FOV covers them.
+_TARGET_LAYOUT = [
+    ("OA-T1", "transit_host", 6.0, -4.0, 12.50, 0.45),
+    ("OA-V1", "variable", -28.0, 18.0, 14.30, 0.25),
+    ("OA-V2", "variable", 25.0, 27.0, 13.90, 1.00),
+    ("OA-X1", "transient", -18.0, -26.0, 15.50, 0.10),
+]
+
+
+def make_fields(size: str) -> list[Field]:
+    if size == "small":
+        return [Field("demo1", 150.10, 2.20, 7.0)]
+    return [Field("demo1", 150.10, 2.20, 10.0), Field("demo2", 210.5, -5.3, 10.0)]
+
+
+def tangent_to_radec(ra0, dec0, xi_arcsec, eta_arcsec):
+    """Inverse gnomonic projection: standard coordinates (arcsec) -> RA/Dec (deg)."""
+    a0, d0 = np.deg2rad(ra0), np.deg2rad(dec0)
+    xi = np.deg2rad(np.asarray(xi_arcsec, dtype=float) / 3600.0)
+    eta = np.deg2rad(np.asarray(eta_arcsec, dtype=float) / 3600.0)
+    den = np.cos(d0) - eta * np.sin(d0)
+    ra = a0 + np.arctan2(xi, den)
+    dec = np.arctan2(np.sin(d0) + eta * np.cos(d0), np.hypot(xi, den))
+    return np.mod(np.rad2deg(ra), 360.0), np.rad2deg(dec)
+
+
+def radec_to_tangent(ra0, dec0, ra, dec):
+    """Gnomonic projection: RA/Dec (deg) -> standard coordinates (arcsec)."""
+    a0, d0 = np.deg2rad(ra0), np.deg2rad(dec0)
+    a, d = np.deg2rad(np.asarray(ra, dtype=float)), np.deg2rad(np.asarray(dec, dtype=float))
+    cosc = np.sin(d0) * np.sin(d) + np.cos(d0) * np.cos(d) * np.cos(a - a0)
+    xi = np.cos(d) * np.sin(a - a0) / cosc
+    eta = (np.cos(d0) * np.sin(d) - np.sin(d0) * np.cos(d) * np.cos(a - a0)) / cosc
+    return np.rad2deg(xi) * 3600.0, np.rad2deg(eta) * 3600.0
+
+
+def make_targets(fields: list[Field]) -> list[Target]:
+    f = fields[0]
+    out = []
+    for name, kind, dx, dy, r, gr in _TARGET_LAYOUT:
+        ra, dec = tangent_to_radec(f.ra, f.dec, dx, dy)
+        out.append(Target(name, kind, f.name, float(ra), float(dec), r, r + gr))
+    return out
+
+
+def _draw_mags(rng, n):
+    """r magnitudes from dN/dm ~ 10**(COUNT_SLOPE m) on MAG_RANGE (inverse CDF)."""
+    lo, hi = MAG_RANGE
+    span = 10 ** (COUNT_SLOPE * (hi - lo)) - 1.0
+    u = rng.random(n)
+    return lo + np.log10(1.0 + u * span) / COUNT_SLOPE
+
+
+def _draw_colours(rng, n):
+    """g-r: a G/K-dwarf bulk plus an M-dwarf tail, clipped to COLOUR_RANGE."""
+    red = rng.random(n) < 0.25
+    c = np.where(red, rng.normal(1.28, 0.08, n), rng.normal(0.55, 0.17, n))
+    return np.clip(c, *COLOUR_RANGE)
+
+
+@dataclass
+class StarTable:
+    """True stars (not the transient).  Column arrays, one row per star."""
+
+    id: np.ndarray
+    ra: np.ndarray
+    dec: np.ndarray
+    g: np.ndarray
+    r: np.ndarray
+    field: np.ndarray  # str
+    target: np.ndarray  # str, "" if not a target
+
+    def __len__(self):
+        return len(self.id)
+
+    def to_truth(self) -> list[dict]:
+        return [
+            {
+                "id": int(self.id[i]),
+                "ra": float(self.ra[i]),
+                "dec": float(self.dec[i]),
+                "g": float(self.g[i]),
+                "r": float(self.r[i]),
+                "field": str(self.field[i]),
+                "target": str(self.target[i]) or None,
+            }
+            for i in range(len(self))
+        ]
+
+
+def _field_stars(rng, f: Field, targets: list[Target]):
+    """Random stars for one field, kept clear of targets, topped up near the centre."""
+    hw = f.half_width_arcmin * 60.0
+    n = rng.poisson(STAR_DENSITY_PER_ARCMIN2 * (2 * f.half_width_arcmin) ** 2)
+    xi = rng.uniform(-hw, hw, n)
+    eta = rng.uniform(-hw, hw, n)
+    r = _draw_mags(rng, n)
+    gr = _draw_colours(rng, n)
+
+    tgt = [t for t in targets if t.field == f.name]
+    txy = np.array([radec_to_tangent(f.ra, f.dec, t.ra, t.dec) for t in tgt]).reshape(-1, 2)
+    if len(txy):
+        d = np.hypot(xi[:, None] - txy[:, 0], eta[:, None] - txy[:, 1]).min(axis=1)
+        keep = d > TARGET_CLEAR_RADIUS_ARCSEC
+        xi, eta, r, gr = xi[keep], eta[keep], r[keep], gr[keep]
+
+    if tgt:
+        hc = CENTRAL_HALF_WIDTH_ARCSEC
+        host = next((t for t in tgt if t.kind == "transit_host"), tgt[0])
+        cx, cy = radec_to_tangent(f.ra, f.dec, host.ra, host.dec)
+        xi, eta, r, gr = list(xi), list(eta), list(r), list(gr)
+
+        def n_central(bright):
+            return sum(
+                1
+                for x, y, m in zip(xi, eta, r)
+                if abs(x - cx) < hc and abs(y - cy) < hc and (m < BRIGHT_LIMIT or not bright)
+            )
+
+        def add(mag):
+            occupied = list(zip(xi, eta)) + [tuple(p) for p in txy]
+            for _ in range(1000):
+                x, y = cx + rng.uniform(-hc, hc), cy + rng.uniform(-hc, hc)
+                if all(np.hypot(x - a, y - b) > 12.0 for a, b in occupied):
+                    break
+            xi.append(x), eta.append(y), r.append(mag), gr.append(float(_draw_colours(rng, 1)[0]))
+
+        while n_central(True) < CENTRAL_MIN_BRIGHT:
+            add(float(rng.uniform(12.8, 14.8)))
+        while n_central(False) < CENTRAL_MIN_STARS:
+            add(float(_draw_mags(rng, 1)[0]))
+        xi, eta, r, gr = map(np.asarray, (xi, eta, r, gr))
+    ra, dec = tangent_to_radec(f.ra, f.dec, xi, eta)
+    return ra, dec, r, gr
+
+
+def make_star_truth(rng, fields: list[Field], targets: list[Target]) -> StarTable:
+    """All true stars: random field stars plus the non-transient targets, ids by field then RA."""
+    cols = {k: [] for k in ("ra", "dec", "g", "r", "field", "target")}
+    for f in fields:
+        ra, dec, r, gr = _field_stars(rng, f, targets)
+        names = [""] * len(ra)
+        for t in targets:
+            if t.field == f.name and t.kind != "transient":
+                ra, dec = np.append(ra, t.ra), np.append(dec, t.dec)
+                r, gr = np.append(r, t.r), np.append(gr, t.g - t.r)
+                names.append(t.name)
+        for i in np.argsort(ra, kind="stable"):
+            cols["ra"].append(float(ra[i]))
+            cols["dec"].append(float(dec[i]))
+            cols["r"].append(float(r[i]))
+            cols["g"].append(float(r[i] + gr[i]))
+            cols["field"].append(f.name)
+            cols["target"].append(names[i])
+    n = len(cols["ra"])
+    return StarTable(
+        id=np.arange(1, n + 1),
+        ra=np.array(cols["ra"]),
+        dec=np.array(cols["dec"]),
+        g=np.array(cols["g"]),
+        r=np.array(cols["r"]),
+        field=np.array(cols["field"]),
+        target=np.array(cols["target"]),
+    )
+
+
+def mag_error(m):
+    """Catalogue 1-sigma error: 0.01 mag at the bright end, 0.03 at the faint limit."""
+    lo, hi = MAG_RANGE
+    x = np.clip((np.asarray(m) - lo) / (hi - lo), 0.0, 1.0)
+    return REFCAT_MAG_ERR[0] + (REFCAT_MAG_ERR[1] - REFCAT_MAG_ERR[0]) * x**2
+
+
+def write_refcat(rng, stars: StarTable, path: Path) -> Table:
+    """Perturb the truth by the catalogue errors and write ECSV."""
+    n = len(stars)
+    s = REFCAT_POS_ERR_ARCSEC / 3600.0
+    dec = stars.dec + rng.normal(0.0, s, n)
+    ra = stars.ra + rng.normal(0.0, s, n) / np.cos(np.deg2rad(stars.dec))
+    g_err, r_err = mag_error(stars.g), mag_error(stars.r)
+    g = stars.g + rng.normal(0.0, 1.0, n) * g_err
+    r = stars.r + rng.normal(0.0, 1.0, n) * r_err
+    t = Table(
+        {
+            "id": stars.id.astype(np.int64),
+            "ra": np.round(ra, 8),
+            "dec": np.round(dec, 8),
+            "g": np.round(g, 4),
+            "r": np.round(r, 4),
+            "g_err": np.round(g_err, 4),
+            "r_err": np.round(r_err, 4),
+        }
+    )
+    for c, u in (("ra", "deg"), ("dec", "deg"), ("g", "mag"), ("r", "mag"), ("g_err", "mag"), ("r_err", "mag")):
+        t[c].unit = u
+    t.meta["comments"] = ["openastro_parsl synthetic reference catalogue (positions ICRS, epoch 2026)"]
+    t.write(path, format="ascii.ecsv", overwrite=True)
+    return t

@@ -1,0 +1,351 @@
+"""Orchestration: build the sky, plan the nights, render every frame, write truth.
+
+Every random draw comes from a numpy Generator keyed by (seed, purpose, ...), so a
+component's randomness does not shift when another component changes, and the same
+seed reproduces every output byte.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from . import headers, lightcurves, planet, render, schedule, sky
+from .astro import airmass, altitude_deg, moon_illumination
+from .instruments import SITES, Instrument, make_instruments
+
+SIZES = ("small", "medium")
+EXPID_BASE = {"lco1m": 1001, "slt40": 5001}
+MOON_SKY = {"g": 5.0, "r": 2.5}  # sky flux multiplier at full moon minus one
+SOLVABLE_MIN_STARS = 8  # a header-less frame must show at least this many refcat stars
+
+
+@dataclass(frozen=True)
+class SurveyManifest:
+    """What generate_survey wrote (paths) and how much of it."""
+
+    outdir: Path
+    seed: int
+    size: str
+    raw_files: tuple[Path, ...]  # every file in raw/, corrupt ones included
+    exposure_files: tuple[Path, ...]  # the good frames (truth["exposures"])
+    corrupt_files: tuple[Path, ...]
+    refcat: Path
+    truth: Path
+    n_exposures: int
+    n_corrupt: int
+    n_refcat: int
+    exposures_per_instrument: dict[str, int] = field(default_factory=dict)
+
+
+def _rng(seed: int, *tags) -> np.random.Generator:
+    key = [int(seed) & 0xFFFFFFFFFFFFFFFF]
+    for t in tags:
+        key.append(t if isinstance(t, int) and t >= 0 else zlib.crc32(str(t).encode()))
+    return np.random.default_rng(np.random.SeedSequence(key))
+
+
+def _plain(o):
+    """numpy scalars/arrays -> JSON-native values."""
+    if isinstance(o, dict):
+        return {str(k): _plain(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_plain(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return _plain(o.tolist())
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, (np.floating, float)):
+        return float(o)
+    if isinstance(o, np.bool_):
+        return bool(o)
+    return o
+
+
+@dataclass
+class _Frame:
+    """Everything about one frame except its pixels."""
+
+    plan: schedule.PlannedExposure
+    inst: Instrument
+    expid: int
+    airmass: float
+    zero_point: float
+    colour_term: float
+    fwhm_arcsec: float
+    sky_e: float
+    sky_mag: float
+    wcs: dict
+    rotation_deg: float
+    has_wcs: bool = True
+    corrupt: str | None = None
+
+    @property
+    def fwhm_px(self) -> float:
+        return self.fwhm_arcsec / self.inst.pixel_scale
+
+
+def _conditions(seed, inst: Instrument, p: schedule.PlannedExposure, expid: int) -> _Frame:
+    """Atmosphere and pointing for one frame: airmass, seeing, zero point, sky, true WCS."""
+    site = SITES[p.site]
+    t = p.mjd_mid
+    X = float(airmass(altitude_deg(p.pointing_ra, p.pointing_dec, t, site)))
+    night = math.floor(t + site.lon / 360.0 - 0.5)  # local noon-to-noon
+    nrng = _rng(seed, "night", inst.name, p.site, night)
+    seeing_night = float(np.exp(nrng.normal(0.0, 0.18)))
+    zp_night = float(nrng.normal(0.0, inst.zp_night_jitter))
+    sky_night = float(nrng.normal(0.0, 0.08))
+    frng = _rng(seed, "frame", inst.name, p.start_ms)
+    atm = site.seeing_arcsec * seeing_night * X**0.6 * float(np.exp(frng.normal(0.0, 0.04)))
+    fwhm = float(np.hypot(atm, inst.seeing_instrument))
+    band = p.band
+    zp = inst.zero_points[band] - inst.extinction[band] * X + zp_night + float(frng.normal(0.0, 0.004))
+    illum = float(moon_illumination(t))
+    mu = (inst.sky_dark[band] - 2.5 * np.log10(1.0 + MOON_SKY[band] * illum**2)
+          - 2.5 * np.log10(X) + inst.extinction[band] * (X - 1.0) + sky_night)
+    sky_e = p.exptime * 10 ** (-0.4 * (mu - inst.zero_points[band])) * inst.pixel_scale**2
+    xi, eta = frng.normal(0.0, inst.pointing_jitter_arcsec, 2)
+    cra, cdec = sky.tangent_to_radec(p.pointing_ra, p.pointing_dec, xi, eta)
+    rot = inst.rotation_deg + float(frng.normal(0.0, inst.rotation_jitter_deg))
+    wcs = headers.wcs_cards(inst, float(cra), float(cdec), rot)
+    return _Frame(p, inst, expid, X, float(zp), inst.colour_terms[band], fwhm, float(sky_e), float(mu), wcs, rot)
+
+
+def _sources(fr: _Frame, stars: sky.StarTable, variables, transient, system):
+    """True sources (catalogue stars + transient) near the frame, at the frame's time.
+
+    Returns ids (-1 for the transient), names, pixel x/y (0-based), band mag, g-r.
+    """
+    p, inst = fr.plan, fr.inst
+    w = headers.wcs_from_cards(fr.wcs)
+    ny, nx = inst.shape
+    reach = 0.75 * max(nx, ny) * inst.pixel_scale + 60.0
+    xi, eta = sky.radec_to_tangent(fr.wcs["CRVAL1"], fr.wcs["CRVAL2"], stars.ra, stars.dec)
+    near = (np.abs(xi) < reach) & (np.abs(eta) < reach) & (stars.field == p.field)
+    ids = stars.id[near]
+    names = stars.target[near]
+    ra, dec = stars.ra[near], stars.dec[near]
+    g, r = stars.g[near].copy(), stars.r[near].copy()
+    t = p.mjd_mid
+    for v in variables:
+        sel = names == v.name
+        g[sel], r[sel] = v.mag("g", t), v.mag("r", t)
+    host = names == "OA-T1"
+    if host.any():
+        g[host] -= 2.5 * np.log10(system.relative_flux(t, "g")[0])
+        r[host] -= 2.5 * np.log10(system.relative_flux(t, "r")[0])
+    if transient.field == p.field:
+        tg, tr = float(transient.mag("g", t)), float(transient.mag("r", t))
+        if np.isfinite(tr):
+            ids, names = np.append(ids, -1), np.append(names, transient.name)
+            ra, dec = np.append(ra, transient.ra), np.append(dec, transient.dec)
+            g, r = np.append(g, tg), np.append(r, tr)
+    x, y = w.wcs_world2pix(ra, dec, 0)
+    mag = g if p.band == "g" else r
+    return ids, names, np.asarray(x), np.asarray(y), mag, g - r
+
+
+def _counts_e(fr: _Frame, mag, colour):
+    """counts(e-) = exptime * 10**(-0.4 * (m + CT (g-r) - ZP))."""
+    return fr.plan.exptime * 10 ** (-0.4 * (mag + fr.colour_term * colour - fr.zero_point))
+
+
+def _in_frame(inst, x, y, margin=0.0):
+    ny, nx = inst.shape
+    return (x >= -0.5 + margin) & (x <= nx - 0.5 - margin) & (y >= -0.5 + margin) & (y <= ny - 0.5 - margin)
+
+
+def _add_corrupt_plans(plan, instruments):
+    """One extra slt40 frame after an out-of-transit visit (to be truncated) and one ota80
+    slot (to hold garbage bytes) after an ota80 visit."""
+    oot = [p for p in plan if p.instrument == "slt40" and p.purpose == "oot"]
+    last = oot[len(oot) // 2 - 1] if len(oot) >= 2 else oot[-1]
+    gap = int((last.exptime + schedule.OVERHEAD_S + 7.0) * 1000)
+    trunc = replace(last, band="r", exptime=instruments["slt40"].exptime["r"],
+                    start_ms=last.start_ms + gap, purpose="corrupt")
+    ota = [p for p in plan if p.instrument == "ota80"]
+    olast = ota[len(ota) // 2 - 1]
+    garbage = replace(olast, start_ms=olast.start_ms + int((olast.exptime + 40.0) * 1000), purpose="corrupt")
+    out = plan + [trunc, garbage]
+    out.sort(key=lambda p: (p.instrument, p.start_ms))
+    return out, trunc, garbage
+
+
+def generate_survey(outdir: Path, *, seed: int = 42, size: str = "small") -> SurveyManifest:
+    """Write raw/*.fits, refcat.ecsv and truth.json under `outdir` and describe them.
+
+    Re-running into the same directory replaces raw/*.fits.  Deterministic in `seed`.
+    """
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {SIZES}, not {size!r}")
+    outdir = Path(outdir)
+    raw = outdir / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for old in raw.glob("*.fits"):
+        old.unlink()
+
+    spec = schedule.SIZES[size]
+    instruments = make_instruments(size)
+    fields = sky.make_fields(size)
+    targets = sky.make_targets(fields)
+    stars = sky.make_star_truth(_rng(seed, "stars"), fields, targets)
+    refcat_path = outdir / "refcat.ecsv"
+    sky.write_refcat(_rng(seed, "refcat"), stars, refcat_path)
+    vrng = _rng(seed, "variability")
+    variables = lightcurves.make_variables(vrng, targets, schedule.SEASON_START)
+    transient = lightcurves.make_transient(vrng, targets, schedule.SEASON_START, spec.season_nights)
+    system = planet.simulate_transits(schedule.SEASON_START + spec.season_nights + 3.0)
+    plan = schedule.make_plan(_rng(seed, "schedule"), size, instruments, fields, targets, system)
+    plan, trunc_plan, garbage_plan = _add_corrupt_plans(plan, instruments)
+
+    # Exposure ids in time order per instrument; then observing conditions per frame.
+    frames: list[_Frame] = []
+    counters = dict(EXPID_BASE)
+    for p in plan:
+        inst = instruments[p.instrument]
+        expid = counters.get(inst.name, 0)
+        if inst.name in counters:
+            counters[inst.name] += 1
+        fr = _conditions(seed, inst, p, expid)
+        fr.corrupt = ("truncated" if p is trunc_plan else "garbage" if p is garbage_plan else None)
+        frames.append(fr)
+
+    # Sources per frame (needed to decide which frames may lose their WCS).
+    srcs = [_sources(fr, stars, variables, transient, system) for fr in frames]
+    wrng = _rng(seed, "wcs-share")
+    for name, inst in instruments.items():
+        idx = [i for i, fr in enumerate(frames) if fr.inst.name == name and fr.corrupt is None]
+        n_drop = int(round((1.0 - inst.wcs_fraction) * len(idx)))
+        ok = [i for i in idx
+              if np.sum((srcs[i][0] > 0) & _in_frame(inst, srcs[i][2], srcs[i][3], 3.0)) >= SOLVABLE_MIN_STARS]
+        for i in wrng.permutation(ok)[:n_drop]:
+            frames[int(i)].has_wcs = False
+
+    exposures, exposure_files, corrupt = [], [], []
+    for fr, (ids, names, x, y, mag, colour) in zip(frames, srcs):
+        inst, p = fr.inst, fr.plan
+        counts = _counts_e(fr, mag, colour)
+        expected = fr.sky_e + render.star_image(inst.shape, x, y, counts, fr.fwhm_px, inst.psf_beta)
+        data = render.expose(_rng(seed, "noise", inst.name, p.start_ms), expected,
+                             inst.gain, inst.read_noise, inst.bias_adu, inst.saturation_adu, inst.dtype)
+        hdr = headers.build_header(inst, p, fr.expid, fr.airmass, fr.wcs if fr.has_wcs else None)
+        fname = headers.file_name(inst, p, fr.expid)
+        path = raw / fname
+        blob = headers.hdu_bytes(data, hdr)
+        if fr.corrupt == "truncated":
+            header_len = headers.header_length(blob)
+            kept = headers.write_truncated(path, blob, header_len, _rng(seed, "truncate"))
+            corrupt.append({"file": fname, "instrument": inst.name, "problem": "truncated",
+                            "detail": f"valid header, data cut after {kept} of {len(blob)} bytes",
+                            "expected_failure": "header reads; accessing .data raises (TypeError/ValueError)"})
+            continue
+        if fr.corrupt == "garbage":
+            headers.write_garbage(path, _rng(seed, "garbage"))
+            corrupt.append({"file": fname, "instrument": inst.name, "problem": "garbage_header",
+                            "detail": "random bytes, no FITS header",
+                            "expected_failure": "astropy.io.fits.open raises OSError (no SIMPLE card)"})
+            continue
+        path.write_bytes(blob)
+        exposure_files.append(path)
+
+        tinfo = {}
+        for tname in [t.name for t in targets if t.field == p.field]:
+            sel = np.flatnonzero(names == tname)
+            tg = next(t for t in targets if t.name == tname)
+            if len(sel) == 0:  # transient not yet there
+                w = headers.wcs_from_cards(fr.wcs)
+                tx, ty = (float(v) for v in w.wcs_world2pix(tg.ra, tg.dec, 0))
+                tinfo[tname] = {"x": tx, "y": ty, "in_frame": bool(_in_frame(inst, tx, ty)),
+                                "present": False, "mag": None, "counts_e": 0.0, "saturated": False}
+                continue
+            i = int(sel[0])
+            ix, iy = int(round(x[i])), int(round(y[i]))
+            box = data[max(iy - 1, 0):iy + 2, max(ix - 1, 0):ix + 2]
+            tinfo[tname] = {
+                "x": float(x[i]), "y": float(y[i]),
+                "in_frame": bool(_in_frame(inst, x[i], y[i])),
+                "present": True, "mag": float(mag[i]), "colour_gr": float(colour[i]),
+                "counts_e": float(counts[i]),
+                "saturated": bool(box.size and float(box.max()) >= inst.saturation_adu),
+            }
+        n_ref = int(np.sum((ids > 0) & _in_frame(inst, x, y)))
+        exposures.append({
+            "file": fname,
+            "instrument": inst.name,
+            "exposure": headers.exposure_number(inst, p, fr.expid),
+            "band": p.band,
+            "physical_filter": inst.filters[p.band],
+            "field": p.field,
+            "site": p.site,
+            "purpose": p.purpose,
+            "transit_epoch": p.transit_epoch,
+            "mjd": p.mjd_mid,
+            "mjd_start": p.mjd_start,
+            "date_obs": hdr["DATE-OBS"],
+            "exptime": p.exptime,
+            "pointing": {"ra": p.pointing_ra, "dec": p.pointing_dec},
+            "has_wcs": fr.has_wcs,
+            "wcs": fr.wcs,
+            "rotation_deg": fr.rotation_deg,
+            "zero_point": fr.zero_point,
+            "colour_term": fr.colour_term,
+            "airmass": fr.airmass,
+            "seeing_fwhm_arcsec": fr.fwhm_arcsec,
+            "seeing_fwhm_px": fr.fwhm_px,
+            "psf": {"model": "moffat", "beta": inst.psf_beta},
+            "sky_e_per_px": fr.sky_e,
+            "sky_mag_per_arcsec2": fr.sky_mag,
+            "gain": inst.gain,
+            "read_noise": inst.read_noise,
+            "bias_adu": inst.bias_adu,
+            "saturation_adu": inst.saturation_adu,
+            "n_refcat_stars": n_ref,
+            "targets": tinfo,
+        })
+
+    observed = sorted({e["transit_epoch"] for e in exposures if e["purpose"] == "transit"})
+    truth = {
+        "seed": seed,
+        "size": size,
+        "season": {"mjd_start": schedule.SEASON_START, "nights": spec.season_nights},
+        "fields": [{"name": f.name, "ra": f.ra, "dec": f.dec, "refcat_half_width_arcmin": f.half_width_arcmin}
+                   for f in fields],
+        "instruments": {k: v.truth_summary() for k, v in instruments.items()},
+        "targets": [
+            {"name": t.name, "ra": t.ra, "dec": t.dec, "kind": t.kind, "field": t.field,
+             "r": t.r, "g": t.g,
+             "refcat_id": (int(stars.id[stars.target == t.name][0]) if t.kind != "transient" else None)}
+            for t in targets
+        ],
+        "planet": system.truth(observed),
+        "variables": [v.truth() for v in variables],
+        "transient": transient.truth(),
+        "refcat": {"file": refcat_path.name, "n": len(stars),
+                   "position_error_arcsec": sky.REFCAT_POS_ERR_ARCSEC,
+                   "mag_error_range": list(sky.REFCAT_MAG_ERR),
+                   "model": "refcat = truth + N(0, err); err given in g_err/r_err"},
+        "photometry_model": "counts_e = exptime * 10**(-0.4*(m_true + colour_term*(g-r) - zero_point)); "
+                            "ADU = counts_e/gain + bias_adu",
+        "exposures": exposures,
+        "corrupt_files": corrupt,
+        "stars": stars.to_truth(),
+    }
+    truth_path = outdir / "truth.json"
+    truth_path.write_text(json.dumps(_plain(truth), indent=1, allow_nan=False) + "\n")
+
+    per_inst = {k: sum(1 for e in exposures if e["instrument"] == k) for k in instruments}
+    corrupt_paths = tuple(raw / c["file"] for c in corrupt)
+    return SurveyManifest(
+        outdir=outdir, seed=seed, size=size,
+        raw_files=tuple(sorted(raw.glob("*.fits"))),
+        exposure_files=tuple(exposure_files),
+        corrupt_files=corrupt_paths,
+        refcat=refcat_path, truth=truth_path,
+        n_exposures=len(exposures), n_corrupt=len(corrupt), n_refcat=len(stars),
+        exposures_per_instrument=per_inst,
+    )
