@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
+QA = Path(__file__).resolve().parents[1] / "pipelines" / "qa.yaml"
 REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 
 

@@ -163,11 +163,18 @@ class Registry:
             for key, row in zip(keyset, rows):
                 old = existing.get(key) or seen.get(key)
                 if old is not None:
-                    diff = {k: (old.get(k), v) for k, v in row.items() if v is not None and old.get(k) != v
-                            and not (isinstance(v, float) and old.get(k) is not None and abs(old[k] - v) < 1e-9 * max(1, abs(v)))}
+                    diff = {k: (old.get(k), v) for k, v in row.items() if v is not None and old.get(k) is not None
+                            and old.get(k) != v
+                            and not (isinstance(v, float) and abs(old[k] - v) < 1e-9 * max(1, abs(v)))}
                     if diff:
                         what = ", ".join(f"{k}: stored {a!r} vs new {b!r}" for k, (a, b) in diff.items())
                         raise ConflictError(f"{dimension} {dict(zip(pk, key))} already exists with different values ({what})")
+                    # Values unknown so far (NULL) may be filled in later: a field first seen in a header
+                    # gets its centre when the survey defines it.
+                    fill = {k: v for k, v in row.items() if v is not None and old.get(k) is None}
+                    if fill and key in existing:
+                        c.execute(table.update().where(*[table.c[k] == v for k, v in zip(pk, key)]).values(**fill))
+                        old.update(fill)
                     continue
                 seen[key] = row
                 new_rows.append(row)
