@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import uuid
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -22,6 +23,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]")
 TRANSFER_MODES = ("copy", "symlink", "direct", "move")
 
 
+@lru_cache(maxsize=65536)
 def _safe(part: Any) -> str:
     text = _UNSAFE.sub("_", str(part))
     return text if text not in ("", ".", "..") else f"_{text}_"

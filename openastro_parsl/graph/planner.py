@@ -21,7 +21,7 @@ from ..pipeline.connections import Connection
 from ..pipeline.pipeline import Pipeline, TaskDef
 from ..registry.refs import CollectionType, DatasetRef, DatasetType
 from ..registry.where import evaluate_where, parse_where, referenced_identifiers
-from .quantum_graph import DatasetNode, Quantum, QuantumGraph, TaskInfo, dataset_uuid, quantum_uuid
+from .quantum_graph import DatasetNode, Quantum, QuantumGraph, TaskInfo, dataset_uuid, paused_gc, quantum_uuid
 
 
 class PlanningError(OpenAstroError):
@@ -161,6 +161,10 @@ class Planner:
 
     # -- main ---------------------------------------------------------------------------------
     def plan(self) -> QuantumGraph:
+        with paused_gc():
+            return self._plan()
+
+    def _plan(self) -> QuantumGraph:
         t0 = time.perf_counter()
         if not self.inputs:
             raise PlanningError("no input collections given (-i)")
@@ -181,7 +185,7 @@ class Planner:
             available[name] = _Available([self._node_from_ref(r) for r in refs], where_applied=applies)
         prereq_cache: dict[str, _Available] = {}
         missing_prereqs: list[str] = []
-        datasets: dict[str, DatasetNode] = {n.id: n for a in available.values() for n in a.nodes}
+        datasets: dict[str, DatasetNode] = {}  # only what some quantum reads or writes
         quanta: dict[str, Quantum] = {}
         tasks: dict[str, TaskInfo] = {}
         dataset_types: dict[str, dict[str, Any]] = {}
@@ -210,23 +214,26 @@ class Planner:
                             if self.registry.get_dataset_type(c.dataset_type, missing_ok=True) else [])
                     prereq_cache[c.dataset_type] = _Available([self._node_from_ref(r) for r in refs])
             made = self._plan_task(t, available, prereq_cache, report, missing_prereqs)
+            task_req = self.universe.required(t.dimensions)
+            out_specs = []
+            for c in t.outputs():
+                out_specs.append((c, self.universe.data_id_order(c.dimensions), self.universe.required(c.dimensions),
+                                  dataset_types[c.dataset_type]["formatter"],
+                                  self.butler.datastore.formatter(c.storage_class).extension,
+                                  skip_existing[c.dataset_type], in_output[c.dataset_type]))
             for data_id, inputs in made:
-                key = self.universe.data_id_key(t.dimensions, data_id)
+                key = ",".join(f"{d}={data_id[d]}" for d in task_req)
                 qid = quantum_uuid(self.output_run, t.label, key)
                 outputs: dict[str, list[str]] = {}
                 out_nodes: list[DatasetNode] = []
                 existing_skip, existing_out = [], []
-                for c in t.outputs():
-                    odims = self.universe.data_id_order(c.dimensions)
+                for c, odims, oreq, fmt, ext, skip_map, out_map in out_specs:
                     oid = {d: data_id[d] for d in odims}
-                    okey = self.universe.data_id_key(c.dimensions, oid)
-                    existing_skip.append(skip_existing[c.dataset_type].get(okey))
-                    existing_out.append(in_output[c.dataset_type].get(okey))
-                    fmt = dataset_types[c.dataset_type]["formatter"]
-                    ext = self.butler.datastore.formatter(c.storage_class).extension
+                    okey = ",".join(f"{d}={oid[d]}" for d in oreq)
+                    existing_skip.append(skip_map.get(okey))
+                    existing_out.append(out_map.get(okey))
                     node = DatasetNode(dataset_uuid(self.output_run, c.dataset_type, okey), c.dataset_type, oid,
-                                       self.output_run, dataset_relpath(self.output_run, c.dataset_type,
-                                                                        self.universe.required(c.dimensions), oid, ext),
+                                       self.output_run, dataset_relpath(self.output_run, c.dataset_type, oreq, oid, ext),
                                        fmt, None, False)
                     out_nodes.append(node)
                     outputs[c.name] = [node.id]
@@ -263,18 +270,17 @@ class Planner:
                                 + "\n  ".join(partial_problems[:50]))
         if not quanta:
             raise PlanningError(self._why_empty())
+        # The records of each quantum's own dimensions travel with the graph (tasks may ask for them).
         records: dict[str, dict[str, dict]] = {}
-        for q in quanta.values():
-            for dim in tasks[q.task].dimensions:
+        for label, info in tasks.items():
+            for dim in info.dimensions:
                 req = self.universe.required([dim])
+                keys = {tuple(q.data_id[d] for d in req) for q in quanta.values() if q.task == label}
+                table = self._records_of(dim)
                 bucket = records.setdefault(dim, {})
-                key = ",".join(f"{d}={q.data_id[d]}" for d in req)
-                if key not in bucket:
-                    rec = self._records_of(dim).get(tuple(q.data_id[d] for d in req))
-                    if rec is not None:
-                        bucket[key] = rec
-        used = {d for q in quanta.values() for ids in list(q.inputs.values()) + list(q.outputs.values()) for d in ids}
-        datasets = {k: v for k, v in datasets.items() if k in used}
+                for k in keys:
+                    if k in table:
+                        bucket[",".join(f"{d}={v}" for d, v in zip(req, k))] = table[k]
         header = {
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "repo": str(self.butler.root),
             "datastore_root": str(self.butler.datastore.root), "pipeline": self.pipeline_spec,
@@ -303,11 +309,14 @@ class Planner:
             keys = {tuple(n.data_id.get(d) for d in shared) for n in avail.nodes}
             rel = [dict(zip(shared, k)) for k in keys]
             rows, cols = self._join(rows, cols, rel, set(shared))
-        missing_dims = [d for d in E if d not in cols]
+        # Dimensions no input carries come from their records; the most specific first (an overlap
+        # dimension brings its patch), so no join is a needless cross product.
+        missing_dims = sorted((d for d in E if d not in cols), key=lambda d: -len(self.universe.expanded([d])))
         for dim in missing_dims:
             if dim in cols:
                 continue
-            rec_dims = [d for d in self.universe.expanded([dim]) if d in Eset]
+            carried = set(self.universe.required([dim])) | set(self.universe[dim].implies)
+            rec_dims = [d for d in E if d in carried]
             rel = [{d: r.get(d) for d in rec_dims} for r in self._records_of(dim).values()]
             rows, cols = self._join(rows, cols, rel, set(rec_dims))
         rows = rows or []

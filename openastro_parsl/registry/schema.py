@@ -51,7 +51,9 @@ def build_schema(universe: DimensionUniverse) -> Schema:
     dims: dict[str, Table] = {}
     for dim in universe:
         cols = []
-        carried = [d for d in universe.expanded([dim.name]) if d != dim.name]
+        # Only what identifies the record and what it directly implies: values implied further down
+        # (an exposure's visit's band) come through joins, never stored twice.
+        carried = [d for d in universe.sorted(set(universe.required([dim.name])) | set(dim.implies)) if d != dim.name]
         required = set(universe.required([dim.name]))
         for other in carried:
             cols.append(Column(other, sql_type(universe[other].key_type), primary_key=other in required,

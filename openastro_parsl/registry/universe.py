@@ -108,6 +108,7 @@ class DimensionUniverse:
                 metadata={k: PY_TYPES[v] for k, v in d.metadata.items()},
             )
         self._order = {name: i for i, name in enumerate(order)}
+        self._cache: dict[tuple[str, frozenset], tuple[str, ...]] = {}
 
     @classmethod
     def default(cls) -> "DimensionUniverse":
@@ -140,42 +141,48 @@ class DimensionUniverse:
     def names(self) -> list[str]:
         return list(self._dims)
 
+    # The planner asks these questions once per quantum; the answers are memoised per set of names.
+    def _memo(self, kind: str, names: Iterable[str], compute) -> tuple[str, ...]:
+        key = (kind, frozenset(names))
+        hit = self._cache.get(key)
+        if hit is None:
+            hit = self._cache[key] = compute(key[1])
+        return hit
+
     def sorted(self, names: Iterable[str]) -> tuple[str, ...]:
-        names = set(names)
-        for n in names:
-            self[n]  # raises a clear error for unknown names
-        return tuple(sorted(names, key=self._order.__getitem__))
+        def compute(names):
+            for n in names:
+                self[n]  # raises a clear error for unknown names
+            return tuple(sorted(names, key=self._order.__getitem__))
+        return self._memo("sorted", names, compute)
+
+    def _closure(self, names, follow) -> tuple[str, ...]:
+        out = set()
+        todo = list(names)
+        while todo:
+            n = todo.pop()
+            if n not in out:
+                out.add(n)
+                todo.extend(follow(self[n]))
+        return self.sorted(out)
 
     def required(self, names: Iterable[str]) -> tuple[str, ...]:
         """``names`` plus everything they require, transitively: the dimensions that identify a data ID."""
-        out = set()
-        todo = list(names)
-        while todo:
-            n = todo.pop()
-            if n not in out:
-                out.add(n)
-                todo.extend(self[n].requires)
-        return self.sorted(out)
+        return self._memo("required", names, lambda n: self._closure(n, lambda d: d.requires))
 
     def expanded(self, names: Iterable[str]) -> tuple[str, ...]:
         """``names`` plus everything they require or imply, transitively: every value a data ID can carry."""
-        out = set()
-        todo = list(names)
-        while todo:
-            n = todo.pop()
-            if n not in out:
-                out.add(n)
-                todo.extend(self[n].related)
-        return self.sorted(out)
+        return self._memo("expanded", names, lambda n: self._closure(n, lambda d: d.related))
 
     def implied_only(self, names: Iterable[str]) -> tuple[str, ...]:
-        req = set(self.required(names))
-        return tuple(n for n in self.expanded(names) if n not in req)
+        def compute(names):
+            req = set(self.required(names))
+            return tuple(n for n in self.expanded(names) if n not in req)
+        return self._memo("implied", names, compute)
 
     def data_id_order(self, names: Iterable[str]) -> tuple[str, ...]:
         """How a data ID reads best: the identifying dimensions, then the implied ones."""
-        names = list(names)
-        return self.required(names) + self.implied_only(names)
+        return self._memo("order", names, lambda n: self.required(n) + self.implied_only(n))
 
     @cached_property
     def where_types(self) -> dict[str, dict[str | None, type]]:

@@ -176,7 +176,7 @@ def make_instruments(size: str) -> dict[str, Instrument]:
         zero_points={"g": 20.40, "r": 20.30},
         colour_terms={"g": 0.180, "r": -0.110},
         extinction={"g": 0.25, "r": 0.15},
-        exptime={"g": 90.0, "r": 60.0},
+        exptime={"g": 180.0, "r": 120.0},
         sky_dark={"g": 20.4, "r": 19.8},
         psf_beta=2.8,
         seeing_instrument=2.6,

@@ -27,8 +27,9 @@ REFCAT_MAG_ERR = (0.010, 0.030)  # bright, faint
 CENTRAL_HALF_WIDTH_ARCSEC = 45.0
 CENTRAL_MIN_STARS = 10
 CENTRAL_MIN_BRIGHT = 3
+BRIGHT_HALF_WIDTH_ARCSEC = 30.0  # bright comparisons well inside even the slt40 FOV
 BRIGHT_LIMIT = 15.0
-TARGET_CLEAR_RADIUS_ARCSEC = 10.0
+TARGET_CLEAR_RADIUS_ARCSEC = 20.0
 
 
 @dataclass(frozen=True)
@@ -165,25 +166,28 @@ def _field_stars(rng, f: Field, targets: list[Target]):
         cx, cy = radec_to_tangent(f.ra, f.dec, host.ra, host.dec)
         xi, eta, r, gr = list(xi), list(eta), list(r), list(gr)
 
+        hb = BRIGHT_HALF_WIDTH_ARCSEC
+
         def n_central(bright):
+            h = hb if bright else hc
             return sum(
                 1
                 for x, y, m in zip(xi, eta, r)
-                if abs(x - cx) < hc and abs(y - cy) < hc and (m < BRIGHT_LIMIT or not bright)
+                if abs(x - cx) < h and abs(y - cy) < h and (m < BRIGHT_LIMIT or not bright)
             )
 
-        def add(mag):
+        def add(mag, h):
             occupied = list(zip(xi, eta)) + [tuple(p) for p in txy]
             for _ in range(1000):
-                x, y = cx + rng.uniform(-hc, hc), cy + rng.uniform(-hc, hc)
+                x, y = cx + rng.uniform(-h, h), cy + rng.uniform(-h, h)
                 if all(np.hypot(x - a, y - b) > 12.0 for a, b in occupied):
                     break
             xi.append(x), eta.append(y), r.append(mag), gr.append(float(_draw_colours(rng, 1)[0]))
 
         while n_central(True) < CENTRAL_MIN_BRIGHT:
-            add(float(rng.uniform(12.8, 14.8)))
+            add(float(rng.uniform(12.8, 14.8)), hb)
         while n_central(False) < CENTRAL_MIN_STARS:
-            add(float(_draw_mags(rng, 1)[0]))
+            add(float(_draw_mags(rng, 1)[0]), hc)
         xi, eta, r, gr = map(np.asarray, (xi, eta, r, gr))
     ra, dec = tangent_to_radec(f.ra, f.dec, xi, eta)
     return ra, dec, r, gr
