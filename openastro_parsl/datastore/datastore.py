@@ -55,6 +55,11 @@ class Datastore:
         """Write ``obj`` atomically at its layout path; return its location record."""
         fmt = self.formatter(storage_class)
         rel = dataset_relpath(run, dataset_type, key_dims, data_id, fmt.extension)
+        return self.write_at(obj, rel, fmt.name, what=f"{dataset_type} {dict(data_id)}")
+
+    def write_at(self, obj: Any, rel: str, formatter: str, what: str = "") -> dict[str, Any]:
+        """Write ``obj`` at ``rel`` (a path planned in advance) with temp file + rename; return its location."""
+        fmt = formatter_named(formatter)
         dest = self.root / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.parent / f".tmp-{uuid.uuid4().hex[:12]}-{dest.name}"
@@ -66,7 +71,7 @@ class Datastore:
         except FormatterError:
             raise
         except Exception as exc:
-            raise FormatterError(f"cannot write {dataset_type} {dict(data_id)} as {fmt.name}: {exc}") from exc
+            raise FormatterError(f"cannot write {what or rel} as {fmt.name}: {exc}") from exc
         finally:
             if tmp.exists():
                 tmp.unlink()

@@ -287,6 +287,7 @@ class Planner:
             "inputs": self.inputs, "output_run": self.output_run, "where": self.where, "binds": self.binds,
             "skip_existing_in": self.skip_existing_in, "clobber_outputs": self.clobber,
             "plan_seconds": round(time.perf_counter() - t0, 3),
+            "skipped": {label: r.skipped_existing for label, r in self.reports.items() if r.skipped_existing},
         }
         return QuantumGraph(header, tasks, dataset_types, datasets, quanta, records)
 

@@ -448,7 +448,8 @@ class Registry:
     # -- datasets -----------------------------------------------------------------------------
     def insert_datasets(self, dataset_type: str | DatasetType, run: str,
                         items: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],
-                        conn: Connection | None = None, ids: Sequence[str] | None = None) -> list[DatasetRef]:
+                        conn: Connection | None = None, ids: Sequence[str] | None = None,
+                        expanded: bool = False) -> list[DatasetRef]:
         """Register datasets of one type in one RUN collection.
 
         ``items`` are ``(data_id, location)`` pairs, where location holds ``path``, ``checksum``, ``size`` and
@@ -464,8 +465,10 @@ class Registry:
             now = time.time()
             dt_id = self._dataset_type_id(dt.name)
             rows, locs, refs = [], [], []
+            order = self.universe.data_id_order(dt.dimensions)
             for i, (data_id, loc) in enumerate(items):
-                full = self.expand_data_id(dt.dimensions, data_id, c)
+                # ``expanded``: the caller (the submit loop) already holds complete, checked data IDs.
+                full = {d: data_id.get(d) for d in order} if expanded else self.expand_data_id(dt.dimensions, data_id, c)
                 key = self.universe.data_id_key(dt.dimensions, full)
                 ds_id = ids[i] if ids is not None else str(uuid.uuid4())
                 rows.append({"id": ds_id, "dataset_type_id": dt_id, "run_id": run_id, "data_id_key": key,
@@ -494,6 +497,57 @@ class Registry:
             return _do(conn)
         with self.transaction() as c:
             return _do(c)
+
+    def record_quantum(self, run: str, *, quantum_id: str, task: str, task_class: str, data_id_key: str,
+                       config_hash: str, outputs: Sequence[tuple[str, Mapping[str, Any], Mapping[str, Any], str]],
+                       input_ids: Sequence[str], provenance: Mapping[str, Any],
+                       clobber: Sequence[str] = ()) -> list[DatasetRef]:
+        """Register one finished quantum in one transaction: its outputs (dataset type, data ID, location,
+        id), replacing ``clobber``ed old outputs, and its provenance. All or nothing."""
+        with self.transaction() as c:
+            if clobber:
+                self.remove_datasets(clobber, c)
+            refs: list[DatasetRef] = []
+            by_type: dict[str, list] = {}
+            for dataset_type, data_id, loc, ds_id in outputs:
+                by_type.setdefault(dataset_type, []).append((data_id, loc, ds_id))
+            for dataset_type, items in by_type.items():
+                refs.extend(self.insert_datasets(dataset_type, run, [(d, l) for d, l, _ in items], c,
+                                                 ids=[i for _, _, i in items], expanded=True))
+            run_id, _ = self._require_collection(run, c)
+            c.execute(self.schema.quantum.insert().values(
+                id=quantum_id, run_id=run_id, task=task, task_class=task_class, data_id_key=data_id_key,
+                config_hash=config_hash, host=provenance.get("host"), slurm_job_id=provenance.get("slurm_job_id"),
+                started=provenance.get("started"), ended=provenance.get("ended"),
+                packages=json.dumps(provenance.get("packages", {}))))
+            io_rows = [{"quantum_id": quantum_id, "dataset_id": i, "role": "input"} for i in dict.fromkeys(input_ids)]
+            io_rows += [{"quantum_id": quantum_id, "dataset_id": r.id, "role": "output"} for r in refs]
+            if io_rows:
+                c.execute(self.schema.quantum_io.insert(), io_rows)
+            return refs
+
+    def existing_dataset_ids(self, ids: Iterable[str]) -> set[str]:
+        ids = list(ids)
+        d = self.schema.dataset
+        out: set[str] = set()
+        with self.engine.connect() as c:
+            for i in range(0, len(ids), 500):
+                out.update(c.execute(select(d.c.id).where(d.c.id.in_(ids[i:i + 500]))).scalars())
+        return out
+
+    def quantum_provenance(self, dataset_id: str) -> dict | None:
+        """The quantum that wrote a dataset, with its inputs: what made this file, from what, how."""
+        q, io = self.schema.quantum, self.schema.quantum_io
+        with self.engine.connect() as c:
+            qid = c.execute(select(io.c.quantum_id).where(io.c.dataset_id == dataset_id, io.c.role == "output")).scalar()
+            if qid is None:
+                return None
+            row = c.execute(select(q).where(q.c.id == qid)).mappings().first()
+            inputs = list(c.execute(select(io.c.dataset_id).where(io.c.quantum_id == qid, io.c.role == "input")).scalars())
+        out = dict(row)
+        out["packages"] = json.loads(out["packages"] or "{}")
+        out["inputs"] = inputs
+        return out
 
     def _ref_columns(self):
         d, l, dt, col = self.schema.dataset, self.schema.dataset_location, self.schema.dataset_type, self.schema.collection
@@ -649,8 +703,9 @@ class Registry:
                 raise ConflictError(f"TAGGED collection {tagged!r} already holds a dataset of the same type and "
                                     "data ID as one being associated") from None
 
-    def remove_datasets(self, refs: Sequence[DatasetRef], conn: Connection | None = None) -> None:
-        ids = [r.id for r in refs]
+    def remove_datasets(self, ids: Iterable[str], conn: Connection | None = None) -> None:
+        """Forget datasets by id (their files are the datastore's business)."""
+        ids = [str(i) for i in ids]
 
         def _do(c: Connection) -> None:
             for i in range(0, len(ids), 500):

@@ -38,6 +38,8 @@ class Schema:
     dataset_location: Table
     tagged: Table
     collection_meta: Table
+    quantum: Table
+    quantum_io: Table
 
 
 def dimension_table_name(name: str) -> str:
@@ -123,5 +125,27 @@ def build_schema(universe: DimensionUniverse) -> Schema:
         Column("key", String(64), primary_key=True),
         Column("value", Text, nullable=False),
     )
+    # Provenance: which quantum wrote a dataset, from which inputs, with which config, where.
+    quantum = Table(
+        "quantum", md,
+        Column("id", String(36), primary_key=True),
+        Column("run_id", Integer, ForeignKey("collection.id", ondelete="CASCADE"), nullable=False),
+        Column("task", String(128), nullable=False),
+        Column("task_class", String(256), nullable=False),
+        Column("data_id_key", String(512), nullable=False),
+        Column("config_hash", String(32), nullable=False),
+        Column("host", String(256)),
+        Column("slurm_job_id", String(64)),
+        Column("started", Float),
+        Column("ended", Float),
+        Column("packages", Text),
+    )
+    quantum_io = Table(
+        "quantum_io", md,
+        Column("quantum_id", String(36), ForeignKey("quantum.id", ondelete="CASCADE"), primary_key=True),
+        Column("dataset_id", String(36), primary_key=True),
+        Column("role", String(8), primary_key=True),
+        Index("quantum_io_by_dataset", "dataset_id"),
+    )
     return Schema(md, meta, dims, dataset_type, collection, collection_chain, dataset, dataset_location, tagged,
-                  collection_meta)
+                  collection_meta, quantum, quantum_io)

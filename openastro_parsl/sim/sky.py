@@ -17,7 +17,7 @@ from astropy.table import Table
 # Star surface density: ~400 stars (r 11-19.5) in a 14' x 14' box.
 STAR_DENSITY_PER_ARCMIN2 = 400.0 / 196.0
 MAG_RANGE = (11.0, 19.5)
-COUNT_SLOPE = 0.28  # dlog10 N / dm
+COUNT_SLOPE = 0.22  # dlog10 N / dm (high galactic latitude)
 COLOUR_RANGE = (0.2, 1.4)
 REFCAT_POS_ERR_ARCSEC = 0.020
 REFCAT_MAG_ERR = (0.010, 0.030)  # bright, faint

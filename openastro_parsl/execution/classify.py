@@ -1,0 +1,69 @@
+"""Failure classes: what went wrong decides whether to retry, and the user reads it in the report.
+
+science          the task raised (deterministic: not retried)
+out_of_memory    MemoryError in the task, or the worker killed by the OOM killer (retried, on a larger
+                 executor when the site has one)
+worker_lost      the worker process died (segfault, SIGKILL) - retried
+manager_lost     the whole node/block went away: job cancelled, walltime reached, node lost - retried
+walltime         the block hit its SLURM walltime (told apart from manager_lost when SLURM says so)
+cancelled        the block's SLURM job was cancelled (scancel)
+executor_failed  Parsl could not run the executor at all (bad provider config, scaling failures)
+registry         the outputs could not be registered (a conflict); not retried
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from typing import Any
+
+INFRASTRUCTURE = ("out_of_memory", "worker_lost", "manager_lost", "walltime", "cancelled", "executor_failed")
+
+
+def classify_manifest(manifest: dict) -> tuple[str | None, str]:
+    if manifest.get("ok"):
+        return None, ""
+    err = manifest.get("error") or {}
+    message = f"{err.get('type', 'Error')}: {err.get('message', '')}"
+    if err.get("memory"):
+        return "out_of_memory", message
+    return "science", message
+
+
+def _slurm_job_state(job_id: str | None) -> str | None:
+    """SLURM's own word on how a job ended (CANCELLED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY...), if sacct knows."""
+    if not job_id:
+        return None
+    try:
+        out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "State", "-j", str(job_id)], capture_output=True,
+                             text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    states = [s.strip().split()[0] for s in out.splitlines() if s.strip()]
+    return states[0] if states else None
+
+
+def classify_exception(exc: BaseException, row: Any = None) -> tuple[str, str]:
+    """Kind and a one-line message for an exception Parsl raised instead of returning a manifest."""
+    name = type(exc).__name__
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else name
+    if name == "ManagerLost" or name == "BadStateException" and "lost" in text.lower():
+        job = None
+        m = re.search(r"job[_ ]id[^0-9]*(\d+)", str(exc), re.I)
+        if m:
+            job = m.group(1)
+        state = _slurm_job_state(job)
+        if state and state.startswith("CANCELLED"):
+            return "cancelled", f"SLURM job {job} was cancelled: the quantum's block went away ({text})"
+        if state == "TIMEOUT":
+            return "walltime", f"SLURM job {job} reached its walltime ({text})"
+        if state == "OUT_OF_MEMORY":
+            return "out_of_memory", f"SLURM job {job} ran out of memory ({text})"
+        return "manager_lost", f"the node/block running the quantum was lost ({text})"
+    if name == "WorkerLost":
+        return "worker_lost", f"the worker process died (segfault, OOM kill or SIGKILL): {text}"
+    if name in ("BadStateException", "ScalingFailed", "ExecutorError", "BadMessage"):
+        return "executor_failed", f"{name}: {text}"
+    if isinstance(exc, MemoryError):
+        return "out_of_memory", f"MemoryError: {text}"
+    return "executor_failed", f"{name}: {text}"

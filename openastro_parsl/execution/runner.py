@@ -1,0 +1,166 @@
+"""Worker side: run one quantum from its payload and return a manifest. Never touches the registry.
+
+Runs inside a Parsl HTEX worker. Parsl does not redirect a python_app's output, so the runner points file
+descriptors 1 and 2 at the quantum's own log files for the duration (C extensions such as sep or TTVFast
+write there too) and adds a JSON-lines log of the task's logging records. A task's exception is caught and
+reported in the manifest (it is deterministic: retrying it would fail the same way); anything that kills
+the worker surfaces in the submit process as a Parsl error instead, and is classed as infrastructure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import inspect
+import io
+import json
+import logging
+import os
+import resource
+import socket
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+
+class _JsonLines(logging.Handler):
+    def __init__(self, stream, context: dict[str, Any]):
+        super().__init__()
+        self.stream = stream
+        self.context = context
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            entry = {"time": round(record.created, 3), "level": record.levelname, "logger": record.name,
+                     "message": record.getMessage(), **self.context}
+            if record.exc_info:
+                entry["exception"] = "".join(traceback.format_exception(*record.exc_info))
+            self.stream.write(json.dumps(entry, default=str) + "\n")
+            self.stream.flush()
+        except Exception:  # logging must never break the task
+            self.handleError(record)
+
+
+def _fflush_c() -> None:
+    try:
+        ctypes.CDLL(None).fflush(None)
+    except Exception:
+        pass
+
+
+@contextlib.contextmanager
+def captured_output(stdout_path: Path, stderr_path: Path):
+    """Send fds 1 and 2 (and sys.stdout/err) to the given files, restoring everything afterwards."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    _fflush_c()
+    saved = (os.dup(1), os.dup(2))
+    saved_py = (sys.stdout, sys.stderr)
+    out = open(stdout_path, "ab", buffering=0)
+    err = open(stderr_path, "ab", buffering=0)
+    try:
+        os.dup2(out.fileno(), 1)
+        os.dup2(err.fileno(), 2)
+        sys.stdout = io.TextIOWrapper(os.fdopen(os.dup(1), "wb"), line_buffering=True)
+        sys.stderr = io.TextIOWrapper(os.fdopen(os.dup(2), "wb"), line_buffering=True)
+        yield
+    finally:
+        for s in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                s.flush()
+                s.close()
+        _fflush_c()
+        sys.stdout, sys.stderr = saved_py
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
+        out.close()
+        err.close()
+
+
+def _read_inputs(payload: dict, root: Path) -> tuple[dict[str, Any], dict[str, list[dict]]]:
+    from ..datastore.formatters import formatter_named
+
+    objs: dict[str, Any] = {}
+    data_ids: dict[str, list[dict]] = {}
+    for conn, spec in payload["inputs"].items():
+        items = []
+        for d in spec["datasets"]:
+            path = Path(d["path"])
+            path = path if path.is_absolute() else root / path
+            items.append(formatter_named(d["formatter"]).read(path))
+        objs[conn] = items if spec["multiple"] else items[0]
+        data_ids[conn] = [d["data_id"] for d in spec["datasets"]]
+    return objs, data_ids
+
+
+def run_quantum(payload: dict) -> dict:
+    """Execute one quantum; return {quantum_id, ok, outputs, error, metrics...}. Runs in a Parsl worker."""
+    from ..datastore.datastore import Datastore
+    from ..pipeline.task import import_task
+
+    t0, c0 = time.time(), time.process_time()
+    root = Path(payload["datastore_root"])
+    logs = {k: Path(v) for k, v in payload["logs"].items()}
+    logs["stdout"].parent.mkdir(parents=True, exist_ok=True)
+    manifest: dict[str, Any] = {
+        "quantum_id": payload["quantum_id"], "ok": False, "outputs": [], "error": None,
+        "host": socket.gethostname(), "pid": os.getpid(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "started": t0,
+    }
+    context = {"quantum": payload["quantum_id"], "task": payload["task"], "data_id": payload["data_id"]}
+    root_logger = logging.getLogger()
+    with captured_output(logs["stdout"], logs["stderr"]), open(logs["jsonl"], "a") as jl:
+        human = logging.StreamHandler(sys.stderr)
+        human.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        structured = _JsonLines(jl, context)
+        old_level = root_logger.level
+        root_logger.addHandler(human)
+        root_logger.addHandler(structured)
+        root_logger.setLevel(logging.INFO)
+        log = logging.getLogger(f"openastro.task.{payload['task']}")
+        try:
+            log.info("quantum %s start: %s", payload["quantum_id"], payload["data_id"])
+            cls = import_task(payload["class_path"])
+            config = cls.Config.model_validate(payload["config"])
+            task = cls(config, log=log)
+            inputs, data_ids = _read_inputs(payload, root)
+            params = inspect.signature(task.run).parameters
+            if "data_ids" in params:
+                inputs["data_ids"] = data_ids
+            if "records" in params:
+                inputs["records"] = payload.get("records", {})
+            if "data_id" in params:
+                inputs["data_id"] = payload["data_id"]
+            result = task.run(**inputs)
+            expected = set(payload["outputs"])
+            got = set(result or {})
+            if got != expected:
+                raise RuntimeError(f"{payload['class_path']}.run returned outputs {sorted(got)}; its connections "
+                                   f"declare {sorted(expected)}")
+            store = Datastore(root)
+            for conn, spec in payload["outputs"].items():
+                loc = store.write_at(result[conn], spec["path"], spec["formatter"], what=f"{spec['dataset_type']}")
+                manifest["outputs"].append({"id": spec["id"], "connection": conn, **loc})
+            manifest["ok"] = True
+            log.info("quantum %s done in %.2f s", payload["quantum_id"], time.time() - t0)
+        except BaseException as exc:  # noqa: BLE001 - everything a task raises is reported, never lost
+            tb = traceback.format_exc()
+            sys.stderr.write(tb)
+            log.error("quantum %s failed: %s: %s", payload["quantum_id"], type(exc).__name__, exc)
+            manifest["error"] = {"type": type(exc).__name__, "message": str(exc)[:2000],
+                                 "traceback": tb[-6000:], "memory": isinstance(exc, MemoryError)}
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                manifest["error"]["killed"] = True
+        finally:
+            root_logger.removeHandler(human)
+            root_logger.removeHandler(structured)
+            root_logger.setLevel(old_level)
+    manifest["ended"] = time.time()
+    manifest["wall"] = manifest["ended"] - t0
+    manifest["cpu"] = time.process_time() - c0
+    manifest["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return manifest

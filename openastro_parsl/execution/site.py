@@ -1,0 +1,169 @@
+"""Site configs: YAML describing where quanta run, validated on load, turned into a Parsl Config.
+
+A site lists HighThroughputExecutors, each with a provider (local or SLURM) and the resource classes it
+serves; tasks are routed by an explicit executor label or by their resource class (fast / slow / mcmc...).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ..errors import OpenAstroError
+from ..yamlconfig import load_model
+
+_WALLTIME = re.compile(r"^(\d+-)?\d{1,3}:\d{2}:\d{2}$")
+
+
+class SiteError(OpenAstroError):
+    """A site config is invalid or cannot serve a task."""
+
+
+class ProviderConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["local", "slurm"] = "local"
+    # SLURM (ignored by local)
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    nodes_per_block: int = Field(1, ge=1)
+    cores_per_node: int | None = Field(None, ge=1)
+    mem_per_node: int | None = Field(None, ge=1, description="GB per node")
+    walltime: str = "00:30:00"
+    exclusive: bool = False
+    scheduler_options: str = Field("", description="Extra #SBATCH lines, verbatim.")
+    launcher: Literal["single", "srun"] = "single"
+    # both
+    init_blocks: int = Field(1, ge=0)
+    min_blocks: int = Field(0, ge=0)
+    max_blocks: int = Field(1, ge=1)
+    worker_init: str = Field("", description="Shell lines run before workers start (activate the environment).")
+
+    @field_validator("walltime")
+    @classmethod
+    def _walltime(cls, v: str) -> str:
+        if not _WALLTIME.match(v):
+            raise ValueError(f"walltime {v!r} must look like HH:MM:SS or D-HH:MM:SS")
+        return v
+
+    @model_validator(mode="after")
+    def _blocks(self):
+        if self.min_blocks > self.max_blocks:
+            raise ValueError(f"min_blocks ({self.min_blocks}) exceeds max_blocks ({self.max_blocks})")
+        if self.init_blocks > self.max_blocks:
+            raise ValueError(f"init_blocks ({self.init_blocks}) exceeds max_blocks ({self.max_blocks})")
+        if self.kind == "slurm" and not self.partition:
+            raise ValueError("a slurm provider needs a partition")
+        return self
+
+    def walltime_seconds(self) -> int:
+        days = 0
+        text = self.walltime
+        if "-" in text:
+            d, text = text.split("-", 1)
+            days = int(d)
+        h, m, s = (int(x) for x in text.split(":"))
+        return ((days * 24 + h) * 60 + m) * 60 + s
+
+
+class ExecutorConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    label: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")
+    provider: ProviderConfig = Field(default_factory=ProviderConfig)
+    max_workers_per_node: int | None = Field(None, ge=1)
+    cores_per_worker: float = Field(1.0, gt=0)
+    mem_per_worker: float | None = Field(None, gt=0, description="GB per worker")
+    resource_classes: list[str] = Field(default_factory=list, description="Resource classes routed here.")
+    drain_before_walltime_s: int | None = Field(
+        None, ge=0, description="Stop giving new quanta to a block this long before its walltime (SLURM).")
+    heartbeat_threshold: int = Field(60, ge=5)
+
+
+class SiteConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    description: str = ""
+    executors: list[ExecutorConfig] = Field(min_length=1)
+    default_executor: str | None = None
+    retries: int = Field(1, ge=0, description="Retries of a quantum lost to an infrastructure failure.")
+    max_in_flight: int | None = Field(None, ge=1, description="Quanta submitted to Parsl at once (default: 4 x workers).")
+
+    @model_validator(mode="after")
+    def _labels(self):
+        labels = [e.label for e in self.executors]
+        dup = {x for x in labels if labels.count(x) > 1}
+        if dup:
+            raise ValueError(f"executor labels must be unique; repeated: {sorted(dup)}")
+        if self.default_executor and self.default_executor not in labels:
+            raise ValueError(f"default_executor {self.default_executor!r} is not one of {labels}")
+        return self
+
+    @property
+    def default(self) -> str:
+        return self.default_executor or self.executors[0].label
+
+    def executor(self, label: str) -> ExecutorConfig:
+        for e in self.executors:
+            if e.label == label:
+                return e
+        raise SiteError(f"no executor labelled {label!r}; executors: {', '.join(e.label for e in self.executors)}")
+
+    def route(self, resources: dict) -> str:
+        """Executor label for a task with these resource hints."""
+        if resources.get("executor"):
+            self.executor(resources["executor"])
+            return resources["executor"]
+        rc = resources.get("resource_class")
+        for e in self.executors:
+            if rc and rc in e.resource_classes:
+                return e.label
+        return self.default
+
+    @property
+    def uses_slurm(self) -> bool:
+        return any(e.provider.kind == "slurm" for e in self.executors)
+
+
+def load_site(path: str | Path | None) -> tuple[SiteConfig, str]:
+    """Load a site config (default: the packaged local one); returns it with the path it came from."""
+    if path is None:
+        path = Path(__file__).resolve().parents[2] / "site_configs" / "local.yaml"
+        if not path.exists():
+            return SiteConfig(executors=[ExecutorConfig(label="local")]), "<built-in local>"
+    return load_model(SiteConfig, path), str(path)
+
+
+def parsl_config(site: SiteConfig, run_dir: Path):
+    """The Parsl Config for a site: one HighThroughputExecutor per executor entry."""
+    from parsl.config import Config
+    from parsl.executors import HighThroughputExecutor
+    from parsl.launchers import SingleNodeLauncher, SrunLauncher
+    from parsl.providers import LocalProvider, SlurmProvider
+
+    executors = []
+    for e in site.executors:
+        p = e.provider
+        if p.kind == "local":
+            provider = LocalProvider(init_blocks=p.init_blocks, min_blocks=p.min_blocks, max_blocks=p.max_blocks,
+                                     worker_init=p.worker_init)
+        else:
+            provider = SlurmProvider(
+                partition=p.partition, account=p.account, qos=p.qos, constraint=p.constraint,
+                nodes_per_block=p.nodes_per_block, cores_per_node=p.cores_per_node, mem_per_node=p.mem_per_node,
+                init_blocks=p.init_blocks, min_blocks=p.min_blocks, max_blocks=p.max_blocks, walltime=p.walltime,
+                scheduler_options=p.scheduler_options, worker_init=p.worker_init, exclusive=p.exclusive,
+                launcher=SrunLauncher() if p.launcher == "srun" else SingleNodeLauncher())
+        drain = None
+        if e.drain_before_walltime_s is not None and p.kind == "slurm":
+            drain = max(60, p.walltime_seconds() - e.drain_before_walltime_s)
+        executors.append(HighThroughputExecutor(
+            label=e.label, provider=provider, max_workers_per_node=e.max_workers_per_node,
+            cores_per_worker=e.cores_per_worker, mem_per_worker=e.mem_per_worker,
+            heartbeat_threshold=e.heartbeat_threshold, heartbeat_period=max(2, e.heartbeat_threshold // 4),
+            drain_period=drain, worker_logdir_root=str(run_dir / "parsl_workers"), poll_period=10,
+            encrypted=False))
+    return Config(executors=executors, run_dir=str(run_dir / "parsl"), retries=0, strategy="simple",
+                  strategy_period=2, initialize_logging=True, usage_tracking=0)

@@ -1,0 +1,395 @@
+"""The submit loop: run a quantum graph on Parsl, register what finishes, keep the run's state on disk.
+
+One process owns the registry and the status store; workers only run quanta and return manifests. Quanta
+are handed to Parsl only when their inputs exist and only a bounded number at a time, so the memory of
+this process follows the graph, not the number of futures. Every state change is written to the status
+store at once: a second shell can watch, and a killed submit can be resumed without redoing anything that
+was registered.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import socket
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+from ..butler import Butler
+from ..errors import OpenAstroError
+from ..graph.quantum_graph import QuantumGraph
+from ..registry.refs import DatasetType
+from .classify import classify_exception, classify_manifest
+from .site import SiteConfig, parsl_config
+from .status import DONE, STATES, StatusStore
+
+GRAPH_FILE = "graph.qgraph"
+STATUS_FILE = "status.sqlite3"
+SUMMARY_FILE = "summary.json"
+_SAFE = re.compile(r"[^A-Za-z0-9._=+-]")
+_PACKAGES = ("openastro-parsl", "parsl", "numpy", "scipy", "astropy", "sep", "photutils", "reproject",
+             "batman-package", "ttvfast", "dynesty", "torch")
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in _PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def data_id_dirname(data_id: dict) -> str:
+    return _SAFE.sub("_", "_".join(f"{k}={v}" for k, v in data_id.items())) or "none"
+
+
+def log_paths(run_dir: Path, task: str, data_id: dict, qid: str) -> dict[str, str]:
+    base = run_dir / "logs" / task / data_id_dirname(data_id) / qid
+    return {"stdout": f"{base}.stdout", "stderr": f"{base}.stderr", "jsonl": f"{base}.jsonl"}
+
+
+def new_run_dir(butler: Butler, output_run: str) -> Path:
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    base = butler.root / "submit" / output_run / stamp
+    n = 1
+    path = base
+    while path.exists():
+        path = base.with_name(f"{stamp}-{n}")
+        n += 1
+    path.mkdir(parents=True)
+    return path
+
+
+@dataclass
+class Summary:
+    run_dir: Path
+    output_run: str
+    per_task: dict[str, dict[str, Any]]
+    failures_by_kind: dict[str, int]
+    wall_s: float
+    ok: bool
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"run_dir": str(self.run_dir), "output_run": self.output_run, "ok": self.ok, "wall_s": round(self.wall_s, 3),
+                "per_task": self.per_task, "failures_by_kind": self.failures_by_kind, **self.extra}
+
+
+class Submission:
+    """One execution attempt of a run directory's graph (the first one, or a resume)."""
+
+    def __init__(self, butler: Butler, graph: QuantumGraph, run_dir: Path, site: SiteConfig, site_source: str,
+                 *, progress: Callable[[dict[str, int], int], None] | None = None,
+                 on_failure: Callable[[dict], None] | None = None):
+        self.butler = butler
+        self.graph = graph
+        self.run_dir = run_dir
+        self.site = site
+        self.site_source = site_source
+        self.status = StatusStore(run_dir / STATUS_FILE)
+        self.progress = progress
+        self.on_failure = on_failure
+        self.packages = package_versions()
+        self.host = socket.gethostname()
+
+    # -- preparation --------------------------------------------------------------------------
+    @classmethod
+    def start(cls, butler: Butler, graph: QuantumGraph, site: SiteConfig, site_source: str, **kw) -> "Submission":
+        run_dir = new_run_dir(butler, graph.output_run)
+        graph.save(run_dir / GRAPH_FILE)
+        sub = cls(butler, graph, run_dir, site, site_source, **kw)
+        sub.status.add_quanta((q.id, q.task, q.data_id, log_paths(run_dir, q.task, q.data_id, q.id))
+                              for q in graph.quanta.values())
+        sub.status.set_meta("output_run", graph.output_run)
+        sub.status.set_meta("repo", str(butler.root))
+        sub.status.set_meta("skipped", graph.header.get("skipped", {}))
+        return sub
+
+    @classmethod
+    def resume(cls, run_dir: str | Path, site: SiteConfig | None = None, site_source: str | None = None, **kw) -> "Submission":
+        run_dir = Path(run_dir).resolve()
+        if not (run_dir / GRAPH_FILE).exists() or not (run_dir / STATUS_FILE).exists():
+            raise OpenAstroError(f"{run_dir} is not a run directory (needs {GRAPH_FILE} and {STATUS_FILE})")
+        graph = QuantumGraph.load(run_dir / GRAPH_FILE)
+        status = StatusStore(run_dir / STATUS_FILE)
+        repo = status.meta("repo") or graph.header["repo"]
+        if site is None:
+            from .site import load_site
+
+            site, site_source = load_site(status.meta("site_path"))
+        status.close()
+        return cls(Butler(repo), graph, run_dir, site, site_source or "", **kw)
+
+    def _register_types_and_run(self) -> None:
+        reg = self.butler.registry
+        for name, dt in self.graph.dataset_types.items():
+            reg.register_dataset_type(DatasetType(name, tuple(dt["dimensions"]), dt["storage_class"]))
+        created = reg.register_run(self.graph.output_run)
+        if created or reg.run_inputs(self.graph.output_run) is None:
+            reg.set_collection_meta(self.graph.output_run, "inputs", self.graph.header["inputs"])
+            reg.set_collection_meta(self.graph.output_run, "pipeline", self.graph.header.get("pipeline", ""))
+
+    def _reconcile(self) -> dict[str, str]:
+        """States to start from. Quanta whose outputs are registered count as succeeded whatever the store
+        says (the submit may have died between the two writes); everything else not done runs again."""
+        states = self.status.states()
+        unsure = [q for q, s in states.items() if s not in DONE]
+        outputs = {q: [d for ids in self.graph.quanta[q].outputs.values() for d in ids] for q in unsure}
+        present = self.butler.registry.existing_dataset_ids(d for ids in outputs.values() for d in ids)
+        recovered, reset = [], []
+        for q in unsure:
+            if outputs[q] and all(d in present for d in outputs[q]):
+                recovered.append(q)
+            elif states[q] != "pending":
+                reset.append(q)
+        if recovered:
+            self.status.update_many(recovered, state="succeeded")
+            self.status.event("recovered", count=len(recovered), note="outputs already registered")
+        if reset:
+            self.status.update_many(reset, state="pending", error_kind=None, error_type=None, message=None)
+        for q in recovered:
+            states[q] = "succeeded"
+        for q in reset:
+            states[q] = "pending"
+        return states
+
+    def _payload(self, qid: str) -> tuple[dict, str]:
+        q = self.graph.quanta[qid]
+        info = self.graph.tasks[q.task]
+        ds = self.graph.datasets
+        inputs = {}
+        for conn, ids in q.inputs.items():
+            inputs[conn] = {"multiple": info.connections[conn]["multiple"],
+                            "datasets": [{"path": ds[i].path, "formatter": ds[i].formatter, "data_id": ds[i].data_id}
+                                         for i in ids]}
+        outputs = {}
+        for conn, (oid,) in q.outputs.items():
+            n = ds[oid]
+            outputs[conn] = {"id": oid, "path": n.path, "formatter": n.formatter, "dataset_type": n.dataset_type}
+        records = {}
+        for dim in info.dimensions:
+            req = self.butler.universe.required([dim])
+            key = ",".join(f"{d}={q.data_id[d]}" for d in req)
+            rec = self.graph.records.get(dim, {}).get(key)
+            if rec is not None:
+                records[dim] = rec
+        payload = {"quantum_id": qid, "task": q.task, "class_path": info.class_path, "config": info.config,
+                   "data_id": q.data_id, "inputs": inputs, "outputs": outputs, "records": records,
+                   "datastore_root": self.graph.header["datastore_root"],
+                   "logs": log_paths(self.run_dir, q.task, q.data_id, qid)}
+        return payload, self.site.route(info.resources)
+
+    # -- the loop -----------------------------------------------------------------------------
+    def run(self) -> Summary:
+        import parsl
+        from parsl import python_app
+
+        from .runner import run_quantum
+
+        t_start = time.time()
+        self._register_types_and_run()
+        states = self._reconcile()
+        self.status.set_meta("site_path", self.site_source if Path(self.site_source).exists() else None)
+        self.status.set_meta("submit_pid", os.getpid())
+        self.status.set_meta("submit_host", self.host)
+        self.status.set_meta("state", "running")
+        self.status.event("start", pid=os.getpid(), site=self.site_source, quanta=len(self.graph.quanta))
+        upstream = self.graph.upstream()
+        downstream: dict[str, set[str]] = defaultdict(set)
+        for q, ups in upstream.items():
+            for u in ups:
+                downstream[u].add(q)
+        waiting = {q: sum(1 for u in ups if states[u] not in DONE) for q, ups in upstream.items()}
+        ready = [q for q in self.graph.quanta if states[q] == "pending" and waiting[q] == 0]
+        # Pending quanta whose upstream already failed for good are blocked from the start.
+        for q in list(self.graph.quanta):
+            if states[q] in ("failed", "upstream_failed"):
+                self._block_downstream(q, downstream, states)
+        attempts: dict[str, int] = defaultdict(int)
+        overrides: dict[str, str] = {}
+        done_q: queue.Queue = queue.Queue()
+        inflight: dict[Any, str] = {}
+        dfk = parsl.load(parsl_config(self.site, self.run_dir))
+        apps = {e.label: python_app(run_quantum, executors=[e.label], data_flow_kernel=dfk) for e in self.site.executors}
+        workers = sum((e.max_workers_per_node or os.cpu_count() or 1) * e.provider.max_blocks
+                      * e.provider.nodes_per_block for e in self.site.executors)
+        limit = self.site.max_in_flight or max(8, 4 * workers)
+        interrupted = False
+
+        def submit(qid: str) -> None:
+            payload, label = self._payload(qid)
+            label = overrides.get(qid, label)
+            attempts[qid] += 1
+            self.status.update(qid, state="running", attempts=attempts[qid], executor=label, started=time.time())
+            states[qid] = "running"
+            fut = apps[label](payload)
+            inflight[fut] = qid
+            fut.add_done_callback(done_q.put)
+
+        def on_int(signum, frame):
+            nonlocal interrupted
+            interrupted = True
+
+        old_int = signal.signal(signal.SIGINT, on_int) if _main_thread() else None
+        try:
+            last_progress = 0.0
+            while (ready or inflight) and not interrupted:
+                while ready and len(inflight) < limit:
+                    submit(ready.pop())
+                try:
+                    fut = done_q.get(timeout=0.5)
+                except queue.Empty:
+                    fut = None
+                if fut is not None:
+                    qid = inflight.pop(fut)
+                    self._finish(qid, fut, states, attempts, overrides, downstream, waiting, ready, submit)
+                now = time.time()
+                if self.progress and (fut is None or now - last_progress > 0.2):
+                    last_progress = now
+                    self.progress(_count(states), len(states))
+            if interrupted:
+                self.status.event("interrupted", running=len(inflight))
+        finally:
+            if old_int is not None:
+                signal.signal(signal.SIGINT, old_int)
+            dfk.cleanup()
+            parsl.clear()
+        if self.progress:
+            self.progress(_count(states), len(states))
+        summary = self.summary(time.time() - t_start)
+        self.status.set_meta("state", "interrupted" if interrupted else "finished")
+        self.status.event("end", ok=summary.ok)
+        (self.run_dir / SUMMARY_FILE).write_text(json.dumps(summary.to_json(), indent=1))
+        return summary
+
+    def _finish(self, qid, fut, states, attempts, overrides, downstream, waiting, ready, submit) -> None:
+        q = self.graph.quanta[qid]
+        exc = fut.exception()
+        if exc is not None:
+            kind, message = classify_exception(exc, self.status.get(qid))
+            manifest = {"error": {"type": type(exc).__name__, "message": message}}
+        else:
+            manifest = fut.result()
+            kind, message = classify_manifest(manifest)
+        if kind is None:
+            try:
+                self._register(q, manifest)
+            except OpenAstroError as err:
+                kind, message = "registry", str(err)
+                manifest = {**manifest, "error": {"type": type(err).__name__, "message": str(err)}}
+        if kind is None:
+            states[qid] = "succeeded"
+            self.status.update(qid, state="succeeded", ended=manifest["ended"], wall=manifest["wall"],
+                               cpu=manifest["cpu"], maxrss_mb=manifest["maxrss_mb"], host=manifest["host"],
+                               slurm_job_id=manifest.get("slurm_job_id"), error_kind=None, error_type=None, message=None)
+            for d in downstream.get(qid, ()):
+                waiting[d] -= 1
+                if waiting[d] == 0 and states[d] == "pending":
+                    ready.append(d)
+            return
+        retryable = kind not in ("science", "registry")
+        if retryable and attempts[qid] <= self.site.retries:
+            if kind == "out_of_memory":
+                bigger = self._bigger_executor(self.status.get(qid)["executor"])
+                if bigger:
+                    overrides[qid] = bigger
+            self.status.event("retry", quantum=qid, kind=kind, attempt=attempts[qid], message=message[:500])
+            states[qid] = "pending"
+            self.status.update(qid, state="pending", error_kind=kind, message=message)
+            submit(qid)
+            return
+        err = manifest.get("error") or {}
+        states[qid] = "failed"
+        row = self.status.get(qid)
+        self.status.update(qid, state="failed", error_kind=kind, error_type=err.get("type"), message=message,
+                           ended=manifest.get("ended", time.time()), wall=manifest.get("wall"), cpu=manifest.get("cpu"),
+                           maxrss_mb=manifest.get("maxrss_mb"), host=manifest.get("host"),
+                           slurm_job_id=manifest.get("slurm_job_id"))
+        if self.on_failure:
+            self.on_failure({"task": q.task, "data_id": q.data_id, "kind": kind, "type": err.get("type"),
+                             "message": message, "stderr": row["stderr"]})
+        self._block_downstream(qid, downstream, states)
+
+    def _block_downstream(self, qid: str, downstream, states) -> None:
+        todo, blocked = list(downstream.get(qid, ())), []
+        while todo:
+            d = todo.pop()
+            if states.get(d) in ("pending",):
+                states[d] = "upstream_failed"
+                blocked.append(d)
+                todo.extend(downstream.get(d, ()))
+        if blocked:
+            self.status.update_many(blocked, state="upstream_failed", error_kind="upstream_failed",
+                                    message=f"blocked by failed quantum {qid}")
+
+    def _bigger_executor(self, label: str | None) -> str | None:
+        current = self.site.executor(label) if label else None
+        mem = (current.mem_per_worker or 0) if current else 0
+        bigger = [e for e in self.site.executors if (e.mem_per_worker or 0) > mem]
+        return max(bigger, key=lambda e: e.mem_per_worker or 0).label if bigger else None
+
+    def _register(self, q, manifest: dict) -> None:
+        info = self.graph.tasks[q.task]
+        outputs = []
+        for out in manifest["outputs"]:
+            node = self.graph.datasets[out["id"]]
+            outputs.append((node.dataset_type, node.data_id, out, out["id"]))
+        req = self.butler.universe.required(info.dimensions)
+        self.butler.registry.record_quantum(
+            self.graph.output_run, quantum_id=q.id, task=q.task, task_class=info.class_path,
+            data_id_key=",".join(f"{d}={q.data_id[d]}" for d in req), config_hash=info.config_hash,
+            outputs=outputs, input_ids=[i for ids in q.inputs.values() for i in ids],
+            provenance={"host": manifest.get("host"), "slurm_job_id": manifest.get("slurm_job_id"),
+                        "started": manifest.get("started"), "ended": manifest.get("ended"), "packages": self.packages},
+            clobber=q.clobber)
+
+    # -- results ------------------------------------------------------------------------------
+    def summary(self, wall_s: float) -> Summary:
+        return summarize(self.status, self.run_dir, self.graph.output_run, wall_s)
+
+
+def summarize(status: StatusStore, run_dir: Path, output_run: str, wall_s: float) -> Summary:
+    per_task: dict[str, dict[str, Any]] = {}
+    kinds: dict[str, int] = defaultdict(int)
+    skipped = status.meta("skipped", {}) or {}
+    for row in status.rows():
+        t = per_task.setdefault(row["task"], {**{s: 0 for s in STATES}, "wall_s": 0.0, "cpu_s": 0.0, "peak_mb": 0.0})
+        t[row["state"]] += 1
+        t["wall_s"] += row["wall"] or 0.0
+        t["cpu_s"] += row["cpu"] or 0.0
+        t["peak_mb"] = max(t["peak_mb"], row["maxrss_mb"] or 0.0)
+        if row["state"] == "failed":
+            kinds[row["error_kind"] or "unknown"] += 1
+        elif row["state"] == "upstream_failed":
+            kinds["upstream_failed"] += 1
+    for label, n in skipped.items():
+        per_task.setdefault(label, {**{s: 0 for s in STATES}, "wall_s": 0.0, "cpu_s": 0.0, "peak_mb": 0.0})["skipped"] += n
+    for t in per_task.values():
+        t["wall_s"] = round(t["wall_s"], 3)
+        t["cpu_s"] = round(t["cpu_s"], 3)
+        t["peak_mb"] = round(t["peak_mb"], 1)
+    ok = all(t["failed"] == 0 and t["upstream_failed"] == 0 and t["pending"] == 0 and t["running"] == 0
+             for t in per_task.values())
+    return Summary(run_dir, output_run, per_task, dict(kinds), wall_s, ok)
+
+
+def _count(states: dict[str, str]) -> dict[str, int]:
+    out = {s: 0 for s in STATES}
+    for s in states.values():
+        out[s] += 1
+    return out
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
