@@ -6,6 +6,7 @@ import sys
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
 from rich.table import Table
 
 from ..butler import Butler
@@ -34,8 +35,8 @@ def print_summary(summary) -> None:
 
 def _on_failure(info: dict) -> None:
     did = ", ".join(f"{k}={v}" for k, v in info["data_id"].items())
-    err_console.print(f"[red]FAILED[/] {info['task']} {{{did}}} [{info['kind']}] {info['message'][:300]}\n"
-                      f"       log: {info['stderr']}", soft_wrap=True)
+    err_console.print(f"[red]FAILED[/] {info['task']} {escape('{' + did + '}')} {escape('[' + info['kind'] + ']')} "
+                      f"{escape(info['message'][:300])}\n       log: {info['stderr']}", soft_wrap=True)
 
 
 def run_submission(sub: Submission) -> int:

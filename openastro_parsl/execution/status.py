@@ -95,9 +95,9 @@ class StatusStore:
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else default
 
-    def event(self, kind: str, **detail: Any) -> None:
+    def event(self, event: str, **detail: Any) -> None:
         self.conn.execute("INSERT INTO event (time, kind, detail) VALUES (?,?,?)",
-                          (time.time(), kind, json.dumps(detail, default=str)))
+                          (time.time(), event, json.dumps(detail, default=str)))
 
     def events(self) -> list[tuple[float, str, dict]]:
         return [(t, k, json.loads(d)) for t, k, d in self.conn.execute("SELECT time, kind, detail FROM event ORDER BY time")]

@@ -214,7 +214,8 @@ class Submission:
         for q in list(self.graph.quanta):
             if states[q] in ("failed", "upstream_failed"):
                 self._block_downstream(q, downstream, states)
-        attempts: dict[str, int] = defaultdict(int)
+        attempts: dict[str, int] = defaultdict(int)  # this session's, for retries
+        prior = {r["id"]: r["attempts"] for r in self.status.rows()}  # earlier sessions', for the record
         overrides: dict[str, str] = {}
         done_q: queue.Queue = queue.Queue()
         inflight: dict[Any, str] = {}
@@ -229,7 +230,8 @@ class Submission:
             payload, label = self._payload(qid)
             label = overrides.get(qid, label)
             attempts[qid] += 1
-            self.status.update(qid, state="running", attempts=attempts[qid], executor=label, started=time.time())
+            self.status.update(qid, state="running", attempts=prior.get(qid, 0) + attempts[qid], executor=label,
+                               started=time.time())
             states[qid] = "running"
             fut = apps[label](payload)
             inflight[fut] = qid

@@ -177,10 +177,11 @@ def _field_stars(rng, f: Field, targets: list[Target]):
             )
 
         def add(mag, h):
-            occupied = list(zip(xi, eta)) + [tuple(p) for p in txy]
             for _ in range(1000):
                 x, y = cx + rng.uniform(-h, h), cy + rng.uniform(-h, h)
-                if all(np.hypot(x - a, y - b) > 12.0 for a, b in occupied):
+                if all(np.hypot(x - a, y - b) > 12.0 for a, b in zip(xi, eta)) and all(
+                    np.hypot(x - a, y - b) > TARGET_CLEAR_RADIUS_ARCSEC for a, b in txy
+                ):
                     break
             xi.append(x), eta.append(y), r.append(mag), gr.append(float(_draw_colours(rng, 1)[0]))
 
