@@ -67,6 +67,20 @@ class StatusStore:
         cols = ", ".join(f"{k} = ?" for k in fields)
         self.conn.execute(f"UPDATE quantum SET {cols} WHERE id = ?", (*fields.values(), qid))
 
+    def update_rows(self, rows: list[tuple[str, dict[str, Any]]]) -> None:
+        """Several quanta's changes in one transaction (rows with the same fields share one statement)."""
+        groups: dict[tuple[str, ...], list[tuple]] = {}
+        for qid, fields in rows:
+            groups.setdefault(tuple(fields), []).append((*fields.values(), qid))
+        with self.conn:
+            self.conn.execute("BEGIN")
+            for keys, params in groups.items():
+                bad = set(keys) - set(_FIELDS)
+                if bad:
+                    raise KeyError(f"unknown status fields {bad}")
+                cols = ", ".join(f"{k} = ?" for k in keys)
+                self.conn.executemany(f"UPDATE quantum SET {cols} WHERE id = ?", params)
+
     def update_many(self, qids: list[str], **fields: Any) -> None:
         cols = ", ".join(f"{k} = ?" for k in fields)
         with self.conn:

@@ -214,28 +214,21 @@ class Submission:
         for q in list(self.graph.quanta):
             if states[q] in ("failed", "upstream_failed"):
                 self._block_downstream(q, downstream, states)
-        attempts: dict[str, int] = defaultdict(int)  # this session's, for retries
-        prior = {r["id"]: r["attempts"] for r in self.status.rows()}  # earlier sessions', for the record
-        overrides: dict[str, str] = {}
+        self._attempts: dict[str, int] = defaultdict(int)  # this session's, for retries
+        self._prior = {r["id"]: r["attempts"] for r in self.status.rows()}  # earlier sessions', for the record
+        self._overrides: dict[str, str] = {}
+        self._states, self._downstream, self._waiting, self._ready = states, downstream, waiting, ready
+        self._running_buffer: list[tuple] = []
         done_q: queue.Queue = queue.Queue()
-        inflight: dict[Any, str] = {}
+        self._inflight: dict[Any, str] = {}
         dfk = parsl.load(parsl_config(self.site, self.run_dir))
-        apps = {e.label: python_app(run_quantum, executors=[e.label], data_flow_kernel=dfk) for e in self.site.executors}
+        self._apps = {e.label: python_app(run_quantum, executors=[e.label], data_flow_kernel=dfk)
+                      for e in self.site.executors}
+        self._done_q = done_q
         workers = sum((e.max_workers_per_node or os.cpu_count() or 1) * e.provider.max_blocks
                       * e.provider.nodes_per_block for e in self.site.executors)
-        limit = self.site.max_in_flight or max(8, 4 * workers)
+        limit = self.site.max_in_flight or max(64, 16 * workers)
         interrupted = False
-
-        def submit(qid: str) -> None:
-            payload, label = self._payload(qid)
-            label = overrides.get(qid, label)
-            attempts[qid] += 1
-            self.status.update(qid, state="running", attempts=prior.get(qid, 0) + attempts[qid], executor=label,
-                               started=time.time())
-            states[qid] = "running"
-            fut = apps[label](payload)
-            inflight[fut] = qid
-            fut.add_done_callback(done_q.put)
 
         def on_int(signum, frame):
             nonlocal interrupted
@@ -244,22 +237,20 @@ class Submission:
         old_int = signal.signal(signal.SIGINT, on_int) if _main_thread() else None
         try:
             last_progress = 0.0
-            while (ready or inflight) and not interrupted:
-                while ready and len(inflight) < limit:
-                    submit(ready.pop())
-                try:
-                    fut = done_q.get(timeout=0.5)
-                except queue.Empty:
-                    fut = None
-                if fut is not None:
-                    qid = inflight.pop(fut)
-                    self._finish(qid, fut, states, attempts, overrides, downstream, waiting, ready, submit)
+            while (ready or self._inflight) and not interrupted:
+                while ready and len(self._inflight) < limit:
+                    self._submit(ready.pop())
+                self._flush_running()
+                batch = _drain(done_q, timeout=0.5, most=2000)
+                if batch:
+                    self._finish_batch([(self._inflight.pop(f), f) for f in batch])
                 now = time.time()
-                if self.progress and (fut is None or now - last_progress > 0.2):
+                if self.progress and (not batch or now - last_progress > 0.2):
                     last_progress = now
                     self.progress(_count(states), len(states))
+            self._flush_running()
             if interrupted:
-                self.status.event("interrupted", running=len(inflight))
+                self.status.event("interrupted", running=len(self._inflight))
         finally:
             if old_int is not None:
                 signal.signal(signal.SIGINT, old_int)
@@ -273,44 +264,79 @@ class Submission:
         (self.run_dir / SUMMARY_FILE).write_text(json.dumps(summary.to_json(), indent=1))
         return summary
 
-    def _finish(self, qid, fut, states, attempts, overrides, downstream, waiting, ready, submit) -> None:
-        q = self.graph.quanta[qid]
-        exc = fut.exception()
-        if exc is not None:
-            kind, message = classify_exception(exc, self.status.get(qid))
-            manifest = {"error": {"type": type(exc).__name__, "message": message}}
-        else:
-            manifest = fut.result()
-            kind, message = classify_manifest(manifest)
-        if kind is None:
-            try:
-                self._register(q, manifest)
-            except OpenAstroError as err:
-                kind, message = "registry", str(err)
-                manifest = {**manifest, "error": {"type": type(err).__name__, "message": str(err)}}
-        if kind is None:
-            states[qid] = "succeeded"
-            self.status.update(qid, state="succeeded", ended=manifest["ended"], wall=manifest["wall"],
-                               cpu=manifest["cpu"], maxrss_mb=manifest["maxrss_mb"], host=manifest["host"],
-                               slurm_job_id=manifest.get("slurm_job_id"), error_kind=None, error_type=None, message=None)
-            for d in downstream.get(qid, ()):
-                waiting[d] -= 1
-                if waiting[d] == 0 and states[d] == "pending":
-                    ready.append(d)
+    def _submit(self, qid: str) -> None:
+        payload, label = self._payload(qid)
+        label = self._overrides.get(qid, label)
+        self._attempts[qid] += 1
+        self._states[qid] = "running"
+        # Buffered: written in one transaction before the loop waits (a crash loses only "running" marks,
+        # which resume treats like pending anyway).
+        self._running_buffer.append((qid, self._prior.get(qid, 0) + self._attempts[qid], label, time.time()))
+        fut = self._apps[label](payload)
+        self._inflight[fut] = qid
+        fut.add_done_callback(self._done_q.put)
+
+    def _flush_running(self) -> None:
+        if self._running_buffer:
+            self.status.update_rows([(q, {"state": "running", "attempts": a, "executor": e, "started": t})
+                                     for q, a, e, t in self._running_buffer])
+            self._running_buffer.clear()
+
+    def _finish_batch(self, items: list[tuple[str, Any]]) -> None:
+        successes: list[tuple[str, dict]] = []
+        for qid, fut in items:
+            exc = fut.exception()
+            if exc is not None:
+                kind, message = classify_exception(exc, self.status.get(qid))
+                manifest = {"error": {"type": type(exc).__name__, "message": message}}
+            else:
+                manifest = fut.result()
+                kind, message = classify_manifest(manifest)
+            if kind is None:
+                successes.append((qid, manifest))
+            else:
+                self._failed(qid, kind, message, manifest)
+        if not successes:
             return
+        try:
+            self._register(successes)
+        except OpenAstroError:  # one bad apple: register one by one so only it fails
+            kept = []
+            for qid, manifest in successes:
+                try:
+                    self._register([(qid, manifest)])
+                    kept.append((qid, manifest))
+                except OpenAstroError as err:
+                    self._failed(qid, "registry", str(err), {**manifest, "error": {"type": type(err).__name__,
+                                                                                    "message": str(err)}})
+            successes = kept
+        self.status.update_rows([(qid, {"state": "succeeded", "ended": m["ended"], "wall": m["wall"], "cpu": m["cpu"],
+                                        "maxrss_mb": m["maxrss_mb"], "host": m["host"],
+                                        "slurm_job_id": m.get("slurm_job_id"), "error_kind": None,
+                                        "error_type": None, "message": None}) for qid, m in successes])
+        for qid, _ in successes:
+            self._states[qid] = "succeeded"
+            for d in self._downstream.get(qid, ()):
+                self._waiting[d] -= 1
+                if self._waiting[d] == 0 and self._states[d] == "pending":
+                    self._ready.append(d)
+
+    def _failed(self, qid: str, kind: str, message: str, manifest: dict) -> None:
+        q = self.graph.quanta[qid]
         retryable = kind not in ("science", "registry")
-        if retryable and attempts[qid] <= self.site.retries:
+        if retryable and self._attempts[qid] <= self.site.retries:
             if kind == "out_of_memory":
                 bigger = self._bigger_executor(self.status.get(qid)["executor"])
                 if bigger:
-                    overrides[qid] = bigger
-            self.status.event("retry", quantum=qid, kind=kind, attempt=attempts[qid], message=message[:500])
-            states[qid] = "pending"
+                    self._overrides[qid] = bigger
+            self.status.event("retry", quantum=qid, kind=kind, attempt=self._attempts[qid], message=message[:500])
+            self._states[qid] = "pending"
             self.status.update(qid, state="pending", error_kind=kind, message=message)
-            submit(qid)
+            self._submit(qid)
             return
         err = manifest.get("error") or {}
-        states[qid] = "failed"
+        self._states[qid] = "failed"
+        self._flush_running()
         row = self.status.get(qid)
         self.status.update(qid, state="failed", error_kind=kind, error_type=err.get("type"), message=message,
                            ended=manifest.get("ended", time.time()), wall=manifest.get("wall"), cpu=manifest.get("cpu"),
@@ -319,7 +345,7 @@ class Submission:
         if self.on_failure:
             self.on_failure({"task": q.task, "data_id": q.data_id, "kind": kind, "type": err.get("type"),
                              "message": message, "stderr": row["stderr"]})
-        self._block_downstream(qid, downstream, states)
+        self._block_downstream(qid, self._downstream, self._states)
 
     def _block_downstream(self, qid: str, downstream, states) -> None:
         todo, blocked = list(downstream.get(qid, ())), []
@@ -339,20 +365,22 @@ class Submission:
         bigger = [e for e in self.site.executors if (e.mem_per_worker or 0) > mem]
         return max(bigger, key=lambda e: e.mem_per_worker or 0).label if bigger else None
 
-    def _register(self, q, manifest: dict) -> None:
-        info = self.graph.tasks[q.task]
-        outputs = []
-        for out in manifest["outputs"]:
-            node = self.graph.datasets[out["id"]]
-            outputs.append((node.dataset_type, node.data_id, out, out["id"]))
-        req = self.butler.universe.required(info.dimensions)
-        self.butler.registry.record_quantum(
-            self.graph.output_run, quantum_id=q.id, task=q.task, task_class=info.class_path,
-            data_id_key=",".join(f"{d}={q.data_id[d]}" for d in req), config_hash=info.config_hash,
-            outputs=outputs, input_ids=[i for ids in q.inputs.values() for i in ids],
-            provenance={"host": manifest.get("host"), "slurm_job_id": manifest.get("slurm_job_id"),
-                        "started": manifest.get("started"), "ended": manifest.get("ended"), "packages": self.packages},
-            clobber=q.clobber)
+    def _register(self, done: list[tuple[str, dict]]) -> None:
+        items = []
+        for qid, manifest in done:
+            q = self.graph.quanta[qid]
+            info = self.graph.tasks[q.task]
+            req = self.butler.universe.required(info.dimensions)
+            outputs = [(self.graph.datasets[o["id"]].dataset_type, self.graph.datasets[o["id"]].data_id, o, o["id"])
+                       for o in manifest["outputs"]]
+            items.append({
+                "quantum_id": qid, "task": q.task, "task_class": info.class_path,
+                "data_id_key": ",".join(f"{d}={q.data_id[d]}" for d in req), "config_hash": info.config_hash,
+                "outputs": outputs, "input_ids": [i for ids in q.inputs.values() for i in ids], "clobber": q.clobber,
+                "provenance": {"host": manifest.get("host"), "slurm_job_id": manifest.get("slurm_job_id"),
+                               "started": manifest.get("started"), "ended": manifest.get("ended"),
+                               "packages": self.packages}})
+        self.butler.registry.record_quanta(self.graph.output_run, items)
 
     # -- results ------------------------------------------------------------------------------
     def summary(self, wall_s: float) -> Summary:
@@ -389,6 +417,20 @@ def _count(states: dict[str, str]) -> dict[str, int]:
     for s in states.values():
         out[s] += 1
     return out
+
+
+def _drain(q: queue.Queue, timeout: float, most: int) -> list:
+    """Everything finished so far (waiting up to ``timeout`` for the first): handled as one batch."""
+    try:
+        items = [q.get(timeout=timeout)]
+    except queue.Empty:
+        return []
+    while len(items) < most:
+        try:
+            items.append(q.get_nowait())
+        except queue.Empty:
+            break
+    return items
 
 
 def _main_thread() -> bool:

@@ -498,30 +498,35 @@ class Registry:
         with self.transaction() as c:
             return _do(c)
 
-    def record_quantum(self, run: str, *, quantum_id: str, task: str, task_class: str, data_id_key: str,
-                       config_hash: str, outputs: Sequence[tuple[str, Mapping[str, Any], Mapping[str, Any], str]],
-                       input_ids: Sequence[str], provenance: Mapping[str, Any],
-                       clobber: Sequence[str] = ()) -> list[DatasetRef]:
-        """Register one finished quantum in one transaction: its outputs (dataset type, data ID, location,
-        id), replacing ``clobber``ed old outputs, and its provenance. All or nothing."""
+    def record_quanta(self, run: str, quanta: Sequence[Mapping[str, Any]]) -> list[DatasetRef]:
+        """Register finished quanta in one transaction: their outputs (replacing ``clobber``ed old ones)
+        and provenance. All or nothing. Each item holds quantum_id, task, task_class, data_id_key,
+        config_hash, outputs [(dataset type, data ID, location, id)], input_ids, provenance, clobber."""
         with self.transaction() as c:
+            run_id, _ = self._require_collection(run, c)
+            clobber = [i for q in quanta for i in q.get("clobber", ())]
             if clobber:
                 self.remove_datasets(clobber, c)
-            refs: list[DatasetRef] = []
             by_type: dict[str, list] = {}
-            for dataset_type, data_id, loc, ds_id in outputs:
-                by_type.setdefault(dataset_type, []).append((data_id, loc, ds_id))
+            for q in quanta:
+                for dataset_type, data_id, loc, ds_id in q["outputs"]:
+                    by_type.setdefault(dataset_type, []).append((data_id, loc, ds_id))
+            refs: list[DatasetRef] = []
             for dataset_type, items in by_type.items():
                 refs.extend(self.insert_datasets(dataset_type, run, [(d, l) for d, l, _ in items], c,
                                                  ids=[i for _, _, i in items], expanded=True))
-            run_id, _ = self._require_collection(run, c)
-            c.execute(self.schema.quantum.insert().values(
-                id=quantum_id, run_id=run_id, task=task, task_class=task_class, data_id_key=data_id_key,
-                config_hash=config_hash, host=provenance.get("host"), slurm_job_id=provenance.get("slurm_job_id"),
-                started=provenance.get("started"), ended=provenance.get("ended"),
-                packages=json.dumps(provenance.get("packages", {}))))
-            io_rows = [{"quantum_id": quantum_id, "dataset_id": i, "role": "input"} for i in dict.fromkeys(input_ids)]
-            io_rows += [{"quantum_id": quantum_id, "dataset_id": r.id, "role": "output"} for r in refs]
+            q_rows, io_rows = [], []
+            for q in quanta:
+                prov = q["provenance"]
+                q_rows.append({"id": q["quantum_id"], "run_id": run_id, "task": q["task"], "task_class": q["task_class"],
+                               "data_id_key": q["data_id_key"], "config_hash": q["config_hash"],
+                               "host": prov.get("host"), "slurm_job_id": prov.get("slurm_job_id"),
+                               "started": prov.get("started"), "ended": prov.get("ended"),
+                               "packages": json.dumps(prov.get("packages", {}))})
+                io_rows += [{"quantum_id": q["quantum_id"], "dataset_id": i, "role": "input"}
+                            for i in dict.fromkeys(q["input_ids"])]
+                io_rows += [{"quantum_id": q["quantum_id"], "dataset_id": o[3], "role": "output"} for o in q["outputs"]]
+            c.execute(self.schema.quantum.insert(), q_rows)
             if io_rows:
                 c.execute(self.schema.quantum_io.insert(), io_rows)
             return refs

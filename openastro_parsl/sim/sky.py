@@ -28,6 +28,7 @@ CENTRAL_HALF_WIDTH_ARCSEC = 45.0
 CENTRAL_MIN_STARS = 10
 CENTRAL_MIN_BRIGHT = 3
 BRIGHT_HALF_WIDTH_ARCSEC = 30.0  # bright comparisons well inside even the slt40 FOV
+COMPARISON_CLEAR_ARCSEC = 20.0  # ... and clean of neighbours
 BRIGHT_LIMIT = 15.0
 TARGET_CLEAR_RADIUS_ARCSEC = 20.0
 
@@ -176,19 +177,19 @@ def _field_stars(rng, f: Field, targets: list[Target]):
                 if abs(x - cx) < h and abs(y - cy) < h and (m < BRIGHT_LIMIT or not bright)
             )
 
-        def add(mag, h):
-            for _ in range(1000):
+        def add(mag, h, clear):
+            for _ in range(2000):
                 x, y = cx + rng.uniform(-h, h), cy + rng.uniform(-h, h)
-                if all(np.hypot(x - a, y - b) > 12.0 for a, b in zip(xi, eta)) and all(
+                if all(np.hypot(x - a, y - b) > clear for a, b in zip(xi, eta)) and all(
                     np.hypot(x - a, y - b) > TARGET_CLEAR_RADIUS_ARCSEC for a, b in txy
                 ):
                     break
             xi.append(x), eta.append(y), r.append(mag), gr.append(float(_draw_colours(rng, 1)[0]))
 
-        while n_central(True) < CENTRAL_MIN_BRIGHT:
-            add(float(rng.uniform(12.8, 14.8)), hb)
         while n_central(False) < CENTRAL_MIN_STARS:
-            add(float(_draw_mags(rng, 1)[0]), hc)
+            add(float(_draw_mags(rng, 1)[0]), hc, 12.0)
+        while n_central(True) < CENTRAL_MIN_BRIGHT:
+            add(float(rng.uniform(12.8, 14.8)), hb, COMPARISON_CLEAR_ARCSEC)
         xi, eta, r, gr = map(np.asarray, (xi, eta, r, gr))
     ra, dec = tangent_to_radec(f.ra, f.dec, xi, eta)
     return ra, dec, r, gr
