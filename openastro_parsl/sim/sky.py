@@ -27,8 +27,8 @@ REFCAT_MAG_ERR = (0.010, 0.030)  # bright, faint
 CENTRAL_HALF_WIDTH_ARCSEC = 45.0
 CENTRAL_MIN_STARS = 10
 CENTRAL_MIN_BRIGHT = 3
-BRIGHT_HALF_WIDTH_ARCSEC = 30.0  # bright comparisons well inside even the slt40 FOV
-COMPARISON_CLEAR_ARCSEC = 20.0  # ... and clean of neighbours
+BRIGHT_HALF_WIDTH_ARCSEC = 32.0  # bright comparisons well inside even the slt40 FOV
+COMPARISON_CLEAR_ARCSEC = 15.0  # ... and clean of neighbours
 BRIGHT_LIMIT = 15.0
 TARGET_CLEAR_RADIUS_ARCSEC = 20.0
 
@@ -162,34 +162,32 @@ def _field_stars(rng, f: Field, targets: list[Target]):
         xi, eta, r, gr = xi[keep], eta[keep], r[keep], gr[keep]
 
     if tgt:
-        hc = CENTRAL_HALF_WIDTH_ARCSEC
         host = next((t for t in tgt if t.kind == "transit_host"), tgt[0])
         cx, cy = radec_to_tangent(f.ra, f.dec, host.ra, host.dec)
         xi, eta, r, gr = list(xi), list(eta), list(r), list(gr)
+        hb, hc = BRIGHT_HALF_WIDTH_ARCSEC, CENTRAL_HALF_WIDTH_ARCSEC
 
-        hb = BRIGHT_HALF_WIDTH_ARCSEC
+        def central(h, bright):
+            return [(x, y) for x, y, m in zip(xi, eta, r)
+                    if abs(x - cx) < h and abs(y - cy) < h and (m < BRIGHT_LIMIT or not bright)]
 
-        def n_central(bright):
-            h = hb if bright else hc
-            return sum(
-                1
-                for x, y, m in zip(xi, eta, r)
-                if abs(x - cx) < h and abs(y - cy) < h and (m < BRIGHT_LIMIT or not bright)
-            )
-
-        def add(mag, h, clear):
+        def add(mag, h, keep_out):
+            """Uniform in the box around the host, outside every (x, y, radius) disc."""
             for _ in range(2000):
                 x, y = cx + rng.uniform(-h, h), cy + rng.uniform(-h, h)
-                if all(np.hypot(x - a, y - b) > clear for a, b in zip(xi, eta)) and all(
-                    np.hypot(x - a, y - b) > TARGET_CLEAR_RADIUS_ARCSEC for a, b in txy
-                ):
-                    break
+                if all(np.hypot(x - a, y - b) > rad for a, b, rad in keep_out):
+                    break  # (if the box is too crowded the last draw is kept)
             xi.append(x), eta.append(y), r.append(mag), gr.append(float(_draw_colours(rng, 1)[0]))
 
-        while n_central(False) < CENTRAL_MIN_STARS:
-            add(float(_draw_mags(rng, 1)[0]), hc, 12.0)
-        while n_central(True) < CENTRAL_MIN_BRIGHT:
-            add(float(rng.uniform(12.8, 14.8)), hb, COMPARISON_CLEAR_ARCSEC)
+        around_targets = [(a, b, TARGET_CLEAR_RADIUS_ARCSEC) for a, b in txy]
+        # Bright comparisons first, clear of everything; then faint fill-in avoiding them.
+        while len(central(hb, True)) < CENTRAL_MIN_BRIGHT:
+            add(float(rng.uniform(12.8, 14.8)), hb,
+                around_targets + [(a, b, COMPARISON_CLEAR_ARCSEC) for a, b in zip(xi, eta)])
+        while len(central(hc, False)) < CENTRAL_MIN_STARS:
+            add(float(_draw_mags(rng, 1)[0]), hc,
+                around_targets + [(a, b, 12.0) for a, b in zip(xi, eta)]
+                + [(a, b, COMPARISON_CLEAR_ARCSEC) for a, b in central(hb, True)])
         xi, eta, r, gr = map(np.asarray, (xi, eta, r, gr))
     ra, dec = tangent_to_radec(f.ra, f.dec, xi, eta)
     return ra, dec, r, gr
