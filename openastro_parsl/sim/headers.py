@@ -19,9 +19,6 @@ from .astro import iso_utc, mjd_to_datetime, sexagesimal_dec, sexagesimal_ra
 from .instruments import SITES, Instrument
 from .schedule import PlannedExposure
 
-WCS_KEYS = ("WCSAXES", "CTYPE1", "CTYPE2", "CUNIT1", "CUNIT2", "CRVAL1", "CRVAL2",
-            "CRPIX1", "CRPIX2", "CD1_1", "CD1_2", "CD2_1", "CD2_2", "RADESYS")
-
 
 def wcs_cards(inst: Instrument, crval_ra: float, crval_dec: float, rotation_deg: float) -> dict:
     """TAN WCS as plain FITS cards; CRPIX at the detector centre (1-based)."""

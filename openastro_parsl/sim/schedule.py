@@ -17,6 +17,7 @@ import numpy as np
 from .astro import altitude_deg, sun_altitude_deg
 from .instruments import SITES, Instrument
 from .planet import TransitSystem
+from .sky import Field
 
 SEASON_START = 61100.0
 MS_PER_DAY = 86_400_000
@@ -190,10 +191,8 @@ def make_plan(rng, size: str, instruments: dict[str, Instrument], fields, target
     def away_from_transits(t0, t1):
         return bool(np.all((tcs < t0 - 0.3) | (tcs > t1 + 0.3)))
 
-    class _HostField:  # slt40 always points at the host
-        name, ra, dec = host.field, host.ra, host.dec
-
-    plan += _visits(rng, instruments["slt40"], _HostField, spec.slt40_oot_visits, spec.season_nights,
+    host_pointing = Field(host.field, host.ra, host.dec, 0.0)  # slt40 always points at the host
+    plan += _visits(rng, instruments["slt40"], host_pointing, spec.slt40_oot_visits, spec.season_nights,
                     busy, False, offset=2.0, purpose="oot", avoid=away_from_transits)
     for name, n in spec.lco1m_visits.items():
         off = 0.0 if name == "demo1" else 3.0

@@ -10,6 +10,7 @@ from astropy.stats import sigma_clipped_stats
 from astropy.wcs import WCS
 
 INSTRUMENTS = ("lco1m", "slt40", "ota80")
+pytestmark = pytest.mark.filterwarnings("ignore::astropy.wcs.FITSFixedWarning")
 
 
 @lru_cache(maxsize=None)
@@ -194,7 +195,8 @@ def test_background_level_and_noise(survey, truth, name):
         assert np.mean(pix) == pytest.approx(e["sky_e_per_px"], abs=0.03 * e["sky_e_per_px"] + 1.0)
 
 
-def _diff_flux(survey, truth, e, star_xy, comps_xy, f):
+def _diff_flux(survey, e, star_xy, comps_xy, f):
+    """Target flux / summed comparison flux (2.5 FWHM apertures): ZP and airmass cancel."""
     img = electrons(survey, e)
     flux = [aperture(img, x, y, 2.5 * f, 4 * f, 6 * f)[0] for x, y in [star_xy] + comps_xy]
     return flux[0] / np.sum(flux[1:])
@@ -220,16 +222,17 @@ def _comparisons(truth, e, max_r=16.0):
 
 
 def _ensemble(truth, series):
-    """Comparison stars usable in >= 85% of a series, and the frames where all of them are."""
+    """Comparison stars usable in >= 60% of a series, and the frames where all of them are
+    (poor-seeing frames at high airmass can push stars out of the usable area)."""
     per_frame = [set(_comparisons(truth, e)) for e in series]
     n = {}
     for c in per_frame:
         for i in c:
             n[i] = n.get(i, 0) + 1
-    comps = sorted(i for i, k in n.items() if k >= 0.85 * len(series))
+    comps = sorted(i for i, k in n.items() if k >= 0.6 * len(series))
     assert len(comps) >= 2
     keep = [e for e, c in zip(series, per_frame) if set(comps) <= c]
-    assert len(keep) >= 0.7 * len(series)
+    assert len(keep) >= 0.6 * len(series)
     return keep, comps
 
 
@@ -250,7 +253,7 @@ def test_transit_depth_in_slt40_series(survey, truth):
             ids, px, py, _ = truth_sources(truth, e)
             host_id = next(t["refcat_id"] for t in truth["targets"] if t["name"] == "OA-T1")
             pos = {i: (x, y) for i, x, y in zip(ids, px, py)}
-            rat.append(_diff_flux(survey, truth, e, pos[host_id], [pos[c] for c in comps], e["seeing_fwhm_px"]))
+            rat.append(_diff_flux(survey, e, pos[host_id], [pos[c] for c in comps], e["seeing_fwhm_px"]))
             dt.append(e["mjd"] - tc)
         rat, dt = np.array(rat), np.abs(np.array(dt))
         inside, outside = rat[dt < 0.3 * t14], rat[dt > 0.5 * t14 + 0.01]
@@ -285,7 +288,8 @@ def test_transient_absent_then_present(survey, truth):
         ids, px, py, st = truth_sources(truth, e)
         counts = source_counts(truth, e, ids, st)
         peak = tr["peak_r"] if e["band"] == "r" else tr["peak_g"]
-        c_ref = e["exptime"] * 10 ** (-0.4 * (peak + e["colour_term"] * (tr["peak_g"] - tr["peak_r"]) - e["zero_point"]))
+        colour = tr["peak_g"] - tr["peak_r"]
+        c_ref = e["exptime"] * 10 ** (-0.4 * (peak + e["colour_term"] * colour - e["zero_point"]))
         k = int(np.argmin(np.hypot(px - info["x"], py - info["y"]))) if info["present"] else None
         if k is None:  # add the (absent) transient position so neighbours can be judged
             px, py, counts, k = np.append(px, info["x"]), np.append(py, info["y"]), np.append(counts, 0.0), len(px)
@@ -320,7 +324,7 @@ def test_variables_follow_their_light_curves(survey, truth):
         for e in series[::3]:
             ids, px, py, _ = truth_sources(truth, e)
             pos = {i: (x, y) for i, x, y in zip(ids, px, py)}
-            r = _diff_flux(survey, truth, e, pos[vid], [pos[c] for c in comps], e["seeing_fwhm_px"])
+            r = _diff_flux(survey, e, pos[vid], [pos[c] for c in comps], e["seeing_fwhm_px"])
             meas.append(-2.5 * np.log10(r))
             true.append(e["targets"][name]["mag"])
         meas, true = np.array(meas), np.array(true)
