@@ -27,3 +27,12 @@ def populated(butler) -> Butler:
                      "exptime": 30.0 * i})
     r.sync_dimension_records("exposure", exps)
     return butler
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory):
+    """The small demo survey (seed 42), made and ingested once per test session. Treat it as read-only
+    apart from new output runs."""
+    from openastro_parsl.demo import make_demo_repo
+
+    return make_demo_repo(tmp_path_factory.mktemp("demo") / "repo", seed=42, size="small")
