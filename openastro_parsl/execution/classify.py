@@ -13,7 +13,7 @@ registry         the outputs could not be registered (a conflict); not retried
 
 from __future__ import annotations
 
-import re
+import json
 import subprocess
 from typing import Any
 
@@ -43,15 +43,32 @@ def _slurm_job_state(job_id: str | None) -> str | None:
     return states[0] if states else None
 
 
+def _job_from_log(row: Any) -> tuple[str | None, str | None]:
+    """(SLURM job id, host) the quantum last started in, from its structured log (the runner writes them)."""
+    path = row["jsonl"] if row is not None else None
+    if not path:
+        return None, None
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None, None
+    for line in reversed(lines):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("slurm_job_id") or rec.get("host"):
+            return rec.get("slurm_job_id"), rec.get("host")
+    return None, None
+
+
 def classify_exception(exc: BaseException, row: Any = None) -> tuple[str, str]:
     """Kind and a one-line message for an exception Parsl raised instead of returning a manifest."""
     name = type(exc).__name__
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else name
-    if name == "ManagerLost" or name == "BadStateException" and "lost" in text.lower():
-        job = None
-        m = re.search(r"job[_ ]id[^0-9]*(\d+)", str(exc), re.I)
-        if m:
-            job = m.group(1)
+    if name in ("ManagerLost", "WorkerLost") or name == "BadStateException" and "lost" in text.lower():
+        job, host = _job_from_log(row)
         state = _slurm_job_state(job)
         if state and state.startswith("CANCELLED"):
             return "cancelled", f"SLURM job {job} was cancelled: the quantum's block went away ({text})"
@@ -59,9 +76,12 @@ def classify_exception(exc: BaseException, row: Any = None) -> tuple[str, str]:
             return "walltime", f"SLURM job {job} reached its walltime ({text})"
         if state == "OUT_OF_MEMORY":
             return "out_of_memory", f"SLURM job {job} ran out of memory ({text})"
-        return "manager_lost", f"the node/block running the quantum was lost ({text})"
-    if name == "WorkerLost":
-        return "worker_lost", f"the worker process died (segfault, OOM kill or SIGKILL): {text}"
+        if state and state.startswith("NODE_FAIL"):
+            return "manager_lost", f"SLURM job {job}: node failure on {host} ({text})"
+        if name == "WorkerLost":
+            return "worker_lost", f"the worker process died (segfault, OOM kill or SIGKILL): {text}"
+        where = f" (SLURM job {job}, state {state or 'unknown'})" if job else ""
+        return "manager_lost", f"the node/block running the quantum was lost{where}: {text}"
     if name in ("BadStateException", "ScalingFailed", "ExecutorError", "BadMessage"):
         return "executor_failed", f"{name}: {text}"
     if isinstance(exc, MemoryError):

@@ -111,7 +111,10 @@ def run_quantum(payload: dict) -> dict:
         "host": socket.gethostname(), "pid": os.getpid(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         "started": t0,
     }
-    context = {"quantum": payload["quantum_id"], "task": payload["task"], "data_id": payload["data_id"]}
+    # Host and SLURM job go in every record: if the node dies, the submit process learns from this log
+    # which job the quantum was in and can ask SLURM how that job ended.
+    context = {"quantum": payload["quantum_id"], "task": payload["task"], "data_id": payload["data_id"],
+               "host": manifest["host"], "slurm_job_id": manifest["slurm_job_id"]}
     root_logger = logging.getLogger()
     with captured_output(logs["stdout"], logs["stderr"]), open(logs["jsonl"], "a") as jl:
         human = logging.StreamHandler(sys.stderr)

@@ -27,6 +27,7 @@ from ..errors import OpenAstroError
 from ..graph.quantum_graph import QuantumGraph
 from ..registry.refs import DatasetType
 from .classify import classify_exception, classify_manifest
+from .preflight import preflight
 from .site import SiteConfig, parsl_config
 from .status import DONE, STATES, StatusStore
 
@@ -104,6 +105,8 @@ class Submission:
     # -- preparation --------------------------------------------------------------------------
     @classmethod
     def start(cls, butler: Butler, graph: QuantumGraph, site: SiteConfig, site_source: str, **kw) -> "Submission":
+        if site.uses_slurm:
+            preflight(site, site_source)  # before a run directory or a job exists
         run_dir = new_run_dir(butler, graph.output_run)
         graph.save(run_dir / GRAPH_FILE)
         sub = cls(butler, graph, run_dir, site, site_source, **kw)
@@ -127,6 +130,8 @@ class Submission:
 
             site, site_source = load_site(status.meta("site_path"))
         status.close()
+        if site.uses_slurm:
+            preflight(site, site_source or "")
         return cls(Butler(repo), graph, run_dir, site, site_source or "", **kw)
 
     def _register_types_and_run(self) -> None:

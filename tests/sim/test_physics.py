@@ -91,7 +91,8 @@ def unsaturated(e, c, margin=0.7):
 
 
 def isolated_bright(truth, e, min_snr, r_ap, r_out, max_contamination=0.01):
-    """Non-target stars with high S/N, fully on the detector, clean of neighbours (is_clean)."""
+    """Catalogue stars (targets included, at their instantaneous brightness) with high S/N,
+    fully on the detector and clean of neighbours (is_clean)."""
     ids, px, py, st = truth_sources(truth, e)
     counts = source_counts(truth, e, ids, st)
     by_id = {s["id"]: s for s in st}
@@ -99,7 +100,7 @@ def isolated_bright(truth, e, min_snr, r_ap, r_out, max_contamination=0.01):
     noise_px = e["sky_e_per_px"] + e["read_noise"] ** 2
     out = []
     for k, i in enumerate(ids):
-        if i < 0 or by_id[i]["target"]:
+        if i < 0:
             continue
         x, y, c = px[k], py[k], counts[k]
         m = r_out + 1
@@ -221,18 +222,24 @@ def _comparisons(truth, e, max_r=16.0):
     return out
 
 
-def _ensemble(truth, series):
-    """Comparison stars usable in >= 60% of a series, and the frames where all of them are
-    (poor-seeing frames at high airmass can push stars out of the usable area)."""
+def _ensemble(truth, series, min_comps=2, keep_fraction=0.75):
+    """A fixed comparison set for a series, and the frames where all of it is usable.
+
+    Greedy: take comparisons in order of how often they are usable, as long as the frames
+    where all chosen ones are usable stay >= keep_fraction of the series (poor-seeing
+    frames at high airmass can push stars out of the usable area)."""
     per_frame = [set(_comparisons(truth, e)) for e in series]
     n = {}
     for c in per_frame:
         for i in c:
             n[i] = n.get(i, 0) + 1
-    comps = sorted(i for i, k in n.items() if k >= 0.6 * len(series))
-    assert len(comps) >= 2
+    comps = []
+    for i in sorted(n, key=lambda i: (-n[i], i)):
+        kept = sum(1 for c in per_frame if set(comps + [i]) <= c)
+        if kept >= keep_fraction * len(series) or len(comps) < min_comps:
+            comps.append(i)
     keep = [e for e, c in zip(series, per_frame) if set(comps) <= c]
-    assert len(keep) >= 0.6 * len(series)
+    assert len(comps) >= min_comps and len(keep) >= 0.6 * len(series)
     return keep, comps
 
 
