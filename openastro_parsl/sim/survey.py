@@ -176,6 +176,66 @@ def _add_corrupt_plans(plan, instruments):
     return out, trunc, garbage
 
 
+def _target_record(fr: _Frame, tg, src, counts, data) -> dict:
+    """Where a target is on the frame, how bright, and whether it saturated."""
+    ids, names, x, y, mag, colour = src
+    inst = fr.inst
+    sel = np.flatnonzero(names == tg.name)
+    if len(sel) == 0:  # the transient before it appears
+        tx, ty = (float(v) for v in headers.wcs_from_cards(fr.wcs).wcs_world2pix(tg.ra, tg.dec, 0))
+        return {"x": tx, "y": ty, "in_frame": bool(_in_frame(inst, tx, ty)),
+                "present": False, "mag": None, "counts_e": 0.0, "saturated": False}
+    i = int(sel[0])
+    ix, iy = int(round(x[i])), int(round(y[i]))
+    box = data[max(iy - 1, 0):iy + 2, max(ix - 1, 0):ix + 2]
+    return {
+        "x": float(x[i]), "y": float(y[i]),
+        "in_frame": bool(_in_frame(inst, x[i], y[i])),
+        "present": True, "mag": float(mag[i]), "colour_gr": float(colour[i]),
+        "counts_e": float(counts[i]),
+        "saturated": bool(box.size and float(box.max()) >= inst.saturation_adu),
+    }
+
+
+def _exposure_record(fr: _Frame, hdr, fname: str, targets, src, counts, data) -> dict:
+    """truth["exposures"] entry: identity, conditions, true WCS and photometric model, targets."""
+    inst, p = fr.inst, fr.plan
+    ids, _names, x, y, _mag, _colour = src
+    return {
+        "file": fname,
+        "instrument": inst.name,
+        "exposure": headers.exposure_number(inst, p, fr.expid),
+        "band": p.band,
+        "physical_filter": inst.filters[p.band],
+        "field": p.field,
+        "site": p.site,
+        "purpose": p.purpose,
+        "transit_epoch": p.transit_epoch,
+        "mjd": p.mjd_mid,
+        "mjd_start": p.mjd_start,
+        "date_obs": hdr["DATE-OBS"],
+        "exptime": p.exptime,
+        "pointing": {"ra": p.pointing_ra, "dec": p.pointing_dec},
+        "has_wcs": fr.has_wcs,
+        "wcs": fr.wcs,
+        "rotation_deg": fr.rotation_deg,
+        "zero_point": fr.zero_point,
+        "colour_term": fr.colour_term,
+        "airmass": fr.airmass,
+        "seeing_fwhm_arcsec": fr.fwhm_arcsec,
+        "seeing_fwhm_px": fr.fwhm_px,
+        "psf": {"model": "moffat", "beta": inst.psf_beta},
+        "sky_e_per_px": fr.sky_e,
+        "sky_mag_per_arcsec2": fr.sky_mag,
+        "gain": inst.gain,
+        "read_noise": inst.read_noise,
+        "bias_adu": inst.bias_adu,
+        "saturation_adu": inst.saturation_adu,
+        "n_refcat_stars": int(np.sum((ids > 0) & _in_frame(inst, x, y))),
+        "targets": {t.name: _target_record(fr, t, src, counts, data) for t in targets if t.field == p.field},
+    }
+
+
 def generate_survey(outdir: Path, *, seed: int = 42, size: str = "small") -> SurveyManifest:
     """Write raw/*.fits, refcat.ecsv and truth.json under `outdir` and describe them.
 
@@ -253,60 +313,7 @@ def generate_survey(outdir: Path, *, seed: int = 42, size: str = "small") -> Sur
         path.write_bytes(blob)
         exposure_files.append(path)
 
-        tinfo = {}
-        for tname in [t.name for t in targets if t.field == p.field]:
-            sel = np.flatnonzero(names == tname)
-            tg = next(t for t in targets if t.name == tname)
-            if len(sel) == 0:  # transient not yet there
-                w = headers.wcs_from_cards(fr.wcs)
-                tx, ty = (float(v) for v in w.wcs_world2pix(tg.ra, tg.dec, 0))
-                tinfo[tname] = {"x": tx, "y": ty, "in_frame": bool(_in_frame(inst, tx, ty)),
-                                "present": False, "mag": None, "counts_e": 0.0, "saturated": False}
-                continue
-            i = int(sel[0])
-            ix, iy = int(round(x[i])), int(round(y[i]))
-            box = data[max(iy - 1, 0):iy + 2, max(ix - 1, 0):ix + 2]
-            tinfo[tname] = {
-                "x": float(x[i]), "y": float(y[i]),
-                "in_frame": bool(_in_frame(inst, x[i], y[i])),
-                "present": True, "mag": float(mag[i]), "colour_gr": float(colour[i]),
-                "counts_e": float(counts[i]),
-                "saturated": bool(box.size and float(box.max()) >= inst.saturation_adu),
-            }
-        n_ref = int(np.sum((ids > 0) & _in_frame(inst, x, y)))
-        exposures.append({
-            "file": fname,
-            "instrument": inst.name,
-            "exposure": headers.exposure_number(inst, p, fr.expid),
-            "band": p.band,
-            "physical_filter": inst.filters[p.band],
-            "field": p.field,
-            "site": p.site,
-            "purpose": p.purpose,
-            "transit_epoch": p.transit_epoch,
-            "mjd": p.mjd_mid,
-            "mjd_start": p.mjd_start,
-            "date_obs": hdr["DATE-OBS"],
-            "exptime": p.exptime,
-            "pointing": {"ra": p.pointing_ra, "dec": p.pointing_dec},
-            "has_wcs": fr.has_wcs,
-            "wcs": fr.wcs,
-            "rotation_deg": fr.rotation_deg,
-            "zero_point": fr.zero_point,
-            "colour_term": fr.colour_term,
-            "airmass": fr.airmass,
-            "seeing_fwhm_arcsec": fr.fwhm_arcsec,
-            "seeing_fwhm_px": fr.fwhm_px,
-            "psf": {"model": "moffat", "beta": inst.psf_beta},
-            "sky_e_per_px": fr.sky_e,
-            "sky_mag_per_arcsec2": fr.sky_mag,
-            "gain": inst.gain,
-            "read_noise": inst.read_noise,
-            "bias_adu": inst.bias_adu,
-            "saturation_adu": inst.saturation_adu,
-            "n_refcat_stars": n_ref,
-            "targets": tinfo,
-        })
+        exposures.append(_exposure_record(fr, hdr, fname, targets, (ids, names, x, y, mag, colour), counts, data))
 
     observed = sorted({e["transit_epoch"] for e in exposures if e["purpose"] == "transit"})
     truth = {

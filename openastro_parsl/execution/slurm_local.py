@@ -1,0 +1,134 @@
+"""The local single-node SLURM cluster (``bin/slurm-local``) and a few read-only SLURM queries.
+
+``bin/slurm-local start`` brings up munged, MariaDB + slurmdbd (so ``sacct`` works), slurmctld and slurmd under
+one folder (default ``$OPENASTRO_SLURM_DIR`` or /tmp/openastro-slurm), with one partition ``debug``
+(MaxTime 02:00:00) sized to this machine, and links /etc/slurm/slurm.conf to its config so ``sbatch`` & co. --
+and Parsl's SlurmProvider -- find it without SLURM_CONF.  This module runs that script and asks SLURM about
+partitions and jobs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+PARTITION = "debug"
+DEFAULT_DIR = "/tmp/openastro-slurm"
+
+
+class SlurmUnavailable(RuntimeError):
+    """SLURM cannot be started or reached here; ``str()`` is the one-line reason."""
+
+
+def script() -> Path:
+    """bin/slurm-local of this checkout (the package is installed in develop mode)."""
+    path = Path(__file__).resolve().parents[2] / "bin" / "slurm-local"
+    if not path.is_file():
+        raise SlurmUnavailable(f"{path} not found: bin/slurm-local comes with a checkout of openastro-parsl")
+    return path
+
+
+def slurm_dir(directory: str | os.PathLike | None = None) -> Path:
+    return Path(directory or os.environ.get("OPENASTRO_SLURM_DIR") or DEFAULT_DIR)
+
+
+def _run_script(command: str, directory, timeout: float) -> subprocess.CompletedProcess:
+    args = ["bash", str(script()), command, "--dir", str(slurm_dir(directory))]
+    try:
+        return subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise SlurmUnavailable(f"bin/slurm-local {command} took more than {timeout:.0f} s") from None
+
+
+def parse_env(text: str) -> dict[str, str]:
+    """The ``export NAME=value`` lines that bin/slurm-local prints."""
+    return dict(m.groups() for m in re.finditer(r"^export (\w+)=(.*)$", text, re.M))
+
+
+def start(directory: str | os.PathLike | None = None, timeout: float = 600) -> dict[str, str]:
+    """Start the local cluster (idempotent; installs Debian's packages the first time) and return its env.
+
+    The env holds SLURM_CONF, OPENASTRO_SLURM_PARTITION, OPENASTRO_SLURM_MAX_WALLTIME and OPENASTRO_SLURM_SACCT
+    ("1" when sacct works).  Raises SlurmUnavailable with the script's one-line reason when SLURM can't run here.
+    """
+    proc = _run_script("start", directory, timeout)
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        reason = next((line for line in reversed(lines) if "cannot start SLURM" in line), lines[-1] if lines else "")
+        reason = reason.split("cannot start SLURM: ", 1)[-1] or f"bin/slurm-local start exited {proc.returncode}"
+        raise SlurmUnavailable(reason)
+    return parse_env(proc.stdout)
+
+
+def stop(directory: str | os.PathLike | None = None, timeout: float = 180) -> None:
+    proc = _run_script("stop", directory, timeout)
+    if proc.returncode != 0:
+        raise SlurmUnavailable(proc.stderr.strip() or f"bin/slurm-local stop exited {proc.returncode}")
+
+
+def is_up(directory: str | os.PathLike | None = None) -> bool:
+    try:
+        return _run_script("status", directory, 60).returncode == 0
+    except SlurmUnavailable:
+        return False
+
+
+def parse_slurm_time(text: str) -> int | None:
+    """Seconds in a SLURM time ("2:00:00", "02:00:00", "1-00:00:00", "30", "5:00"); None for UNLIMITED/INFINITE."""
+    text = text.strip()
+    if text.upper() in ("UNLIMITED", "INFINITE", "NONE", "N/A", ""):
+        return None
+    days = 0
+    if "-" in text:
+        d, text = text.split("-", 1)
+        days = int(d)
+    parts = [int(p) for p in text.split(":")]
+    if len(parts) == 1:            # with days: hours, else minutes
+        h, m, s = (parts[0], 0, 0) if days else (0, parts[0], 0)
+    elif len(parts) == 2:          # with days: hours:minutes, else minutes:seconds
+        h, m, s = (parts[0], parts[1], 0) if days else (0, parts[0], parts[1])
+    elif len(parts) == 3:
+        h, m, s = parts
+    else:
+        raise ValueError(f"not a SLURM time: {text!r}")
+    return ((days * 24 + h) * 60 + m) * 60 + s
+
+
+def partition_info(partition: str = PARTITION) -> dict[str, str]:
+    """``scontrol show partition NAME`` as a dict (MaxTime, DefaultTime, Nodes, State, TotalCPUs...)."""
+    if not shutil.which("scontrol"):
+        raise SlurmUnavailable("scontrol not found: SLURM's client tools are not installed")
+    proc = subprocess.run(["scontrol", "show", "partition", "-o", partition], capture_output=True, text=True,
+                          timeout=20)
+    if proc.returncode != 0:
+        raise SlurmUnavailable(proc.stderr.strip() or f"scontrol show partition {partition} failed")
+    return dict(m.groups() for m in re.finditer(r"(\w+)=(\S*)", proc.stdout))
+
+
+def partition_max_walltime_s(partition: str = PARTITION) -> int | None:
+    """The partition's MaxTime in seconds (None when UNLIMITED): a site's walltime must not exceed it."""
+    return parse_slurm_time(partition_info(partition)["MaxTime"])
+
+
+def job_state(job_id: str | int) -> str | None:
+    """How SLURM says the job is or ended (COMPLETED, CANCELLED, TIMEOUT, ...): sacct first, then scontrol
+    (which only knows finished jobs for MinJobAge seconds)."""
+    job = str(job_id)
+    try:
+        out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "State", "-j", job], capture_output=True, text=True,
+                             timeout=20).stdout
+        states = [s.split()[0] for s in out.splitlines() if s.strip()]
+        if states:
+            return states[0]
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        out = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True,
+                             timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"\bJobState=(\S+)", out)
+    return m.group(1) if m else None
