@@ -13,13 +13,15 @@ from pathlib import Path
 
 from pydantic import Field
 
+from openastro_parsl.pipeline.connections import Connections, Input, Output
+from openastro_parsl.pipeline.task import NoWorkFound, PipelineTask
 from openastro_parsl.tasks.qa import FrameStatsConfig, FrameStatsTask
 
 
 class FaultyStatsConfig(FrameStatsConfig):
     fail_exposures: list[int] = Field(default_factory=list)
     marker: str = ""                 # faults happen only while this file exists
-    fault: str = "raise"             # raise | kill_worker | memory
+    fault: str = "raise"             # raise | kill_worker | memory | no_work
     sleep_s: float = 0.0
 
 
@@ -38,8 +40,25 @@ class FaultyStatsTask(FrameStatsTask):
             if self.config.fault == "kill_worker":
                 Path(self.config.marker).unlink()  # die once; the retry succeeds
                 os.kill(os.getpid(), signal.SIGKILL)
+            if self.config.fault == "no_work":
+                raise NoWorkFound(f"nothing to measure on exposure {data_id['exposure']}")
             if self.config.fault == "memory":
                 raise MemoryError("simulated allocation failure")
             raise ValueError(f"injected failure for exposure {data_id['exposure']}")
         sys.stdout.flush()
         return super().run(raw)
+
+
+class StatsEchoConnections(Connections):
+    stats = Input("frameStats", ("instrument", "exposure"), "StructuredData")
+    echo = Output("frameStatsEcho", ("instrument", "exposure"), "StructuredData")
+
+
+class StatsEchoTask(PipelineTask):
+    """A per-exposure consumer of frameStats: shows how a single missing input propagates."""
+
+    dimensions = ("instrument", "exposure")
+    Connections = StatsEchoConnections
+
+    def run(self, stats):
+        return {"echo": {"noise": stats["noise"]}}

@@ -57,6 +57,9 @@ def main(run_dir, failed, as_json, html_out, log, lines) -> None:
         for label, t in data["per_task"].items():
             table.add_row(label, *[str(t[s]) for s in STATES], f"{t['wall_s']:.1f}", f"{t['peak_mb']:.0f}")
         console.print(table)
+        for task, reasons in data["no_work"].items():
+            for reason, n in reasons.items():
+                console.print(f"no work: {task} x{n}: {escape(reason)}", soft_wrap=True)
     if not data["failed"]:
         console.print("no failed quanta")
         return

@@ -18,10 +18,11 @@ from .plan import build_graph, pipeline_options, print_counts
 
 
 def print_summary(summary) -> None:
-    table = Table("task", "succeeded", "failed", "upstream failed", "skipped", "pending", "wall s", "cpu s", "peak MB",
-                  title=f"run {summary.output_run}")
+    table = Table("task", "succeeded", "no work", "failed", "upstream failed", "skipped", "pending", "wall s", "cpu s",
+                  "peak MB", title=f"run {summary.output_run}")
     for label, t in summary.per_task.items():
-        table.add_row(label, str(t["succeeded"]), str(t["failed"]), str(t["upstream_failed"]), str(t["skipped"]),
+        table.add_row(label, str(t["succeeded"]), str(t["no_work"]), str(t["failed"]), str(t["upstream_failed"]),
+                      str(t["skipped"]),
                       str(t["pending"] + t["running"]), f"{t['wall_s']:.1f}", f"{t['cpu_s']:.1f}", f"{t['peak_mb']:.0f}")
     console.print(table)
     if summary.failures_by_kind:
@@ -45,7 +46,7 @@ def run_submission(sub: Submission) -> int:
         bar = progress.add_task("quanta", total=len(sub.graph.quanta), counts="")
 
         def update(counts: dict[str, int], total: int) -> None:
-            done = counts["succeeded"] + counts["failed"] + counts["upstream_failed"] + counts["skipped"]
+            done = sum(counts[s] for s in ("succeeded", "no_work", "failed", "upstream_failed", "skipped"))
             progress.update(bar, completed=done, counts=f"ok {counts['succeeded']} · running {counts['running']} · "
                                                         f"failed {counts['failed']} · blocked {counts['upstream_failed']}")
 

@@ -44,6 +44,15 @@ def failed_quanta(status: StatusStore, lines: int = 20, include_blocked: bool = 
     return out
 
 
+def no_work_reasons(status: StatusStore) -> dict[str, dict[str, int]]:
+    """Per task, how many quanta found nothing to do for each reason (a frame that did not plate-solve...)."""
+    out: dict[str, dict[str, int]] = {}
+    for row in status.rows("WHERE state = 'no_work' ORDER BY task"):
+        reasons = out.setdefault(row["task"], {})
+        reasons[row["message"] or ""] = reasons.get(row["message"] or "", 0) + 1
+    return out
+
+
 def find_quantum(status: StatusStore, task: str, data_id_text: str) -> list[Any]:
     node = parse_where(data_id_text)
     rows = list(status.rows("WHERE task = ?", (task,)))
@@ -70,6 +79,7 @@ def report_json(run_dir: Path, lines: int = 20) -> dict[str, Any]:
         summary["wall_s"] = json.loads(saved.read_text()).get("wall_s")
     summary["state"] = status.meta("state")
     summary["failed"] = failed_quanta(status, lines)
+    summary["no_work"] = no_work_reasons(status)
     return summary
 
 
@@ -121,7 +131,7 @@ def write_html(run_dir: Path, out: Path) -> Path:
     png = _timeline_png(status)
     rows = "".join(
         f"<tr><td>{html.escape(t)}</td>" + "".join(f"<td>{c[s]}</td>" for s in
-                                                  ("succeeded", "failed", "upstream_failed", "skipped", "pending"))
+                                                  ("succeeded", "no_work", "failed", "upstream_failed", "skipped", "pending"))
         + f"<td>{c['wall_s']:.1f}</td><td>{c['peak_mb']:.0f}</td></tr>"
         for t, c in data["per_task"].items())
     fails = "".join(
@@ -133,7 +143,7 @@ def write_html(run_dir: Path, out: Path) -> Path:
 pre{{background:#f6f6f6;padding:8px;overflow:auto}}</style></head><body>
 <h1>Run {html.escape(data['output_run'])}</h1><p>{html.escape(str(run_dir))} — state: {html.escape(str(data['state']))},
 ok: {data['ok']}</p>
-<h2>Per task</h2><table><tr><th>task</th><th>succeeded</th><th>failed</th><th>upstream failed</th><th>skipped</th>
+<h2>Per task</h2><table><tr><th>task</th><th>succeeded</th><th>no work</th><th>failed</th><th>upstream failed</th><th>skipped</th>
 <th>pending</th><th>wall s</th><th>peak MB</th></tr>{rows}</table>
 <h2>Graph</h2>{graph_html}
 <h2>Timeline</h2>{f'<img src="data:image/png;base64,{png}">' if png else '<p>no quantum has run yet</p>'}

@@ -97,10 +97,23 @@ def _read_inputs(payload: dict, root: Path) -> tuple[dict[str, Any], dict[str, l
     return objs, data_ids
 
 
+def _write_outputs(payload: dict, result: Any, root: Path, manifest: dict) -> None:
+    """Write every declared output atomically; a task returning other outputs than it declares is an error."""
+    from ..datastore.datastore import Datastore
+
+    expected, got = set(payload["outputs"]), set(result or {})
+    if got != expected:
+        raise RuntimeError(f"{payload['class_path']}.run returned outputs {sorted(got)}; its connections "
+                           f"declare {sorted(expected)}")
+    store = Datastore(root)
+    for conn, spec in payload["outputs"].items():
+        loc = store.write_at(result[conn], spec["path"], spec["formatter"], what=f"{spec['dataset_type']}")
+        manifest["outputs"].append({"id": spec["id"], "connection": conn, **loc})
+
+
 def run_quantum(payload: dict) -> dict:
     """Execute one quantum; return {quantum_id, ok, outputs, error, metrics...}. Runs in a Parsl worker."""
-    from ..datastore.datastore import Datastore
-    from ..pipeline.task import import_task
+    from ..pipeline.task import NoWorkFound, import_task
 
     t0, c0 = time.time(), time.process_time()
     root = Path(payload["datastore_root"])
@@ -138,16 +151,18 @@ def run_quantum(payload: dict) -> dict:
                 inputs["records"] = payload.get("records", {})
             if "data_id" in params:
                 inputs["data_id"] = payload["data_id"]
-            result = task.run(**inputs)
-            expected = set(payload["outputs"])
-            got = set(result or {})
-            if got != expected:
-                raise RuntimeError(f"{payload['class_path']}.run returned outputs {sorted(got)}; its connections "
-                                   f"declare {sorted(expected)}")
-            store = Datastore(root)
-            for conn, spec in payload["outputs"].items():
-                loc = store.write_at(result[conn], spec["path"], spec["formatter"], what=f"{spec['dataset_type']}")
-                manifest["outputs"].append({"id": spec["id"], "connection": conn, **loc})
+            if "checkpoint_dir" in params:
+                ckpt = payload.get("checkpoint_dir")
+                if ckpt:
+                    Path(ckpt).mkdir(parents=True, exist_ok=True)
+                inputs["checkpoint_dir"] = ckpt
+            try:
+                result = task.run(**inputs)
+            except NoWorkFound as nothing:
+                manifest["no_work"] = str(nothing) or "no work found"
+                log.info("quantum %s: no work: %s", payload["quantum_id"], manifest["no_work"])
+            else:
+                _write_outputs(payload, result, root, manifest)
             manifest["ok"] = True
             log.info("quantum %s done in %.2f s", payload["quantum_id"], time.time() - t0)
         except BaseException as exc:  # noqa: BLE001 - everything a task raises is reported, never lost

@@ -12,8 +12,10 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-STATES = ("pending", "running", "succeeded", "failed", "upstream_failed", "skipped")
-DONE = ("succeeded", "skipped")
+STATES = ("pending", "running", "succeeded", "no_work", "failed", "upstream_failed", "skipped")
+# Finished for good: never rerun by --resume. ``no_work`` is a quantum whose task found nothing to do
+# (NoWorkFound) or whose required inputs were never produced for that reason.
+DONE = ("succeeded", "skipped", "no_work")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS quantum (

@@ -175,7 +175,7 @@ class Submission:
         for conn, ids in q.inputs.items():
             inputs[conn] = {"multiple": info.connections[conn]["multiple"],
                             "datasets": [{"path": ds[i].path, "formatter": ds[i].formatter, "data_id": ds[i].data_id}
-                                         for i in ids]}
+                                         for i in ids if i not in self._missing]}
         outputs = {}
         for conn, (oid,) in q.outputs.items():
             n = ds[oid]
@@ -190,7 +190,8 @@ class Submission:
         payload = {"quantum_id": qid, "task": q.task, "class_path": info.class_path, "config": info.config,
                    "data_id": q.data_id, "inputs": inputs, "outputs": outputs, "records": records,
                    "datastore_root": self.graph.header["datastore_root"],
-                   "logs": log_paths(self.run_dir, q.task, q.data_id, qid)}
+                   "logs": log_paths(self.run_dir, q.task, q.data_id, qid),
+                   "checkpoint_dir": str(self.run_dir / "checkpoints" / q.task / data_id_dirname(q.data_id) / qid)}
         return payload, self.site.route(info.resources)
 
     # -- the loop -----------------------------------------------------------------------------
@@ -222,6 +223,10 @@ class Submission:
         self._attempts: dict[str, int] = defaultdict(int)  # this session's, for retries
         self._prior = {r["id"]: r["attempts"] for r in self.status.rows()}  # earlier sessions', for the record
         self._overrides: dict[str, str] = {}
+        # Outputs that will never exist because their quantum found no work (this session or an earlier one).
+        self._missing: set[str] = {d for r in self.status.rows("WHERE state = 'no_work'")
+                                   for ids in self.graph.quanta[r["id"]].outputs.values() for d in ids}
+        self._no_work_buffer: list[tuple[str, dict]] = []
         self._states, self._downstream, self._waiting, self._ready = states, downstream, waiting, ready
         self._running_buffer: list[tuple] = []
         done_q: queue.Queue = queue.Queue()
@@ -270,6 +275,10 @@ class Submission:
         return summary
 
     def _submit(self, qid: str) -> None:
+        lacking = self._lacking_inputs(qid)
+        if lacking:
+            self._no_work(qid, lacking)
+            return
         payload, label = self._payload(qid)
         label = self._overrides.get(qid, label)
         self._attempts[qid] += 1
@@ -281,7 +290,42 @@ class Submission:
         self._inflight[fut] = qid
         fut.add_done_callback(self._done_q.put)
 
+    def _lacking_inputs(self, qid: str) -> str | None:
+        """Why the quantum cannot run because upstream quanta found no work, or None when it can."""
+        if not self._missing:
+            return None
+        q = self.graph.quanta[qid]
+        conns = self.graph.tasks[q.task].connections
+        for conn, ids in q.inputs.items():
+            have = sum(1 for i in ids if i not in self._missing)
+            need = conns[conn].get("minimum", 1) if conns[conn]["multiple"] else len(ids)
+            if have < max(need, 1 if ids else 0):
+                gone = next(i for i in ids if i in self._missing)
+                d = self.graph.datasets[gone]
+                return f"input {conn} ({d.dataset_type} {d.data_id}) was not produced: its quantum found no work"
+        return None
+
+    def _no_work(self, qid: str, reason: str, manifest: dict | None = None) -> None:
+        """Record a quantum that had nothing to do; its outputs join the missing set and its dependants move on."""
+        self._states[qid] = "no_work"
+        m = manifest or {}
+        self._no_work_buffer.append((qid, {"state": "no_work", "message": reason[:2000], "error_kind": None,
+                                           "error_type": None, "ended": m.get("ended", time.time()),
+                                           "wall": m.get("wall"), "cpu": m.get("cpu"), "maxrss_mb": m.get("maxrss_mb"),
+                                           "host": m.get("host"), "slurm_job_id": m.get("slurm_job_id")}))
+        self._missing.update(d for ids in self.graph.quanta[qid].outputs.values() for d in ids)
+        self._release_downstream(qid)
+
+    def _release_downstream(self, qid: str) -> None:
+        for d in self._downstream.get(qid, ()):
+            self._waiting[d] -= 1
+            if self._waiting[d] == 0 and self._states[d] == "pending":
+                self._ready.append(d)
+
     def _flush_running(self) -> None:
+        if self._no_work_buffer:
+            self.status.update_rows(self._no_work_buffer)
+            self._no_work_buffer.clear()
         if self._running_buffer:
             self.status.update_rows([(q, {"state": "running", "attempts": a, "executor": e, "started": t})
                                      for q, a, e, t in self._running_buffer])
@@ -297,10 +341,13 @@ class Submission:
             else:
                 manifest = fut.result()
                 kind, message = classify_manifest(manifest)
-            if kind is None:
+            if kind is None and manifest.get("no_work"):
+                self._no_work(qid, manifest["no_work"], manifest)
+            elif kind is None:
                 successes.append((qid, manifest))
             else:
                 self._failed(qid, kind, message, manifest)
+        self._flush_running()
         if not successes:
             return
         try:
@@ -321,10 +368,7 @@ class Submission:
                                         "error_type": None, "message": None}) for qid, m in successes])
         for qid, _ in successes:
             self._states[qid] = "succeeded"
-            for d in self._downstream.get(qid, ()):
-                self._waiting[d] -= 1
-                if self._waiting[d] == 0 and self._states[d] == "pending":
-                    self._ready.append(d)
+            self._release_downstream(qid)
 
     def _failed(self, qid: str, kind: str, message: str, manifest: dict) -> None:
         q = self.graph.quanta[qid]

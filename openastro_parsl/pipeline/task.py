@@ -22,6 +22,14 @@ class PipelineError(OpenAstroError):
     """A pipeline or task definition is invalid."""
 
 
+class NoWorkFound(OpenAstroError):
+    """Raised by ``run`` when its data ID has nothing to do (a frame that did not plate-solve, a target with no
+    transit): the quantum ends ``no_work`` with this message as its reason, writes no outputs, and is not a
+    failure. Downstream quanta that need its outputs end ``no_work`` too; gathering (``multiple``) inputs go on
+    with the datasets that do exist.
+    """
+
+
 class TaskConfig(BaseModel):
     """Base of every task's Config: unknown keys are errors, assignments are validated."""
 

@@ -57,7 +57,7 @@ def test_failure_report_and_resume(tmp_path):
     t = summary.per_task
     assert (t["frameStats"]["succeeded"], t["frameStats"]["failed"]) == (5, 1)
     assert t["fieldQa"]["upstream_failed"] == 1 and t["fieldQa"]["succeeded"] == 1
-    assert summary.failures_by_kind == {"science": 1, "upstream_failed": 1}
+    assert summary.failures_by_kind == {"science": 1, "upstream_failed": 2}  # fieldQa and statsEcho
     # the failed quantum's own log holds its output (python and C level) and the traceback
     out = CliRunner().invoke(report_main, [str(sub.run_dir), "--failed"])
     assert out.exit_code == 0
@@ -77,17 +77,17 @@ def test_failure_report_and_resume(tmp_path):
     st = CliRunner().invoke(status_main, [str(sub.run_dir)])
     rows = {ln.split("│")[1].strip(): [c.strip() for c in ln.split("│")[2:-1]]
             for ln in st.output.splitlines() if ln.startswith("│")}
-    assert rows["frameStats"] == ["0", "0", "5", "1", "0", "0"]  # pending running succeeded failed upstream skipped
-    assert rows["fieldQa"] == ["0", "0", "1", "0", "1", "0"]
+    assert rows["frameStats"] == ["0", "0", "5", "0", "1", "0", "0"]  # pending running succeeded no_work failed upstream skipped
+    assert rows["fieldQa"] == ["0", "0", "1", "0", "0", "1", "0"]
     before = {r.id for r in butler.query_datasets("*", "u/t/run")}
-    assert len(before) == 5 + 1 + 2  # 5 stats, 1 fieldQa, 2 coverage (coverage reads raws, not stats)
+    assert len(before) == 5 + 5 + 1 + 2  # 5 stats, 5 echoes, 1 fieldQa, 2 coverage (coverage reads raws)
 
     marker.unlink()  # the cause is fixed; resume reruns only what did not succeed
     resumed = Submission.resume(sub.run_dir)
     summary2 = resumed.run()
     assert summary2.ok
     after = butler.query_datasets("*", "u/t/run", find_first=False)
-    assert len(after) == 10 and before <= {r.id for r in after}  # nothing re-registered, no duplicates
+    assert len(after) == 6 + 6 + 2 + 2 and before <= {r.id for r in after}  # nothing re-registered, no duplicates
     rows = {r["id"]: r for r in resumed.status.rows()}
     assert sum(r["attempts"] for r in rows.values() if r["task"] == "frameStats") == 7  # 6 first time + 1 rerun
 
@@ -114,3 +114,28 @@ def test_memory_error_is_classified(tmp_path):
     assert not summary.ok and summary.failures_by_kind == {"out_of_memory": 1}
     (row,) = list(sub.status.rows())
     assert row["attempts"] == 2 and row["error_type"] == "MemoryError"  # retried once (site retries: 1), then failed
+
+
+def test_no_work_is_not_a_failure_and_propagates(tmp_path):
+    """A task raising NoWorkFound (a frame that did not plate-solve): its per-exposure consumer has no work
+    either, the gathering task goes on with the other frames, the run is ok and resume reruns nothing."""
+    butler = make_small_repo(tmp_path)
+    marker = tmp_path / "armed"
+    marker.touch()
+    sub, summary = _run(butler, FAULTY, ["frameStats:fail_exposures=[101]", f"frameStats:marker={marker}",
+                                         "frameStats:fault=no_work"])
+    assert summary.ok
+    t = summary.per_task
+    assert (t["frameStats"]["succeeded"], t["frameStats"]["no_work"]) == (5, 1)
+    assert (t["statsEcho"]["succeeded"], t["statsEcho"]["no_work"]) == (5, 1)
+    assert t["fieldQa"]["succeeded"] == 2 and t["fieldQa"]["failed"] == 0
+    qa = butler.get("fieldQa", {"field": "demo1", "band": "r"}, collections="u/t/run")
+    assert sorted(qa["exposure"]) == [103, 105]  # 101 found no work
+    report = json.loads(CliRunner().invoke(report_main, [str(sub.run_dir), "--json"]).output)
+    assert report["no_work"]["frameStats"] == {"nothing to measure on exposure 101": 1}
+    (echo_reason,) = report["no_work"]["statsEcho"]
+    assert "frameStats" in echo_reason and "exposure': 101" in echo_reason
+    n_refs = len(butler.query_datasets("*", "u/t/run"))
+    again = Submission.resume(sub.run_dir).run()
+    assert again.ok and again.per_task["frameStats"]["no_work"] == 1
+    assert len(butler.query_datasets("*", "u/t/run")) == n_refs
