@@ -21,7 +21,7 @@ from openastro_parsl.tasks.qa import FrameStatsConfig, FrameStatsTask
 class FaultyStatsConfig(FrameStatsConfig):
     fail_exposures: list[int] = Field(default_factory=list)
     marker: str = ""                 # faults happen only while this file exists
-    fault: str = "raise"             # raise | kill_worker | memory | no_work
+    fault: str = "raise"             # raise | kill_worker | memory | no_work | slow_once
     sleep_s: float = 0.0
 
 
@@ -40,6 +40,9 @@ class FaultyStatsTask(FrameStatsTask):
             if self.config.fault == "kill_worker":
                 Path(self.config.marker).unlink()  # die once; the retry succeeds
                 os.kill(os.getpid(), signal.SIGKILL)
+            if self.config.fault == "slow_once":
+                Path(self.config.marker).unlink()  # outlive the block's walltime once; the retry is quick
+                time.sleep(600)
             if self.config.fault == "no_work":
                 raise NoWorkFound(f"nothing to measure on exposure {data_id['exposure']}")
             if self.config.fault == "memory":

@@ -14,8 +14,10 @@ registry         the outputs could not be registered (a conflict); not retried
 from __future__ import annotations
 
 import json
-import subprocess
+import re
 from typing import Any
+
+from .slurm import job_state
 
 INFRASTRUCTURE = ("out_of_memory", "worker_lost", "manager_lost", "walltime", "cancelled", "executor_failed")
 
@@ -28,19 +30,6 @@ def classify_manifest(manifest: dict) -> tuple[str | None, str]:
     if err.get("memory"):
         return "out_of_memory", message
     return "science", message
-
-
-def _slurm_job_state(job_id: str | None) -> str | None:
-    """SLURM's own word on how a job ended (CANCELLED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY...), if sacct knows."""
-    if not job_id:
-        return None
-    try:
-        out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "State", "-j", str(job_id)], capture_output=True,
-                             text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    states = [s.strip().split()[0] for s in out.splitlines() if s.strip()]
-    return states[0] if states else None
 
 
 def _job_from_log(row: Any) -> tuple[str | None, str | None]:
@@ -63,13 +52,36 @@ def _job_from_log(row: Any) -> tuple[str | None, str | None]:
     return None, None
 
 
-def classify_exception(exc: BaseException, row: Any = None) -> tuple[str, str]:
+_MANAGER = re.compile(r"loss of manager (\S+)")
+
+
+def learn_manager_job(exc: BaseException, row: Any, manager_jobs: dict[str, str]) -> None:
+    """Remember which SLURM job a lost manager ran in, from any of its quanta that had started (their logs
+    say), so that its quanta still waiting in the manager's queue are classified by the same job."""
+    m = _MANAGER.search(str(exc))
+    if m and m.group(1) not in manager_jobs:
+        job, _ = _job_from_log(row)
+        if job:
+            manager_jobs[m.group(1)] = job
+
+
+def lost_job(exc: BaseException, row: Any, manager_jobs: dict[str, str] | None = None) -> str | None:
+    """The SLURM job a quantum lost with its worker/manager was running in (its log, else its manager's)."""
+    job, _ = _job_from_log(row)
+    m = _MANAGER.search(str(exc))
+    if not job and m and manager_jobs:
+        job = manager_jobs.get(m.group(1))
+    return job
+
+
+def classify_exception(exc: BaseException, row: Any = None,
+                       manager_jobs: dict[str, str] | None = None) -> tuple[str, str]:
     """Kind and a one-line message for an exception Parsl raised instead of returning a manifest."""
     name = type(exc).__name__
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else name
     if name in ("ManagerLost", "WorkerLost") or name == "BadStateException" and "lost" in text.lower():
-        job, host = _job_from_log(row)
-        state = _slurm_job_state(job)
+        job, host = lost_job(exc, row, manager_jobs), _job_from_log(row)[1]
+        state = job_state(job)
         if state and state.startswith("CANCELLED"):
             return "cancelled", f"SLURM job {job} was cancelled: the quantum's block went away ({text})"
         if state == "TIMEOUT":

@@ -5,55 +5,15 @@ A typo in a partition name otherwise shows up as Parsl retrying sbatch in a loop
 
 from __future__ import annotations
 
-import re
 import shutil
-import subprocess
 
 from ..errors import OpenAstroError
 from .site import ExecutorConfig, SiteConfig
+from .slurm import _run, parse_time, partition_info, partitions
 
 
 class PreflightError(OpenAstroError):
     """The site cannot run anything as configured."""
-
-
-def _run(cmd: list[str], timeout: float = 20) -> tuple[int, str]:
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        return p.returncode, (p.stdout + p.stderr).strip()
-    except FileNotFoundError:
-        return 127, f"{cmd[0]}: command not found"
-    except subprocess.TimeoutExpired:
-        return 124, f"{' '.join(cmd)} timed out after {timeout:.0f} s"
-
-
-def parse_time(text: str) -> int | None:
-    """SLURM time (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS, UNLIMITED) in seconds; None = unlimited."""
-    text = text.strip()
-    if text.upper() in ("UNLIMITED", "INFINITE", "NONE", ""):
-        return None
-    days = 0
-    if "-" in text:
-        d, text = text.split("-", 1)
-        days = int(d)
-        parts = [int(x) for x in text.split(":")] + [0] * (3 - len(text.split(":")))
-        h, m, s = parts[:3]
-    else:
-        parts = [int(x) for x in text.split(":")]
-        if len(parts) == 1:
-            h, m, s = 0, parts[0], 0
-        elif len(parts) == 2:
-            h, m, s = 0, parts[0], parts[1]
-        else:
-            h, m, s = parts
-    return ((days * 24 + h) * 60 + m) * 60 + s
-
-
-def partition_info(name: str) -> dict[str, str] | None:
-    code, out = _run(["scontrol", "show", "partition", name, "--oneliner"])
-    if code != 0 or not out or "not found" in out.lower() or "invalid partition" in out.lower():
-        return None
-    return dict(re.findall(r"(\S+?)=(\S+)", out))
 
 
 def check_executor(e: ExecutorConfig, source: str, check_python: bool = True) -> list[str]:
@@ -69,8 +29,8 @@ def check_executor(e: ExecutorConfig, source: str, check_python: bool = True) ->
             return problems
     info = partition_info(p.partition or "")
     if info is None:
-        code, out = _run(["sinfo", "-h", "-o", "%P"])
-        known = ", ".join(x.rstrip("*") for x in out.split()) if code == 0 else "unknown (sinfo failed)"
+        names = partitions()
+        known = ", ".join(names) if names is not None else "unknown (sinfo failed)"
         problems.append(f"{where}: partition {p.partition!r} does not exist; partitions: {known}")
     else:
         limit = parse_time(info.get("MaxTime", "UNLIMITED"))

@@ -80,6 +80,9 @@ class ExecutorConfig(BaseModel):
     resource_classes: list[str] = Field(default_factory=list, description="Resource classes routed here.")
     drain_before_walltime_s: int | None = Field(
         None, ge=0, description="Stop giving new quanta to a block this long before its walltime (SLURM).")
+    failed_blocks_before_giving_up: int = Field(
+        3, ge=1, description="Consecutive blocks that must fail (cancelled, timed out, refused) before the executor "
+                             "gives up and fails every quantum; one lost pilot job is replaced by a new one.")
     heartbeat_threshold: int = Field(60, ge=5)
 
 
@@ -138,8 +141,11 @@ def load_site(path: str | Path | None) -> tuple[SiteConfig, str]:
 
 def parsl_config(site: SiteConfig, run_dir: Path):
     """The Parsl Config for a site: one HighThroughputExecutor per executor entry."""
+    from functools import partial
+
     from parsl.config import Config
     from parsl.executors import HighThroughputExecutor
+    from parsl.jobs.error_handlers import windowed_error_handler
     from parsl.launchers import SingleNodeLauncher, SrunLauncher
     from parsl.providers import LocalProvider, SlurmProvider
 
@@ -163,7 +169,9 @@ def parsl_config(site: SiteConfig, run_dir: Path):
             label=e.label, provider=provider, max_workers_per_node=e.max_workers_per_node,
             cores_per_worker=e.cores_per_worker, mem_per_worker=e.mem_per_worker,
             heartbeat_threshold=e.heartbeat_threshold, heartbeat_period=max(2, e.heartbeat_threshold // 4),
-            drain_period=drain, worker_logdir_root=str(run_dir / "parsl_workers"), poll_period=10,
+            drain_period=drain,
+            block_error_handler=partial(windowed_error_handler, threshold=e.failed_blocks_before_giving_up),
+            worker_logdir_root=str(run_dir / "parsl_workers"), poll_period=10,
             encrypted=False))
     _parsl_logging(run_dir / "parsl")
     return Config(executors=executors, run_dir=str(run_dir / "parsl"), retries=0, strategy="simple",

@@ -3,17 +3,18 @@
 ``bin/slurm-local start`` brings up munged, MariaDB + slurmdbd (so ``sacct`` works), slurmctld and slurmd under
 one folder (default ``$OPENASTRO_SLURM_DIR`` or /tmp/openastro-slurm), with one partition ``debug``
 (MaxTime 02:00:00) sized to this machine, and links /etc/slurm/slurm.conf to its config so ``sbatch`` & co. --
-and Parsl's SlurmProvider -- find it without SLURM_CONF.  This module runs that script and asks SLURM about
-partitions and jobs.
+and Parsl's SlurmProvider -- find it without SLURM_CONF.  This module runs that script; SLURM queries live in
+``slurm.py``.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
+
+from .slurm import job_state, parse_time, partition_info  # noqa: F401 - re-exported for the tests and users
 
 PARTITION = "debug"
 DEFAULT_DIR = "/tmp/openastro-slurm"
@@ -76,59 +77,9 @@ def is_up(directory: str | os.PathLike | None = None) -> bool:
         return False
 
 
-def parse_slurm_time(text: str) -> int | None:
-    """Seconds in a SLURM time ("2:00:00", "02:00:00", "1-00:00:00", "30", "5:00"); None for UNLIMITED/INFINITE."""
-    text = text.strip()
-    if text.upper() in ("UNLIMITED", "INFINITE", "NONE", "N/A", ""):
-        return None
-    days = 0
-    if "-" in text:
-        d, text = text.split("-", 1)
-        days = int(d)
-    parts = [int(p) for p in text.split(":")]
-    if len(parts) == 1:            # with days: hours, else minutes
-        h, m, s = (parts[0], 0, 0) if days else (0, parts[0], 0)
-    elif len(parts) == 2:          # with days: hours:minutes, else minutes:seconds
-        h, m, s = (parts[0], parts[1], 0) if days else (0, parts[0], parts[1])
-    elif len(parts) == 3:
-        h, m, s = parts
-    else:
-        raise ValueError(f"not a SLURM time: {text!r}")
-    return ((days * 24 + h) * 60 + m) * 60 + s
-
-
-def partition_info(partition: str = PARTITION) -> dict[str, str]:
-    """``scontrol show partition NAME`` as a dict (MaxTime, DefaultTime, Nodes, State, TotalCPUs...)."""
-    if not shutil.which("scontrol"):
-        raise SlurmUnavailable("scontrol not found: SLURM's client tools are not installed")
-    proc = subprocess.run(["scontrol", "show", "partition", "-o", partition], capture_output=True, text=True,
-                          timeout=20)
-    if proc.returncode != 0:
-        raise SlurmUnavailable(proc.stderr.strip() or f"scontrol show partition {partition} failed")
-    return dict(m.groups() for m in re.finditer(r"(\w+)=(\S*)", proc.stdout))
-
-
 def partition_max_walltime_s(partition: str = PARTITION) -> int | None:
     """The partition's MaxTime in seconds (None when UNLIMITED): a site's walltime must not exceed it."""
-    return parse_slurm_time(partition_info(partition)["MaxTime"])
-
-
-def job_state(job_id: str | int) -> str | None:
-    """How SLURM says the job is or ended (COMPLETED, CANCELLED, TIMEOUT, ...): sacct first, then scontrol
-    (which only knows finished jobs for MinJobAge seconds)."""
-    job = str(job_id)
-    try:
-        out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "State", "-j", job], capture_output=True, text=True,
-                             timeout=20).stdout
-        states = [s.split()[0] for s in out.splitlines() if s.strip()]
-        if states:
-            return states[0]
-    except (OSError, subprocess.SubprocessError):
-        pass
-    try:
-        out = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True,
-                             timeout=20).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    m = re.search(r"\bJobState=(\S+)", out)
-    return m.group(1) if m else None
+    info = partition_info(partition)
+    if info is None:
+        raise SlurmUnavailable(f"scontrol does not know partition {partition!r}: is the local SLURM up?")
+    return parse_time(info["MaxTime"])

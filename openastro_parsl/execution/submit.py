@@ -26,7 +26,7 @@ from ..butler import Butler
 from ..errors import OpenAstroError
 from ..graph.quantum_graph import QuantumGraph
 from ..registry.refs import DatasetType
-from .classify import classify_exception, classify_manifest
+from .classify import classify_exception, classify_manifest, learn_manager_job, lost_job
 from .preflight import preflight
 from .site import SiteConfig, parsl_config
 from .status import DONE, STATES, StatusStore
@@ -223,6 +223,7 @@ class Submission:
         self._attempts: dict[str, int] = defaultdict(int)  # this session's, for retries
         self._prior = {r["id"]: r["attempts"] for r in self.status.rows()}  # earlier sessions', for the record
         self._overrides: dict[str, str] = {}
+        self._manager_jobs: dict[str, str] = {}  # lost Parsl manager -> the SLURM job it ran in
         # Outputs that will never exist because their quantum found no work (this session or an earlier one).
         self._missing: set[str] = {d for r in self.status.rows("WHERE state = 'no_work'")
                                    for ids in self.graph.quanta[r["id"]].outputs.values() for d in ids}
@@ -334,10 +335,15 @@ class Submission:
     def _finish_batch(self, items: list[tuple[str, Any]]) -> None:
         successes: list[tuple[str, dict]] = []
         for qid, fut in items:
+            if fut.exception() is not None:
+                learn_manager_job(fut.exception(), self.status.get(qid), self._manager_jobs)
+        for qid, fut in items:
             exc = fut.exception()
             if exc is not None:
-                kind, message = classify_exception(exc, self.status.get(qid))
-                manifest = {"error": {"type": type(exc).__name__, "message": message}}
+                row = self.status.get(qid)
+                kind, message = classify_exception(exc, row, self._manager_jobs)
+                manifest = {"error": {"type": type(exc).__name__, "message": message},
+                            "slurm_job_id": lost_job(exc, row, self._manager_jobs)}
             else:
                 manifest = fut.result()
                 kind, message = classify_manifest(manifest)

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from openastro_parsl.execution import slurm_local
-from openastro_parsl.execution.classify import _slurm_job_state
+from openastro_parsl.execution.slurm import job_state as _slurm_job_state, parse_time
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ def test_scancel_is_seen_as_cancelled(slurm, tmp_path):
     ("1-2", 93600), ("1-02:30", 95400), ("UNLIMITED", None), ("INFINITE", None),
 ])
 def test_parse_slurm_time(text, seconds):
-    assert slurm_local.parse_slurm_time(text) == seconds
+    assert parse_time(text) == seconds
 
 
 def test_parse_env():

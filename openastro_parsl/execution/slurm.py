@@ -1,0 +1,69 @@
+"""What SLURM says: time strings, partition limits, how a job ended. One place for the pre-flight checks,
+the failure classifier and the local test cluster to ask."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+
+def parse_time(text: str) -> int | None:
+    """Seconds in a SLURM time ("30" minutes, "5:00", "02:00:00", "1-00", "1-00:00:00"); None = unlimited."""
+    text = text.strip()
+    if text.upper() in ("UNLIMITED", "INFINITE", "NONE", "N/A", ""):
+        return None
+    days = 0
+    if "-" in text:
+        d, text = text.split("-", 1)
+        days = int(d)
+    parts = [int(p) for p in text.split(":")]
+    if len(parts) == 1:            # with days: hours, else minutes
+        h, m, s = (parts[0], 0, 0) if days else (0, parts[0], 0)
+    elif len(parts) == 2:          # with days: hours:minutes, else minutes:seconds
+        h, m, s = (parts[0], parts[1], 0) if days else (0, parts[0], parts[1])
+    elif len(parts) == 3:
+        h, m, s = parts
+    else:
+        raise ValueError(f"not a SLURM time: {text!r}")
+    return ((days * 24 + h) * 60 + m) * 60 + s
+
+
+def _run(cmd: list[str], timeout: float = 20) -> tuple[int, str]:
+    if not shutil.which(cmd[0]):
+        return 127, f"{cmd[0]}: command not found"
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        return p.returncode, (p.stdout + p.stderr).strip()
+    except subprocess.TimeoutExpired:
+        return 124, f"{' '.join(cmd)} timed out after {timeout:.0f} s"
+    except OSError as exc:
+        return 126, f"{cmd[0]}: {exc}"
+
+
+def partition_info(name: str) -> dict[str, str] | None:
+    """``scontrol show partition NAME`` as a dict (MaxTime, Nodes, State, TotalCPUs...); None if unknown."""
+    code, out = _run(["scontrol", "show", "partition", name, "--oneliner"])
+    if code != 0 or not out or "not found" in out.lower() or "invalid partition" in out.lower():
+        return None
+    return dict(re.findall(r"(\S+?)=(\S*)", out))
+
+
+def partitions() -> list[str] | None:
+    """Partition names `sinfo` lists (None when sinfo fails)."""
+    code, out = _run(["sinfo", "-h", "-o", "%P"])
+    return [x.rstrip("*") for x in out.split()] if code == 0 else None
+
+
+def job_state(job_id: str | int | None) -> str | None:
+    """How SLURM says a job is or ended (COMPLETED, CANCELLED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY...): sacct
+    first, then scontrol (which knows finished jobs only for MinJobAge seconds)."""
+    if not job_id:
+        return None
+    code, out = _run(["sacct", "-n", "-X", "-P", "-o", "State", "-j", str(job_id)])
+    states = [s.split()[0] for s in out.splitlines() if s.strip()] if code == 0 else []
+    if states:
+        return states[0]
+    code, out = _run(["scontrol", "show", "job", "-o", str(job_id)])
+    m = re.search(r"\bJobState=(\S+)", out) if code == 0 else None
+    return m.group(1) if m else None
