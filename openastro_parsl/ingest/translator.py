@@ -45,6 +45,11 @@ class _Keys(BaseModel):
     pixel_scale: list[str] = Field(default_factory=list)
     pixel_size_um: list[str] = Field(default_factory=list)
     focal_length_mm: list[str] = Field(default_factory=list)
+    # Observation info for calibration (tasks/observation.py); defaults are the common conventions.
+    site_lat: list[str] = Field(default_factory=lambda: ["SITELAT", "LATITUDE", "LAT-OBS"])
+    site_lon: list[str] = Field(default_factory=lambda: ["SITELONG", "LONGITUD", "LONG-OBS"])
+    site_elev: list[str] = Field(default_factory=lambda: ["SITEELEV", "HEIGHT", "ALT-OBS"])
+    saturation: list[str] = Field(default_factory=lambda: ["SATURATE"])
 
 
 class TranslatorConfig(BaseModel):
@@ -124,6 +129,21 @@ class Translator:
             if got not in {v.lower() for v in values}:
                 return False
         return True
+
+    def value(self, header: fits.Header, key: str) -> Any:
+        """The first present header card configured for ``key`` (a field of ``keys``), or None."""
+        return self._first(header, getattr(self.config.keys, key))
+
+    def start_time(self, header: fits.Header) -> Time:
+        """UTC start of the exposure: the configured MJD card (MJD-OBS is the start, by the FITS standard)
+        when present, else the configured date card."""
+        mjd = self.value(header, "mjd")
+        if mjd is not None:
+            return Time(float(mjd), format="mjd", scale="utc")
+        date_card = next((d for d in self.config.keys.date if d in header), None)
+        if date_card is None:
+            raise IngestError(f"no observation date in header (looked for {', '.join(self.config.keys.date)})")
+        return _parse_date(header, date_card)
 
     def _first(self, header: fits.Header, cards: list[str]) -> Any:
         for card in cards:
