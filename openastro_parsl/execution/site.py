@@ -164,7 +164,7 @@ def parsl_config(site: SiteConfig, run_dir: Path):
                 launcher=SrunLauncher() if p.launcher == "srun" else SingleNodeLauncher())
         drain = None
         if e.drain_before_walltime_s is not None and p.kind == "slurm":
-            drain = max(60, p.walltime_seconds() - e.drain_before_walltime_s)
+            drain = max(30, p.walltime_seconds() - e.drain_before_walltime_s)
         executors.append(HighThroughputExecutor(
             label=e.label, provider=provider, max_workers_per_node=e.max_workers_per_node,
             cores_per_worker=e.cores_per_worker, mem_per_worker=e.mem_per_worker,

@@ -214,3 +214,20 @@ def test_walltime_loss_is_classified_and_retried_in_a_new_block(slurm, tmp_path)
     assert row["attempts"] == 2
     first_job = retries[0]["message"].split("SLURM job ")[1].split()[0]
     assert row["slurm_job_id"] and row["slurm_job_id"] != first_job  # the retry ran in a new block
+
+
+def test_block_drains_before_its_walltime_and_a_new_block_takes_over(slurm, tmp_path):
+    """Blocks stop taking quanta `drain_before_walltime_s` before their walltime: nothing is cut short, the
+    first block ends on its own (COMPLETED, not TIMEOUT) and a fresh block runs the rest."""
+    butler = make_small_repo(tmp_path, n=8)
+    site, src = load_site(site_file(tmp_path, retries=0, provider={"walltime": "00:01:00"},
+                                    drain_before_walltime_s=30))
+    graph = Planner(butler, load_pipeline(str(FAULTY) + "#frameStats", ["frameStats:sleep_s=9"]),
+                    inputs=["defaults"], output_run="u/t/drain").plan()
+    sub = Submission.start(butler, graph, site, src)
+    summary = sub.run()
+    assert summary.ok, summary.failures_by_kind
+    assert not [d for _, kind, d in sub.status.events() if kind == "retry"]
+    jobs = sorted({r["slurm_job_id"] for r in sub.status.rows()}, key=int)
+    assert len(jobs) >= 2, "the drained block should have handed the remaining quanta to a new one"
+    assert slurm_local.job_state(jobs[0]) == "COMPLETED"
