@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import inspect
 import io
 import json
@@ -43,9 +44,15 @@ class _JsonLines(logging.Handler):
             self.handleError(record)
 
 
+@functools.lru_cache(maxsize=1)
+def _libc():
+    return ctypes.CDLL(None)
+
+
 def _fflush_c() -> None:
+    """Flush C stdio buffers so a C extension's output lands in the quantum's log, not the next one's."""
     try:
-        ctypes.CDLL(None).fflush(None)
+        _libc().fflush(None)
     except Exception:
         pass
 
