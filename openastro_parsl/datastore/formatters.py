@@ -50,10 +50,13 @@ class FitsImageFormatter(Formatter):
         fits.HDUList(hdus).writeto(path, output_verify="silentfix")
 
     def read(self, path: Path, parameters: Mapping[str, Any] | None = None) -> Image:
-        """Read an Image; ``parameters={'bbox': (y0, y1, x0, x1)}`` reads only that section (memory-mapped)."""
+        """Read an Image; ``parameters={'bbox': (y0, y1, x0, x1)}`` reads only that section (memory-mapped);
+        ``{'lazy': True}`` returns memory-mapped planes in their stored dtype, read only where touched."""
         from astropy.io import fits
 
         bbox = (parameters or {}).get("bbox")
+        if (parameters or {}).get("lazy") and not bbox:
+            return self._read_lazy(path)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -79,6 +82,21 @@ class FitsImageFormatter(Formatter):
         except Exception as exc:  # astropy raises many types for damaged files
             raise FormatterError(f"{path}: unreadable FITS image: {exc}") from None
         return Image(data, header, mask, variance)
+
+    def _read_lazy(self, path: Path) -> Image:
+        from astropy.io import fits
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with fits.open(path, memmap=True, lazy_load_hdus=False, do_not_scale_image_data=True) as hdul:
+                    planes = {h.name: h.data for h in hdul if h.is_image and h.data is not None}
+                    primary = hdul[0]
+                    if primary.data is None or any(k in primary.header for k in ("BSCALE", "BZERO")):
+                        return self.read(path)  # compressed or scaled: no memory map to hand out
+                    return Image(primary.data, primary.header.copy(), planes.get("MASK"), planes.get("VARIANCE"))
+        except Exception as exc:
+            raise FormatterError(f"{path}: unreadable FITS image: {exc}") from None
 
 
 class ParquetTableFormatter(Formatter):

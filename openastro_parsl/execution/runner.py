@@ -98,7 +98,7 @@ def _read_inputs(payload: dict, root: Path) -> tuple[dict[str, Any], dict[str, l
         for d in spec["datasets"]:
             path = Path(d["path"])
             path = path if path.is_absolute() else root / path
-            items.append(formatter_named(d["formatter"]).read(path))
+            items.append(formatter_named(d["formatter"]).read(path, {"lazy": True} if spec.get("lazy") else None))
         objs[conn] = items if spec["multiple"] else items[0]
         data_ids[conn] = [d["data_id"] for d in spec["datasets"]]
     return objs, data_ids

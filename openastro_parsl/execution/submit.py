@@ -174,6 +174,7 @@ class Submission:
         inputs = {}
         for conn, ids in q.inputs.items():
             inputs[conn] = {"multiple": info.connections[conn]["multiple"],
+                            "lazy": info.connections[conn].get("lazy", False),
                             "datasets": [{"path": ds[i].path, "formatter": ds[i].formatter, "data_id": ds[i].data_id}
                                          for i in ids if i not in self._missing]}
         outputs = {}

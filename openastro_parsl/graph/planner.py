@@ -206,7 +206,8 @@ class Planner:
             tasks[t.label] = TaskInfo(
                 t.label, t.class_path, t.config.model_dump(mode="json"), t.config_hash, tuple(t.dimensions),
                 {n: {"dataset_type": c.dataset_type, "dimensions": list(c.dimensions), "storage_class": c.storage_class,
-                     "multiple": c.multiple, "kind": c.kind, "minimum": c.minimum} for n, c in t.connections.items()},
+                     "multiple": c.multiple, "kind": c.kind, "minimum": c.minimum,
+                     "lazy": c.lazy} for n, c in t.connections.items()},
                 t.resources.model_dump())
             for c in t.prerequisites():
                 if c.dataset_type not in prereq_cache:

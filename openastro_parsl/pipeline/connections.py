@@ -22,14 +22,18 @@ class Connection:
     kind: str = "input"  # input | prerequisite | output
     name: str = ""       # filled in from the attribute name
     minimum: int = 1     # fewest datasets a `multiple` input needs for the quantum to run
+    lazy: bool = False   # read memory-mapped (images): a gathering task touches one chunk at a time
 
     def renamed(self, dataset_type: str) -> "Connection":
         return replace(self, dataset_type=dataset_type)
 
 
 def Input(dataset_type: str, dimensions, storage_class: str, *, multiple: bool = False, doc: str = "",
-          minimum: int = 1) -> Connection:
-    return Connection(dataset_type, tuple(dimensions), storage_class, multiple, doc, "input", minimum=minimum)
+          minimum: int = 1, lazy: bool = False) -> Connection:
+    """``lazy=True`` hands the task memory-mapped images, so a co-add of hundreds of frames stays within its
+    memory cap by reading one chunk of each at a time."""
+    return Connection(dataset_type, tuple(dimensions), storage_class, multiple, doc, "input", minimum=minimum,
+                      lazy=lazy)
 
 
 def PrerequisiteInput(dataset_type: str, dimensions, storage_class: str, *, multiple: bool = False,

@@ -93,3 +93,25 @@ def test_formatter_choice_and_errors(tmp_path):
     (tmp_path / "bad.fits").write_bytes(b"SIMPLE  = garbage" * 10)
     with pytest.raises(FormatterError, match="bad.fits: unreadable FITS image"):
         FORMATTERS["fits-image"].read(tmp_path / "bad.fits")
+
+
+def test_lazy_image_read_is_memory_mapped_and_equal(tmp_path):
+    import numpy as np
+
+    from openastro_parsl.datastore.formatters import formatter_named
+    from openastro_parsl.datastore.image import Image
+
+    rng = np.random.default_rng(3)
+    img = Image(rng.normal(size=(64, 48)).astype(np.float32), mask=np.arange(64 * 48, dtype=np.int32).reshape(64, 48),
+                variance=np.full((64, 48), 2.0, np.float32))
+    img.header["PHOTZP"] = 25.0
+    path = tmp_path / "a.fits"
+    fmt = formatter_named("fits-image")
+    fmt.write(img, path)
+    lazy = fmt.read(path, {"lazy": True})
+    assert isinstance(lazy.data.base, np.memmap) or isinstance(lazy.data, np.memmap) or lazy.data.base is not None
+    assert not lazy.data.flags.owndata  # not a private copy
+    np.testing.assert_array_equal(lazy.data[10:20], img.data[10:20])
+    np.testing.assert_array_equal(lazy.mask, img.mask)
+    np.testing.assert_array_equal(lazy.variance, img.variance)
+    assert lazy.header["PHOTZP"] == 25.0
