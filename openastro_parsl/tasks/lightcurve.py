@@ -1,0 +1,261 @@
+"""Light curve per target x band from the calibrated per-exposure source tables.
+
+Stage 6 of the pipeline map: find the target in every ``src`` table of its band, turn the instrumental-plus-
+zero-point magnitude into a calibrated one (colour term with the target's catalogue colour), put every time
+on one clock (BJD_TDB at the solar-system barycentre, seen from the frame's site), and flag outliers without
+touching real variability or transits.
+
+Calibrated magnitude. ``src["mag"]`` is ``-2.5 log10(flux / exptime) + zp`` with no colour term. The
+photometric model (the simulator's and ``calibrate``'s) is ``m_inst = m_true + colour_term * (g - r) - zp``,
+so ``m_cal = mag - colour_term * (g - r)``, with ``g - r`` from the reference catalogue row of the matched
+star (``refcat_id``, else the nearest catalogue star within the match radius). Without a catalogue colour the
+light curve keeps ``mag`` and says ``colour_source: none`` in its meta: a constant colour only shifts each
+instrument's light curve by a constant, which relative photometry (flux relative to the median) absorbs only
+when a single instrument is used, hence the warning.
+
+Times. ``meta["mjd_mid"]`` is UTC at mid-exposure; with the site's EarthLocation and the target's SkyCoord,
+``BJD_TDB = (t.tdb + t.light_travel_time(target, "barycentric"))`` given as a Julian date (not MJD).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from astropy.table import Table
+from pydantic import Field
+
+from ..pipeline.connections import Connections, Input, Output, PrerequisiteInput
+from ..pipeline.task import NoWorkFound, PipelineTask, Resources, TaskConfig
+
+TIME_SYSTEM = "BJD_TDB"
+TIME_FORMAT = "jd"
+REQUIRED_META = ("mjd_mid", "band", "instrument", "site_lat", "site_lon", "site_elev", "zp", "zp_err",
+                 "colour_term")
+
+
+def bjd_tdb(mjd_utc, lat_deg, lon_deg, elev_m, ra_deg: float, dec_deg: float) -> np.ndarray:
+    """Barycentric Julian date (TDB) of UTC MJDs observed from sites (arrays broadcast) towards (ra, dec)."""
+    import astropy.units as u
+    from astropy.coordinates import EarthLocation, SkyCoord
+    from astropy.time import Time
+
+    mjd_utc = np.atleast_1d(np.asarray(mjd_utc, dtype=float))
+    lat, lon, elev = (np.broadcast_to(np.asarray(v, dtype=float), mjd_utc.shape) for v in (lat_deg, lon_deg, elev_m))
+    loc = EarthLocation.from_geodetic(lon * u.deg, lat * u.deg, elev * u.m)
+    t = Time(mjd_utc, format="mjd", scale="utc", location=loc)
+    target = SkyCoord(ra_deg * u.deg, dec_deg * u.deg, frame="icrs")
+    bjd = t.tdb + t.light_travel_time(target, kind="barycentric")
+    return np.asarray(bjd.jd, dtype=float)
+
+
+def match_source(src: Table, ra: float, dec: float, radius_arcsec: float) -> int | None:
+    """Row of the src table nearest to (ra, dec) within the radius, or None."""
+    if len(src) == 0:
+        return None
+    cosd = np.cos(np.deg2rad(dec))
+    dx = (np.asarray(src["ra"], dtype=float) - ra) * cosd * 3600.0
+    dy = (np.asarray(src["dec"], dtype=float) - dec) * 3600.0
+    d = np.hypot(dx, dy)
+    i = int(np.nanargmin(d)) if np.isfinite(d).any() else -1
+    return i if i >= 0 and d[i] <= radius_arcsec else None
+
+
+def catalogue_colour(refcat: Table | None, refcat_id: int | None, ra: float, dec: float,
+                     radius_arcsec: float) -> float | None:
+    """g - r of the target's reference-catalogue star: by id when the src row carries one, else by position."""
+    if refcat is None or len(refcat) == 0 or not {"g", "r"} <= set(refcat.colnames):
+        return None
+    row = None
+    if refcat_id is not None and refcat_id >= 0 and "id" in refcat.colnames:
+        hit = np.flatnonzero(np.asarray(refcat["id"]) == refcat_id)
+        row = int(hit[0]) if len(hit) else None
+    if row is None:
+        row = match_source(refcat, ra, dec, radius_arcsec)
+    if row is None:
+        return None
+    colour = float(refcat["g"][row]) - float(refcat["r"][row])
+    return colour if np.isfinite(colour) else None
+
+
+def flag_outliers(time, mag, *, window_days: float, sigma: float, global_sigma: float,
+                  min_neighbours: int = 2) -> np.ndarray:
+    """Outliers against the median of their time neighbours; isolated points only against the whole.
+
+    A point's residual is its distance from the median of the *other* unflagged points within
+    ``window_days/2``; that median follows ingress/egress and variability slower than the window, so transits
+    and pulsations are not flagged. The worst residual beyond ``sigma`` (MAD scale over all residuals) is
+    flagged, its neighbours' residuals are recomputed without it, and so on (one at a time, as in a
+    generalised ESD test, so an outlier does not take its neighbours down with it). Points with fewer than
+    ``min_neighbours`` neighbours (single visits) are clipped only against the whole light curve at
+    ``global_sigma`` (gross failures: a cosmic ray, a wrong match).
+    """
+    from astropy.stats import mad_std, sigma_clip
+
+    t = np.asarray(time, dtype=float)
+    m = np.asarray(mag, dtype=float)
+    n = len(t)
+    out = ~np.isfinite(m)
+    if n == 0:
+        return out
+    order = np.argsort(t)
+    ts, ms = t[order], m[order]
+    lo = np.searchsorted(ts, ts - window_days / 2, side="left")
+    hi = np.searchsorted(ts, ts + window_days / 2, side="right")
+    usable = np.isfinite(ms)
+    flagged = np.zeros(n, dtype=bool)
+
+    def local_resid(k):
+        idx = np.arange(lo[k], hi[k])
+        idx = idx[(idx != k) & usable[idx]]
+        return ms[k] - np.median(ms[idx]) if len(idx) >= min_neighbours else np.nan
+
+    resid = np.array([local_resid(k) if usable[k] else np.nan for k in range(n)])
+    for _ in range(n // 2):
+        cand = np.isfinite(resid) & ~flagged
+        if cand.sum() < 5:
+            break
+        centre, scale = np.median(resid[cand]), mad_std(resid[cand])
+        if not scale > 0:
+            break
+        z = np.where(cand, np.abs(resid - centre) / scale, 0.0)
+        k = int(np.argmax(z))
+        if z[k] <= sigma:
+            break
+        flagged[k], usable[k] = True, False
+        for j in range(lo[k], hi[k]):
+            if not flagged[j] and np.isfinite(ms[j]):
+                resid[j] = local_resid(j)
+    good = np.isfinite(ms)
+    if good.sum() >= 5:
+        gclip = sigma_clip(ms[good], sigma=global_sigma, stdfunc="mad_std", maxiters=5)
+        flagged[np.flatnonzero(good)[np.asarray(gclip.mask)]] = True
+    out[order] |= flagged
+    return out
+
+
+@dataclass
+class _Point:
+    mjd: float
+    mag: float
+    mag_err: float
+    instrument: str
+    exposure: int
+    site: str
+    lat: float
+    lon: float
+    elev: float
+
+
+def _site_label(meta) -> str:
+    if meta.get("site"):
+        return str(meta["site"])
+    return f"{float(meta['site_lat']):+.3f},{float(meta['site_lon']):+.3f}"
+
+
+def build_lightcurve(points: list[_Point], *, target: str, band: str, ra: float, dec: float,
+                     window_days: float, sigma: float, global_sigma: float, colour: float | None) -> Table:
+    """Sorted light-curve Table (schema of docs/datasets.md) from matched, calibrated points."""
+    points = sorted(points, key=lambda p: p.mjd)
+    mjd = np.array([p.mjd for p in points])
+    time = bjd_tdb(mjd, [p.lat for p in points], [p.lon for p in points], [p.elev for p in points], ra, dec)
+    mag = np.array([p.mag for p in points])
+    err = np.array([p.mag_err for p in points])
+    outlier = flag_outliers(time, mag, window_days=window_days, sigma=sigma, global_sigma=global_sigma)
+    ref = float(np.median(mag[~outlier])) if (~outlier).any() else float(np.nanmedian(mag))
+    flux = 10 ** (-0.4 * (mag - ref))
+    table = Table({
+        "time": time, "mag": mag, "mag_err": err,
+        "flux": flux, "flux_err": flux * err * np.log(10) / 2.5,
+        "instrument": np.array([p.instrument for p in points], dtype=str),
+        "exposure": np.array([p.exposure for p in points], dtype=np.int64),
+        "site": np.array([p.site for p in points], dtype=str),
+        "outlier": outlier,
+        "mjd_utc": mjd,
+    })
+    table.meta.update({"target": target, "band": band, "ra": float(ra), "dec": float(dec),
+                       "time_system": TIME_SYSTEM, "time_format": TIME_FORMAT, "flux_reference_mag": ref,
+                       "colour_gr": colour, "colour_source": "refcat" if colour is not None else "none",
+                       "n_outliers": int(outlier.sum())})
+    return table
+
+
+class LightcurveConfig(TaskConfig):
+    match_radius_arcsec: float = Field(2.0, gt=0, description="Largest src-to-target distance accepted as the target.")
+    outlier_window_days: float = Field(0.05, gt=0, description="Time window of the neighbours a point is compared with (shorter than ingress+egress and variability).")
+    outlier_sigma: float = Field(5.0, gt=0, description="Clip threshold (MAD sigmas) for residuals from the local median.")
+    global_outlier_sigma: float = Field(6.0, gt=0, description="Clip threshold (MAD sigmas) of the whole light curve, for isolated points.")
+    reject_flags: int = Field(0, ge=0, description="src rows with (flags & reject_flags) != 0 are left out (0: keep all).")
+    apply_colour_term: bool = Field(True, description="m_cal = mag - colour_term * (g - r)_refcat; off: keep src mag as is.")
+    add_zp_err: bool = Field(False, description="Add the frame's zp_err to mag_err in quadrature. Off by default: zp_err is "
+                             "mostly the catalogue error of the pointing's comparison stars, common to all its frames.")
+    min_points: int = Field(3, ge=1, description="Fewer matched points than this: NoWorkFound.")
+
+
+class LightcurveConnections(Connections):
+    src = Input("src", ("instrument", "exposure"), "Table", multiple=True,
+                doc="Calibrated source tables of the target's field in this band.")
+    refcat = PrerequisiteInput("refcat", ("field",), "Table", doc="Reference catalogue (the target's g - r).")
+    lightcurve = Output("lightcurve", ("target", "band"), "Table", doc="Time-ordered calibrated photometry.")
+
+
+class LightcurveTask(PipelineTask):
+    """Gather the target's photometry of one band into a BJD_TDB light curve with outliers flagged."""
+
+    dimensions = ("target", "band")
+    Config = LightcurveConfig
+    Connections = LightcurveConnections
+    resources = Resources(cores=1, memory_mb=1024, walltime_min=10)
+
+    def run(self, src, refcat=None, records=None, data_ids=None, data_id=None):
+        cfg = self.config
+        target = dict((records or {}).get("target") or {})
+        name = target.get("name") or (data_id or {}).get("target") or "target"
+        band = (data_id or {}).get("band")
+        if target.get("ra") is None or target.get("dec") is None:
+            raise ValueError(f"lightcurve {data_id}: the target record has no ra/dec (records={records!r})")
+        ra, dec = float(target["ra"]), float(target["dec"])
+        ids = (data_ids or {}).get("src") or [{} for _ in src]
+        points, colour, colour_id = [], None, None
+        for table, did in zip(src, ids):
+            meta = table.meta
+            missing = [k for k in REQUIRED_META if k not in meta]
+            if missing:
+                raise ValueError(f"src {did or meta.get('exposure')}: meta lacks {missing}")
+            if band is not None and str(meta["band"]) != str(band):
+                continue
+            band = band or str(meta["band"])
+            i = match_source(table, ra, dec, cfg.match_radius_arcsec)
+            if i is None:
+                continue
+            row = table[i]
+            if cfg.reject_flags and "flags" in table.colnames and int(row["flags"]) & cfg.reject_flags:
+                continue
+            mag, err = float(row["mag"]), float(row["mag_err"])
+            if not (np.isfinite(mag) and np.isfinite(err)):
+                continue
+            rid = int(row["refcat_id"]) if "refcat_id" in table.colnames else None
+            if cfg.apply_colour_term and (colour is None or rid != colour_id):
+                c = catalogue_colour(refcat, rid, ra, dec, cfg.match_radius_arcsec)
+                if c is not None:
+                    colour, colour_id = c, rid
+            if cfg.apply_colour_term and colour is not None:
+                mag -= float(meta["colour_term"]) * colour
+            points.append(_Point(
+                mjd=float(meta["mjd_mid"]), mag=mag, mag_err=float(np.hypot(err, float(meta["zp_err"])) if cfg.add_zp_err else err),
+                instrument=str(meta["instrument"]), exposure=int(did.get("exposure", meta.get("exposure", -1))),
+                site=_site_label(meta), lat=float(meta["site_lat"]), lon=float(meta["site_lon"]),
+                elev=float(meta["site_elev"])))
+        if len(points) < cfg.min_points:
+            raise NoWorkFound(f"target {name} band {band}: found in {len(points)} of {len(src)} src tables "
+                              f"(need {cfg.min_points})")
+        if cfg.apply_colour_term and colour is None and len({p.instrument for p in points}) > 1:
+            self.log.warning("target %s: no catalogue colour; colour terms not applied across %d instruments",
+                             name, len({p.instrument for p in points}))
+        lc = build_lightcurve(points, target=name, band=str(band), ra=ra, dec=dec,
+                              window_days=cfg.outlier_window_days, sigma=cfg.outlier_sigma,
+                              global_sigma=cfg.global_outlier_sigma,
+                              colour=colour if cfg.apply_colour_term else None)
+        self.log.info("target %s band %s: %d points from %d src tables, %d outliers", name, band, len(lc),
+                      len(src), lc.meta["n_outliers"])
+        return {"lightcurve": lc}
