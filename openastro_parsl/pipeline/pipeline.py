@@ -65,7 +65,7 @@ class TaskDef:
 
     @property
     def resources(self):
-        return self.task_class.resources
+        return self.task_class.resources_for(self.config)
 
     @property
     def config_hash(self) -> str:

@@ -65,6 +65,11 @@ class PipelineTask:
         raise NotImplementedError
 
     @classmethod
+    def resources_for(cls, config: TaskConfig) -> Resources:
+        """The resource hint for a configured task (override when config sets e.g. the cores of a pool)."""
+        return cls.resources
+
+    @classmethod
     def connections(cls, config: TaskConfig | None = None) -> dict[str, Connection]:
         """The class's connections with dataset type names renamed by ``config.connections``."""
         conns = cls.Connections.all()

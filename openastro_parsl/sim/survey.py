@@ -84,6 +84,7 @@ class _Frame:
     rotation_deg: float
     has_wcs: bool = True
     corrupt: str | None = None
+    bjd_tdb_mjd: float = float("nan")  # mid-exposure on the barycentric clock (MJD form) that the sky keeps
 
     @property
     def fwhm_px(self) -> float:
@@ -116,6 +117,22 @@ def _conditions(seed, inst: Instrument, p: schedule.PlannedExposure, expid: int)
     return _Frame(p, inst, expid, X, float(zp), inst.colour_terms[band], fwhm, float(sky_e), float(mu), wcs, rot)
 
 
+def _set_barycentric_times(frames: list[_Frame]) -> None:
+    """Each frame's mid-exposure as BJD_TDB (MJD form), from its site towards its pointing (the ~0.1 s
+    difference across a field is far below any timing the survey resolves)."""
+    from ..timescales import bjd_tdb
+
+    if not frames:
+        return
+    sites = [SITES[fr.plan.site] for fr in frames]
+    ra = np.mean([fr.plan.pointing_ra for fr in frames])
+    dec = np.mean([fr.plan.pointing_dec for fr in frames])
+    jd = bjd_tdb([fr.plan.mjd_mid for fr in frames], [s.lat for s in sites], [s.lon for s in sites],
+                 [s.height_m for s in sites], ra, dec)
+    for fr, t in zip(frames, jd):
+        fr.bjd_tdb_mjd = float(t - 2400000.5)
+
+
 def _sources(fr: _Frame, stars: sky.StarTable, variables, transient, system):
     """True sources (catalogue stars + transient) near the frame, at the frame's time.
 
@@ -131,7 +148,7 @@ def _sources(fr: _Frame, stars: sky.StarTable, variables, transient, system):
     names = stars.target[near]
     ra, dec = stars.ra[near], stars.dec[near]
     g, r = stars.g[near].copy(), stars.r[near].copy()
-    t = p.mjd_mid
+    t = fr.bjd_tdb_mjd  # variables, transits and the transient keep barycentric time, not the site's UTC
     for v in variables:
         sel = names == v.name
         g[sel], r[sel] = v.mag("g", t), v.mag("r", t)
@@ -213,6 +230,7 @@ def _exposure_record(fr: _Frame, hdr, fname: str, targets, src, counts, data) ->
         "transit_epoch": p.transit_epoch,
         "mjd": p.mjd_mid,
         "mjd_start": p.mjd_start,
+        "bjd_tdb_mid": fr.bjd_tdb_mjd,
         "date_obs": hdr["DATE-OBS"],
         "exptime": p.exptime,
         "pointing": {"ra": p.pointing_ra, "dec": p.pointing_dec},
@@ -275,6 +293,7 @@ def generate_survey(outdir: Path, *, seed: int = 42, size: str = "small") -> Sur
         fr.corrupt = ("truncated" if p is trunc_plan else "garbage" if p is garbage_plan else None)
         frames.append(fr)
 
+    _set_barycentric_times(frames)
     # Sources per frame (needed to decide which frames may lose their WCS).
     srcs = [_sources(fr, stars, variables, transient, system) for fr in frames]
     wrng = _rng(seed, "wcs-share")
@@ -336,6 +355,8 @@ def generate_survey(outdir: Path, *, seed: int = 42, size: str = "small") -> Sur
                    "position_error_arcsec": sky.REFCAT_POS_ERR_ARCSEC,
                    "mag_error_range": list(sky.REFCAT_MAG_ERR),
                    "model": "refcat = truth + N(0, err); err given in g_err/r_err"},
+        "time_system": "exposures: mjd/mjd_start/date_obs are UTC, bjd_tdb_mid is BJD_TDB - 2400000.5; variables, "
+                       "planet transit times and the transient are functions of BJD_TDB - 2400000.5",
         "photometry_model": "counts_e = exptime * 10**(-0.4*(m_true + colour_term*(g-r) - zero_point)); "
                             "ADU = counts_e/gain + bias_adu",
         "exposures": exposures,

@@ -25,6 +25,7 @@ import numpy as np
 from astropy.table import Table
 from pydantic import Field
 
+from ..timescales import bjd_tdb  # noqa: F401 - part of this module's API
 from ..pipeline.connections import Connections, Input, Output, PrerequisiteInput
 from ..pipeline.task import NoWorkFound, PipelineTask, Resources, TaskConfig
 
@@ -32,21 +33,6 @@ TIME_SYSTEM = "BJD_TDB"
 TIME_FORMAT = "jd"
 REQUIRED_META = ("mjd_mid", "band", "instrument", "site_lat", "site_lon", "site_elev", "zp", "zp_err",
                  "colour_term")
-
-
-def bjd_tdb(mjd_utc, lat_deg, lon_deg, elev_m, ra_deg: float, dec_deg: float) -> np.ndarray:
-    """Barycentric Julian date (TDB) of UTC MJDs observed from sites (arrays broadcast) towards (ra, dec)."""
-    import astropy.units as u
-    from astropy.coordinates import EarthLocation, SkyCoord
-    from astropy.time import Time
-
-    mjd_utc = np.atleast_1d(np.asarray(mjd_utc, dtype=float))
-    lat, lon, elev = (np.broadcast_to(np.asarray(v, dtype=float), mjd_utc.shape) for v in (lat_deg, lon_deg, elev_m))
-    loc = EarthLocation.from_geodetic(lon * u.deg, lat * u.deg, elev * u.m)
-    t = Time(mjd_utc, format="mjd", scale="utc", location=loc)
-    target = SkyCoord(ra_deg * u.deg, dec_deg * u.deg, frame="icrs")
-    bjd = t.tdb + t.light_travel_time(target, kind="barycentric")
-    return np.asarray(bjd.jd, dtype=float)
 
 
 def match_source(src: Table, ra: float, dec: float, radius_arcsec: float) -> int | None:

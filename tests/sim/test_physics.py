@@ -273,7 +273,7 @@ def test_transit_depth_in_slt40_series(survey, truth):
         series = [e for e in truth["exposures"] if e["purpose"] == "transit" and e["transit_epoch"] == ep]
         tc = times[epochs.index(ep)]
         kept, rat = relative_fluxes(survey, truth, series, host_id)
-        dt = np.abs(np.array([e["mjd"] - tc for e in kept]))
+        dt = np.abs(np.array([e["bjd_tdb_mid"] - tc for e in kept]))
         inside, outside = rat[dt < 0.3 * t14], rat[dt > 0.5 * t14 + 0.01]
         if len(kept) < 0.6 * len(series) or len(inside) < 2 or len(outside) < 2:
             continue  # a night too poor (seeing, airmass) for this simple photometry
@@ -318,14 +318,14 @@ def test_transient_absent_then_present(survey, truth):
         img = electrons(survey, e)
         flux, _, npix = aperture(img, info["x"], info["y"], 2 * f, 4 * f, 6 * f)
         noise = np.sqrt(max(info["counts_e"], 0) + npix * (e["sky_e_per_px"] + e["read_noise"] ** 2))
-        if e["mjd"] < tr["mjd_start"]:
+        if e["bjd_tdb_mid"] < tr["mjd_start"]:
             assert not info["present"] and info["counts_e"] == 0
             assert abs(flux) < 5 * noise, e["file"]
             n_before += 1
             continue
         assert info["present"]
         fade = tr["fade_per_day"] if e["band"] == "r" else tr["fade_per_day_g"]
-        assert info["mag"] == pytest.approx(peak + fade * (e["mjd"] - tr["mjd_start"]))
+        assert info["mag"] == pytest.approx(peak + fade * (e["bjd_tdb_mid"] - tr["mjd_start"]))
         if info["counts_e"] < 8 * noise:
             continue
         # a 2 FWHM aperture holds ~94-97% of these Moffats
