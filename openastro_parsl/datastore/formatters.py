@@ -145,14 +145,30 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
+def _finite_or_null(obj: Any) -> Any:
+    """NaN and infinities become null: JSON has no spelling for them, and science results carry them
+    (an undefined error bar) often enough that refusing them would fail good quanta."""
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {k: _finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_null(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _finite_or_null(obj.tolist())
+    return obj
+
+
 class JsonFormatter(Formatter):
+    """JSON-able structures; non-finite floats are written as null."""
+
     name, extension = "json", ".json"
 
     def write(self, obj: Any, path: Path) -> None:
         if hasattr(obj, "model_dump"):  # pydantic models
             obj = obj.model_dump(mode="json")
         with open(path, "w") as f:
-            json.dump(obj, f, indent=1, sort_keys=True, default=_json_default, allow_nan=False)
+            json.dump(_finite_or_null(obj), f, indent=1, sort_keys=True, default=_json_default, allow_nan=False)
 
     def read(self, path: Path, parameters: Mapping[str, Any] | None = None):
         try:

@@ -65,8 +65,10 @@ def test_json_npz_png_round_trips(tmp_path):
     j = FORMATTERS["json"]
     j.write({"zp": np.float32(25.5), "n": np.int64(3), "xs": np.arange(3)}, tmp_path / "a.json")
     assert j.read(tmp_path / "a.json") == {"zp": 25.5, "n": 3, "xs": [0, 1, 2]}
+    j.write({"undefined": float("nan"), "xs": [1.0, np.inf], "arr": np.array([np.nan, 2.0])}, tmp_path / "b.json")
+    assert j.read(tmp_path / "b.json") == {"undefined": None, "xs": [1.0, None], "arr": [None, 2.0]}
     with pytest.raises(Exception):
-        j.write({"bad": float("nan")}, tmp_path / "b.json")
+        j.write({"bad": object()}, tmp_path / "c.json")
     n = FORMATTERS["npz"]
     n.write({"a": np.eye(3), "b": np.arange(4)}, tmp_path / "c.npz")
     back = n.read(tmp_path / "c.npz")
