@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import statistics
 import queue
 import re
 import signal
 import socket
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -34,6 +36,10 @@ from .status import DONE, STATES, StatusStore
 GRAPH_FILE = "graph.qgraph"
 STATUS_FILE = "status.sqlite3"
 SUMMARY_FILE = "summary.json"
+# Quanta shorter than this (mean, per task) are sent to Parsl in clusters lasting about CLUSTER_TARGET_S.
+TINY_QUANTUM_S = 0.05
+CLUSTER_TARGET_S = 0.25
+MAX_CLUSTER = 32
 _SAFE = re.compile(r"[^A-Za-z0-9._=+-]")
 _PACKAGES = ("openastro-parsl", "parsl", "numpy", "scipy", "astropy", "sep", "photutils", "reproject",
              "batman-package", "ttvfast", "dynesty", "torch")
@@ -200,7 +206,7 @@ class Submission:
         import parsl
         from parsl import python_app
 
-        from .runner import run_quantum
+        from .runner import run_quanta_packed
 
         t_start = time.time()
         self._register_types_and_run()
@@ -232,14 +238,18 @@ class Submission:
         self._states, self._downstream, self._waiting, self._ready = states, downstream, waiting, ready
         self._running_buffer: list[tuple] = []
         done_q: queue.Queue = queue.Queue()
-        self._inflight: dict[Any, str] = {}
+        self._inflight: dict[Any, list[str]] = {}
+        self._parsl_tasks = 0
+        # task -> wall times of its latest quanta (the median ignores the first ones, which pay for imports)
+        self._durations: dict[str, deque] = defaultdict(lambda: deque(maxlen=32))
         dfk = parsl.load(parsl_config(self.site, self.run_dir))
-        self._apps = {e.label: python_app(run_quantum, executors=[e.label], data_flow_kernel=dfk)
+        self._apps = {e.label: python_app(run_quanta_packed, executors=[e.label], data_flow_kernel=dfk)
                       for e in self.site.executors}
         self._done_q = done_q
         workers = sum((e.max_workers_per_node or os.cpu_count() or 1) * e.provider.max_blocks
                       * e.provider.nodes_per_block for e in self.site.executors)
         limit = self.site.max_in_flight or max(64, 16 * workers)
+        self._workers = workers
         interrupted = False
 
         def on_int(signum, frame):
@@ -251,7 +261,7 @@ class Submission:
             last_progress = 0.0
             while (ready or self._inflight) and not interrupted:
                 while ready and len(self._inflight) < limit:
-                    self._submit(ready.pop())
+                    self._submit(self._next_cluster())
                 self._flush_running()
                 batch = _drain(done_q, timeout=0.5, most=2000)
                 if batch:
@@ -272,25 +282,50 @@ class Submission:
             self.progress(_count(states), len(states))
         summary = self.summary(time.time() - t_start)
         self.status.set_meta("state", "interrupted" if interrupted else "finished")
-        self.status.event("end", ok=summary.ok)
+        self.status.event("end", ok=summary.ok, parsl_tasks=self._parsl_tasks)
         (self.run_dir / SUMMARY_FILE).write_text(json.dumps(summary.to_json(), indent=1))
         return summary
 
-    def _submit(self, qid: str) -> None:
-        lacking = self._lacking_inputs(qid)
-        if lacking:
-            self._no_work(qid, lacking)
-            return
-        payload, label = self._payload(qid)
-        label = self._overrides.get(qid, label)
-        self._attempts[qid] += 1
-        self._states[qid] = "running"
-        # Buffered: written in one transaction before the loop waits (a crash loses only "running" marks,
-        # which resume treats like pending anyway).
-        self._running_buffer.append((qid, self._prior.get(qid, 0) + self._attempts[qid], label, time.time()))
-        fut = self._apps[label](payload)
-        self._inflight[fut] = qid
-        fut.add_done_callback(self._done_q.put)
+    def _next_cluster(self) -> list[str]:
+        """The next ready quantum, with more ready quanta of the same task when that task's quanta are tiny.
+
+        A quantum of a few milliseconds costs Parsl more than itself (submission, logging, two hops through
+        the interchange), so once a task's quanta are seen to take under ``TINY_QUANTUM_S`` they travel in
+        clusters lasting about ``CLUSTER_TARGET_S``, never so large that workers would sit idle.
+        """
+        first = self._ready.pop()
+        task = self.graph.quanta[first].task
+        seen = self._durations[task]
+        typical = statistics.median(seen) if len(seen) >= 8 else None
+        if typical is None or typical >= TINY_QUANTUM_S:
+            return [first]
+        size = min(MAX_CLUSTER, int(CLUSTER_TARGET_S / max(typical, 1e-4)),
+                   1 + len(self._ready) // (2 * max(self._workers, 1)))
+        cluster = [first]
+        while len(cluster) < size and self._ready and self.graph.quanta[self._ready[-1]].task == task:
+            cluster.append(self._ready.pop())
+        return cluster
+
+    def _submit(self, qids: str | list[str]) -> None:
+        batch: dict[str, list] = defaultdict(list)
+        for qid in [qids] if isinstance(qids, str) else qids:
+            lacking = self._lacking_inputs(qid)
+            if lacking:
+                self._no_work(qid, lacking)
+                continue
+            payload, label = self._payload(qid)
+            label = self._overrides.get(qid, label)
+            self._attempts[qid] += 1
+            self._states[qid] = "running"
+            # Buffered: written in one transaction before the loop waits (a crash loses only "running" marks,
+            # which resume treats like pending anyway).
+            self._running_buffer.append((qid, self._prior.get(qid, 0) + self._attempts[qid], label, time.time()))
+            batch[label].append((qid, payload))
+        for label, items in batch.items():
+            self._parsl_tasks += 1
+            fut = self._apps[label](pickle.dumps([p for _, p in items], protocol=pickle.HIGHEST_PROTOCOL))
+            self._inflight[fut] = [q for q, _ in items]
+            fut.add_done_callback(self._done_q.put)
 
     def _lacking_inputs(self, qid: str) -> str | None:
         """Why the quantum cannot run because upstream quanta found no work, or None when it can."""
@@ -333,21 +368,26 @@ class Submission:
                                      for q, a, e, t in self._running_buffer])
             self._running_buffer.clear()
 
-    def _finish_batch(self, items: list[tuple[str, Any]]) -> None:
+    def _finish_batch(self, items: list[tuple[list[str], Any]]) -> None:
         successes: list[tuple[str, dict]] = []
-        for qid, fut in items:
+        for qids, fut in items:
             if fut.exception() is not None:
-                learn_manager_job(fut.exception(), self.status.get(qid), self._manager_jobs)
-        for qid, fut in items:
+                for qid in qids:
+                    learn_manager_job(fut.exception(), self.status.get(qid), self._manager_jobs)
+        outcomes = []
+        for qids, fut in items:
             exc = fut.exception()
-            if exc is not None:
+            if exc is None:
+                for qid, manifest in zip(qids, pickle.loads(fut.result())):
+                    outcomes.append((qid, manifest, *classify_manifest(manifest)))
+                    self._durations[self.graph.quanta[qid].task].append(manifest.get("wall") or 0.0)
+                continue
+            for qid in qids:  # a lost worker or block takes the whole cluster with it
                 row = self.status.get(qid)
                 kind, message = classify_exception(exc, row, self._manager_jobs)
-                manifest = {"error": {"type": type(exc).__name__, "message": message},
-                            "slurm_job_id": lost_job(exc, row, self._manager_jobs)}
-            else:
-                manifest = fut.result()
-                kind, message = classify_manifest(manifest)
+                outcomes.append((qid, {"error": {"type": type(exc).__name__, "message": message},
+                                       "slurm_job_id": lost_job(exc, row, self._manager_jobs)}, kind, message))
+        for qid, manifest, kind, message in outcomes:
             if kind is None and manifest.get("no_work"):
                 self._no_work(qid, manifest["no_work"], manifest)
             elif kind is None:

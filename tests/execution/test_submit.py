@@ -139,3 +139,21 @@ def test_no_work_is_not_a_failure_and_propagates(tmp_path):
     again = Submission.resume(sub.run_dir).run()
     assert again.ok and again.per_task["frameStats"]["no_work"] == 1
     assert len(butler.query_datasets("*", "u/t/run")) == n_refs
+
+
+def test_tiny_quanta_travel_in_clusters(tmp_path):
+    """Quanta far shorter than Parsl's per-task overhead are sent a few at a time once their duration is
+    known; each still has its own logs, status row and registered outputs."""
+    from openastro_parsl.execution.site import SiteConfig
+
+    butler = make_small_repo(tmp_path, n=60)
+    graph = Planner(butler, load_pipeline(str(QA) + "#frames"), inputs=["defaults"], output_run="u/t/tiny").plan()
+    site, src = load_site(None)
+    site = SiteConfig.model_validate({**site.model_dump(), "max_in_flight": 4})
+    sub = Submission.start(butler, graph, site, src)
+    summary = sub.run()
+    assert summary.ok and summary.per_task["frameStats"]["succeeded"] == 60
+    (end,) = [d for _, kind, d in sub.status.events() if kind == "end"]
+    assert end["parsl_tasks"] < 40, end  # 60 quanta in fewer Parsl tasks
+    assert len(butler.query_datasets("frameStats", "u/t/tiny")) == 60
+    assert len(list((sub.run_dir / "logs" / "frameStats").rglob("*.stdout"))) == 60
