@@ -3,8 +3,9 @@
 The helpers at the top (``synth_src``, ``demo_lightcurves``) are also used by test_periodogram.py and
 test_transit.py (loaded by path): they turn truth.json into what ``calibrate`` writes for every exposure —
 the target and its catalogue neighbours, with aperture-photometry noise (source + sky + read noise in the
-frame's seeing), scintillation for the telescope's aperture, a zero point whose error is mostly the common
-catalogue error of the pointing, and a few cosmic-ray-like outliers.
+frame's seeing), scintillation for the telescope's aperture, a zero point that errs by a common catalogue
+error of the pointing plus ~0.008 mag of per-frame fit noise (what calibrate's few-star fits show on the demo),
+and a few cosmic-ray-like outliers.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def synth_src(truth, seed=0, outlier_rate=0.02, neighbour_radius_arcsec=60.0):
         fwhm, sky, rn = e["seeing_fwhm_px"], e["sky_e_per_px"], e["read_noise"]
         npix = math.pi * (1.5 * fwhm) ** 2
         scint = _scintillation(APERTURE_M[inst], e["airmass"], site.height_m, e["exptime"])
-        zp_est = e["zero_point"] + zp_bias[(inst, band)] + rng.normal(0, 0.0015)
+        zp_est = e["zero_point"] + zp_bias[(inst, band)] + rng.normal(0, 0.008)
         rows = []
         for name, rec in e["targets"].items():
             if not (rec["in_frame"] and rec["present"]):
@@ -144,12 +145,29 @@ def test_lightcurve_schema_and_calibration(demo, lcs):
         assert np.std(resid) < 0.02
         # errors honest: pulls of non-outliers have a robust scatter near 1 (zp common error excluded)
         pull = resid / np.asarray(lc["mag_err"])[good]
-        assert 0.6 < 1.4826 * np.median(np.abs(pull - np.median(pull))) < 2.5
+        if good.sum() >= 30:  # a robust scatter of a dozen pulls is itself uncertain by ~30 %
+            assert 0.6 < 1.4826 * np.median(np.abs(pull - np.median(pull))) < 2.5
         ok = ~np.asarray(lc["outlier"])
         assert lc.meta["flux_reference_mag"] == pytest.approx(np.median(np.asarray(lc["mag"])[ok]))
         assert np.allclose(lc["flux"], 10 ** (-0.4 * (np.asarray(lc["mag"]) - lc.meta["flux_reference_mag"])))
         assert set(lc["site"]) <= {f"{s['lat']:+.3f},{s['lon']:+.3f}" for inst in truth["instruments"].values()
                                    for s in inst["sites"].values()}
+
+
+def test_ensemble_removes_per_frame_zero_point_noise(demo, lcs):
+    """The ensemble offsets take out the frames' zero-point noise: the constant-in-r host of the planet scatters
+    about its true magnitude by half as much as with the frames' own zero points, and errors include the offset's."""
+    truth = demo.truth
+    exps = {(e["instrument"], e["exposure"]): e for e in truth["exposures"]}
+    lc = lcs[0][("OA-T1", "r")]
+    true = np.array([exps[(i, int(x))]["targets"]["OA-T1"]["mag"] for i, x in zip(lc["instrument"], lc["exposure"])])
+    ok = ~np.asarray(lc["outlier"])
+    assert lc.meta["ensemble"] and np.all(lc["n_comparison"][ok] >= 2)
+    corrected = np.std((np.asarray(lc["mag"]) - true)[ok])
+    frame_zp = np.std((np.asarray(lc["mag_frame"]) - true)[ok])
+    assert corrected < 0.6 * frame_zp, (corrected, frame_zp)
+    assert np.allclose(lc["mag"], np.asarray(lc["mag_frame"]) - np.asarray(lc["ensemble_offset"]))
+    assert np.all(np.asarray(lc["mag_err"]) >= np.asarray(lc["ensemble_offset_err"]))
 
 
 def test_outliers_flagged_without_flagging_signal(lcs):
