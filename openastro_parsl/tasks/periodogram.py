@@ -11,6 +11,8 @@ variable (an RR Lyrae) biases a one-term peak, so the strongest few peaks are re
 linear model — harmonics shared by all bands, a per-band fundamental (amplitudes differ with colour) and one
 offset per instrument x band (each calibration has its own zero-point systematics) — with the number of
 harmonics chosen by BIC and points beyond ``clip_sigma`` of the model dropped. The best chi-square wins.
+Light curves already tied across instruments by ensemble photometry (``meta["ensemble"]``) get one offset per
+band instead: a free offset for an instrument's handful of visits would throw away their phase information.
 """
 
 from __future__ import annotations
@@ -338,6 +340,9 @@ class PeriodSearchConfig(TaskConfig):
     n_bootstrap: int = Field(300, ge=10, description="Resamplings for the bootstrap FAP.")
     seed: int = Field(0, description="Random seed of the bootstrap.")
     use_outliers: bool = Field(False, description="Keep points flagged `outlier` by the lightcurve task.")
+    offsets: str = Field("auto", pattern="^(auto|instrument|band)$",
+                         description="Zero-point offsets the model fits: one per instrument x band, one per band, or auto "
+                                     "(per band when every light curve is ensemble-corrected, else per instrument).")
 
 
 class PeriodSearchConnections(Connections):
@@ -346,8 +351,8 @@ class PeriodSearchConnections(Connections):
     plot = Output("periodogramPlot", ("target",), "Plot", doc="Power spectrum and folded light curve.")
 
 
-def stack_lightcurves(lightcurves, *, use_outliers=False, min_points_per_band=1, column="mag"):
-    """Concatenate light curves: (t, y, dy, bands, groups) with groups = instrument:band."""
+def stack_lightcurves(lightcurves, *, use_outliers=False, min_points_per_band=1, column="mag", offsets="instrument"):
+    """Concatenate light curves: (t, y, dy, bands, groups) with groups = instrument:band (or the band alone)."""
     ts, ys, ds, bs, gs = [], [], [], [], []
     for lc in lightcurves:
         m = np.ones(len(lc), bool) if (use_outliers or "outlier" not in lc.colnames) else ~np.asarray(lc["outlier"], bool)
@@ -358,7 +363,10 @@ def stack_lightcurves(lightcurves, *, use_outliers=False, min_points_per_band=1,
         ys.append(np.asarray(lc[column], float)[m])
         ds.append(np.asarray(lc[f"{column}_err"], float)[m])
         bs.append(np.full(m.sum(), band))
-        inst = np.asarray(lc["instrument"], str)[m] if "instrument" in lc.colnames else np.full(m.sum(), "x")
+        if offsets == "band" or "instrument" not in lc.colnames:
+            inst = np.full(m.sum(), "all")
+        else:
+            inst = np.asarray(lc["instrument"], str)[m]
         gs.append(np.char.add(np.char.add(inst, ":"), band))
     if not ts:
         return None
@@ -375,8 +383,12 @@ class PeriodSearchTask(PipelineTask):
 
     def run(self, lightcurves, data_id=None):
         cfg = self.config
+        offsets = cfg.offsets
+        if offsets == "auto":
+            tied = bool(lightcurves) and all(lc.meta.get("ensemble") for lc in lightcurves)
+            offsets = "band" if tied else "instrument"
         stacked = stack_lightcurves(lightcurves, use_outliers=cfg.use_outliers,
-                                    min_points_per_band=cfg.min_points_per_band)
+                                    min_points_per_band=cfg.min_points_per_band, offsets=offsets)
         name = (data_id or {}).get("target") or (lightcurves[0].meta.get("target") if lightcurves else "target")
         if stacked is None:
             raise NoWorkFound(f"target {name}: no band has {cfg.min_points_per_band} usable points")
@@ -393,4 +405,5 @@ class PeriodSearchTask(PipelineTask):
                       res.period_err, res.power, res.fap, res.fap_method, res.method, res.nterms)
         out = res.summary()
         out["target"] = name
+        out["offsets"] = offsets
         return {"periodogram": out, "plot": folded_plot(t, y, dy, bands, groups, res, title=str(name))}
