@@ -89,20 +89,30 @@ def _background(data: np.ndarray, bad: np.ndarray, box: int = 64, dilate: int = 
 
 def _difference_sky(diff, bad, sci, var_s, tmpl, var_t, fwhm, box) -> np.ndarray:
     """Smooth residual sky of the difference (the two images' sky estimates never agree exactly), measured
-    away from every source of either image."""
+    away from every source of either image.
+
+    sep's mesh drops cells that are mostly masked; on a small frame whose footprint and sources mask most of
+    every 64-pixel cell it would return a flat zero, so the mesh shrinks with the frame and whatever constant
+    the mesh leaves (sigma-clipped median of the unmasked pixels) is taken out as well."""
     import sep
+    from astropy.stats import sigma_clipped_stats
     from scipy.ndimage import binary_dilation
 
-    src = (np.abs(sci) > 3 * np.sqrt(var_s)) | (np.abs(tmpl) > 3 * np.sqrt(np.maximum(var_t, 1e-30)))
-    src = binary_dilation(src, iterations=int(max(2, round(1.5 * fwhm))))
-    m = bad | src
-    if np.mean(m) > 0.8:
+    grow = int(max(2, round(1.5 * fwhm)))
+    sci_src = np.abs(sci) > 3 * np.sqrt(var_s)
+    tmpl_src = np.abs(tmpl) > 3 * np.sqrt(np.maximum(var_t, 1e-30))
+    m = bad | binary_dilation(sci_src | tmpl_src, iterations=grow)
+    if (~bad).any() and np.mean(m[~bad]) > 0.8:
+        # a template whose variance understates its noise marks nearly every pixel as a source
+        m = bad | binary_dilation(sci_src, iterations=grow)
+    if (~m).sum() < 100:
         return np.zeros_like(diff)
     ny, nx = diff.shape
-    b = int(max(16, min(box, ny // 2, nx // 2)))
-    bkg = sep.Background(np.ascontiguousarray(np.where(m, 0.0, diff)), mask=np.ascontiguousarray(m),
-                         bw=b, bh=b, fw=3, fh=3)
-    return bkg.back()
+    b = int(max(16, min(box, ny // 4, nx // 4)))
+    sky = sep.Background(np.ascontiguousarray(np.where(m, 0.0, diff)), mask=np.ascontiguousarray(m),
+                         bw=b, bh=b, fw=3, fh=3).back()
+    rest = sigma_clipped_stats((diff - sky)[~m], sigma=3.0, maxiters=10)[1]
+    return sky + rest
 
 
 def psf_fwhm(psf: np.ndarray, iterations: int = 30) -> float:
