@@ -49,12 +49,12 @@ def _raw_header(survey, fname):
 
 def test_counts_small(survey, truth):
     ex = truth["exposures"]
-    assert 100 <= len(ex) <= 130
+    assert 100 <= len(ex) <= 140
     assert survey.n_exposures == len(ex) == len(survey.exposure_files)
     assert len(list((survey.outdir / "raw").glob("*.fits"))) == len(ex) + 2 == len(survey.raw_files)
     per = Counter(e["instrument"] for e in ex)
     assert per == survey.exposures_per_instrument
-    assert per["lco1m"] == 8 and per["ota80"] == 12
+    assert per["lco1m"] == 16 and per["ota80"] == 12
     assert {e["band"] for e in ex if e["instrument"] == "lco1m"} == {"g", "r"}
     transits = Counter(e["transit_epoch"] for e in ex if e["purpose"] == "transit")
     assert len(transits) == 6 and all(n >= 14 for n in transits.values())

@@ -19,7 +19,8 @@ from openastro_parsl.tasks.reproject import MakeRefGridTask, WarpTask
 from tasks.test_reproject import (adu_zero_point, calexp_for, photo_calib_from_truth, truth_exposures,
                                   wcs_solution_from_truth)
 
-N_SLT40 = 24  # of the 96 slt40 r frames, enough for the sqrt(N) test and quick
+N_SLT40 = 24  # of the 98 slt40 r frames, enough for the sqrt(N) test and quick
+N_LCO1M = 4
 
 
 def _key(e):
@@ -37,7 +38,8 @@ def field(demo):
     shapes = {k: v["shape"] for k, v in demo.truth["instruments"].items()}
     grid = MakeRefGridTask().run([photo_calib_from_truth(e, shapes[e["instrument"]]) for e in every],
                                  [wcs_solution_from_truth(e) for e in every])["ref_grid"]
-    exps = (truth_exposures(demo, instrument="lco1m", band="r") + truth_exposures(demo, instrument="ota80", band="r")
+    exps = (truth_exposures(demo, instrument="lco1m", band="r")[:N_LCO1M]
+            + truth_exposures(demo, instrument="ota80", band="r")
             + truth_exposures(demo, instrument="slt40", band="r")[:N_SLT40])
     calexps = {_key(e): calexp_for(demo, e) for e in exps}
     warped = {k: WarpTask().run(c, grid)["warped"] for k, c in calexps.items()}
@@ -116,10 +118,10 @@ def test_normalize_zero_point_comes_from_the_pixels_header(demo, field, caplog):
 
 
 def test_coadd_of_one_instrument_reproduces_catalogue_magnitudes(demo, field):
-    exps = truth_exposures(demo, instrument="lco1m", band="r")
+    exps = [e for e in field["exps"] if e["instrument"] == "lco1m"]
     out = CoaddTask().run([field["norm"][_key(e)] for e in exps], data_ids=_ids(exps))
     co = out["coadd"]
-    assert co.header["NFRAMES"] == 4 and co.header["PHOTZP"] == 25.0
+    assert co.header["NFRAMES"] == len(exps) == N_LCO1M and co.header["PHOTZP"] == 25.0
     assert co.header["MJDMIN"] == pytest.approx(min(e["mjd"] for e in exps))
     assert co.header["MJDMAX"] == pytest.approx(max(e["mjd"] for e in exps))
     assert co.header["INP0001"] == f"lco1m/{exps[0]['exposure']}"
@@ -129,7 +131,7 @@ def test_coadd_of_one_instrument_reproduces_catalogue_magnitudes(demo, field):
     diff = _mags(co, x, y, r) - (mag + exps[0]["colour_term"] * gr)
     assert np.all(np.abs(diff) < 0.02), diff
     cov = out["coverage"].data
-    assert cov.max() == 4 and np.median(cov) == 4
+    assert cov.max() == N_LCO1M and np.median(cov) == N_LCO1M
 
 
 def _moffat_ee(r, fwhm, beta):
@@ -154,7 +156,7 @@ def test_heterogeneous_coadd_flux_matches_truth(demo, field):
     fwhm = np.array([f.header["FWHMGRID"] for f in norms])
     r = 2.5 * fwhm.max()
     ee = _moffat_ee(r, fwhm, np.array([e["psf"]["beta"] for e in exps]))
-    x, y, mag, gr = _isolated_bright(co, demo, "r", r, clear=r + 3 * fwhm.max())
+    x, y, mag, gr = _isolated_bright(co, demo, "r", r, mag_max=17.0, clear=r + 2 * fwhm.max())
     assert len(x) >= 2
     pred = np.array([m - 2.5 * np.log10(np.sum(w * ee * 10 ** (-0.4 * ct * c))) for m, c in zip(mag, gr)])
     diff = _mags(co, x, y, r) - pred
@@ -192,7 +194,7 @@ def test_coadd_noise_scales_as_one_over_sqrt_n(demo, field):
 
 
 def test_sigma_clipping_removes_cosmic_ray_and_satellite_trail(demo, field):
-    exps = truth_exposures(demo, instrument="lco1m", band="r")
+    exps = [e for e in field["exps"] if e["instrument"] == "lco1m"]
     grid = field["grid"]
     hit = exps[1]
     cal = field["calexps"][_key(hit)].copy()
@@ -363,15 +365,16 @@ def test_pipeline_plans_and_runs_through_parsl(demo, tmp_path):
     graph = Planner(butler, load_pipeline(spec), inputs=[run], output_run="u/test/coadd",
                     where="instrument = 'lco1m'").plan()
     counts = graph.counts_by_task()
-    assert counts == {"makeRefGrid": 1, "warp": 8, "normalize": 8, "coadd": 2, "templateCoadd": 2}
+    n_lco = sum(1 for e in demo.truth["exposures"] if e["instrument"] == "lco1m")
+    assert counts == {"makeRefGrid": 1, "warp": n_lco, "normalize": n_lco, "coadd": 2, "templateCoadd": 2}
     site, src = load_site(None)
     assert Submission.start(butler, graph, site, src).run().ok
     grid = butler.get("refGrid", {"field": "demo1"}, collections="u/test/coadd")
     assert grid["reference"]["instrument"] == "lco1m"
     for band in ("g", "r"):
         co = butler.get("coadd", {"field": "demo1", "band": band}, collections="u/test/coadd")
-        assert co.header["NFRAMES"] == 4 and co.variance is not None and co.wcs is not None
+        assert co.header["NFRAMES"] == n_lco // 2 and co.variance is not None and co.wcs is not None
         cov = butler.get("coaddCoverage", {"field": "demo1", "band": band}, collections="u/test/coadd")
-        assert cov.data.max() == 4
+        assert cov.data.max() == n_lco // 2
     tpl = butler.get("templateCoadd", {"field": "demo1", "band": "r"}, collections="u/test/coadd")
     assert tpl.header["NFRAMES"] == 2 and tpl.header["MJDMAX"] <= r_mjd[1] + 1e-9
