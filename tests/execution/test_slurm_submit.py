@@ -218,8 +218,9 @@ def test_walltime_loss_is_classified_and_retried_in_a_new_block(slurm, tmp_path)
 
 def test_block_drains_before_its_walltime_and_a_new_block_takes_over(slurm, tmp_path):
     """Blocks stop taking quanta `drain_before_walltime_s` before their walltime: nothing is cut short, the
-    first block ends on its own (COMPLETED, not TIMEOUT) and a fresh block runs the rest."""
-    butler = make_small_repo(tmp_path, n=8)
+    first block ends on its own (COMPLETED, not TIMEOUT) and a fresh block runs the rest. Twelve 9-s quanta on
+    two workers need 54 s, so the 30-s drain must come however fast the block starts (eight could fit in it)."""
+    butler = make_small_repo(tmp_path, n=12)
     site, src = load_site(site_file(tmp_path, retries=0, provider={"walltime": "00:01:00"},
                                     drain_before_walltime_s=30))
     graph = Planner(butler, load_pipeline(str(FAULTY) + "#frameStats", ["frameStats:sleep_s=9"]),
