@@ -76,8 +76,9 @@ def flag_outliers(time, mag, *, window_days: float, sigma: float, global_sigma: 
     """Outliers against the median of their time neighbours; isolated points only against the whole.
 
     A point's residual is its distance from a robust line (Theil-Sen; the median with fewer than four) through
-    the *other* unflagged points within ``window_days/2``; it follows ingress/egress and pulsations slower than
-    the window, also at a session's first and last frames, so transits and pulsations are not flagged. The worst residual beyond ``sigma`` (MAD scale over all residuals) is
+    the *other* unflagged points within ``window_days/2`` (the three nearest within a whole window at a
+    session's first and last frames); it follows ingress/egress and pulsations slower than the window, so
+    transits and pulsations are not flagged. The worst residual beyond ``sigma`` (MAD scale over all residuals) is
     flagged, its neighbours' residuals are recomputed without it, and so on (one at a time, as in a
     generalised ESD test, so an outlier does not take its neighbours down with it). Points with fewer than
     ``min_neighbours`` neighbours (single visits) are clipped only against the whole light curve at
