@@ -13,8 +13,10 @@ Timing (stage 7b): one global batman (Mandel & Agol, quadratic limb darkening) f
 the impact parameter to every transit window of the relative flux, each window with its own polynomial
 baseline (the night's zero point and airmass trend, fitted rather than detrended away); then each window is
 fitted with that shape, only its mid-time and baseline free. Mid-time errors come from the curvature of chi-square
-(the Jacobian at the optimum), scaled by the square root of the window's reduced chi-square when it exceeds
-1 (red noise, a bad night); injection tests check their coverage. A weighted linear fit gives the ephemeris and the O-C table.
+(the Jacobian at the optimum) or, when wider, the profile-likelihood interval (chi-square within reduced
+chi-square of its minimum over a grid of mid-times, the baseline re-fitted at each: ingress or egress covered
+by a few points makes chi-square flatter than its curvature says), scaled by the square root of the window's
+reduced chi-square when it exceeds 1 (red noise, a bad night); injection tests check their coverage. A weighted linear fit gives the ephemeris and the O-C table.
 """
 
 from __future__ import annotations
@@ -340,7 +342,27 @@ def fit_transit_time(t, flux, flux_err, bands, *, shape: GlobalFit, t_pred: floa
         return None
     if not np.isfinite(err) or abs(r.x[0]) > half + dur / 2:
         return None
+    # the curvature describes a parabola; with ingress or egress sampled by a few points chi-square is flatter
+    # away from its minimum, so the profile-likelihood interval (delta chi2 = chi2_red) is taken when wider
+    err = max(err, profile_half_width(grid - t_pred, chi, 2 * r.cost, max(chi2_red, 1.0)))
     return TransitTime(0, t_pred, float(t_pred + r.x[0]), err, int(sel.sum()), n_in, chi2_red)
+
+
+def profile_half_width(x: np.ndarray, chi2: np.ndarray, chi2_min: float, delta: float) -> float:
+    """Half the width of {x : chi2(x) <= chi2_min + delta} on a grid (linear interpolation at the crossings;
+    the grid's edge where it never crosses)."""
+    inside = chi2 <= min(chi2_min, float(np.min(chi2))) + delta
+    if not inside.any():
+        return 0.0
+    level = min(chi2_min, float(np.min(chi2))) + delta
+    i0, i1 = int(np.flatnonzero(inside)[0]), int(np.flatnonzero(inside)[-1])
+
+    def crossing(a, b):  # between grid points a (outside) and b (inside)
+        return x[b] + (x[a] - x[b]) * (level - chi2[b]) / (chi2[a] - chi2[b])
+
+    lo = crossing(i0 - 1, i0) if i0 > 0 else x[0]
+    hi = crossing(i1 + 1, i1) if i1 < len(x) - 1 else x[-1]
+    return float(hi - lo) / 2
 
 
 def linear_ephemeris(epoch, t, err):

@@ -53,11 +53,7 @@ def test_demo_planet_search(host):
 
 def test_demo_transit_times_against_truth(host):
     """Each observed transit timed; truth times (the sim keeps them on the barycentric clock, BJD_TDB as MJD)
-    within 4 sigma; O-C table and ephemeris consistent; the sim's observed epochs all found.
-
-    Known gap: on these synthesised src tables the mid-times come out early by ~3-4 min on average (with and
-    without the ensemble correction, for every seed tried), which the pipeline's own run on rendered frames
-    (tests/execution/test_science_run.py, |z| < 1.6) does not show; not yet traced, hence 4 sigma here."""
+    within 3 sigma; O-C table and ephemeris consistent; the sim's observed epochs all found."""
     truth, tg, lc, search, _ = host
     out = TransitTimingTask().run(lightcurves=lc, search=search["search"], data_id={"target": tg["name"]})
     tab = out["times"]
@@ -67,7 +63,7 @@ def test_demo_transit_times_against_truth(host):
     matched = [int(np.argmin(np.abs(true_bjd - t))) for t in tab["t_obs"]]
     assert sorted(pl["epochs"][i] for i in matched) == pl["observed_epochs"]
     z = (np.asarray(tab["t_obs"]) - true_bjd[matched]) / np.asarray(tab["t_obs_err"])
-    assert np.all(np.abs(z) < 4), z
+    assert np.all(np.abs(z) < 3), z
     assert np.all(np.asarray(tab["t_obs_err"]) * 1440 < 10)  # minutes
     # epochs count transits: differences match the truth's
     assert np.array_equal(np.diff(tab["epoch"]), np.diff([pl["epochs"][i] for i in matched]))
@@ -137,6 +133,19 @@ def test_timing_errors_cover_injected_truth():
     assert within2 > 0.90, within2
     tab = oc_table([x.epoch for x in times], [x.t_obs for x in times], [x.t_obs_err for x in times])
     assert abs(tab.meta["period"] - period) < 3 * tab.meta["period_err"] + 1e-5
+
+
+def test_profile_half_width():
+    """Delta chi2 = 1 on a parabola is one sigma; a flat-bottomed profile is wider; a grid that never crosses
+    gives its whole half-span."""
+    from openastro_parsl.tasks.transit import profile_half_width
+
+    x = np.linspace(-10, 10, 401)
+    assert profile_half_width(x, (x / 2.0) ** 2 + 5, 5.0, 1.0) == pytest.approx(2.0, abs=1e-3)
+    assert profile_half_width(x, (x / 2.0) ** 2 + 5, 5.0, 4.0) == pytest.approx(4.0, abs=1e-3)
+    flat = np.where(np.abs(x) < 3, 0.0, (np.abs(x) - 3) ** 2)
+    assert profile_half_width(x, flat, 0.0, 1.0) == pytest.approx(4.0, abs=1e-3)
+    assert profile_half_width(x, np.zeros_like(x), 0.0, 1.0) == pytest.approx(10.0)
 
 
 def test_biweight_trend_with_transit_mask():
