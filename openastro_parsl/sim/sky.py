@@ -230,8 +230,9 @@ def mag_error(m):
     return REFCAT_MAG_ERR[0] + (REFCAT_MAG_ERR[1] - REFCAT_MAG_ERR[0]) * x**2
 
 
-def write_refcat(rng, stars: StarTable, path: Path) -> Table:
-    """Perturb the truth by the catalogue errors and write ECSV."""
+def write_refcat(rng, stars: StarTable, path: Path, variable_targets=()) -> Table:
+    """Perturb the truth by the catalogue errors and write ECSV; the stars of ``variable_targets`` (names) are
+    flagged ``variable``, as Gaia flags stars of such amplitude."""
     n = len(stars)
     s = REFCAT_POS_ERR_ARCSEC / 3600.0
     dec = stars.dec + rng.normal(0.0, s, n)
@@ -248,6 +249,7 @@ def write_refcat(rng, stars: StarTable, path: Path) -> Table:
             "r": np.round(r, 4),
             "g_err": np.round(g_err, 4),
             "r_err": np.round(r_err, 4),
+            "variable": np.isin(stars.target.astype(str), list(variable_targets)),
         }
     )
     for c, u in (("ra", "deg"), ("dec", "deg"), ("g", "mag"), ("r", "mag"), ("g_err", "mag"), ("r_err", "mag")):

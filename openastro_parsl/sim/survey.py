@@ -273,7 +273,8 @@ def generate_survey(outdir: Path, *, seed: int = 42, size: str = "small") -> Sur
     targets = sky.make_targets(fields)
     stars = sky.make_star_truth(_rng(seed, "stars"), fields, targets)
     refcat_path = outdir / "refcat.ecsv"
-    sky.write_refcat(_rng(seed, "refcat"), stars, refcat_path)
+    sky.write_refcat(_rng(seed, "refcat"), stars, refcat_path,
+                     variable_targets=[t.name for t in targets if t.kind == "variable"])
     vrng = _rng(seed, "variability")
     variables = lightcurves.make_variables(vrng, targets, schedule.SEASON_START)
     transient = lightcurves.make_transient(vrng, targets, schedule.SEASON_START, spec.season_nights)

@@ -251,7 +251,8 @@ class LightcurveConfig(TaskConfig):
                            "(differential photometry); off: the frame's own zero-point only.")
     ensemble_min_stars: int = Field(2, ge=1, description="Comparison stars a frame needs for an ensemble offset (else left uncorrected).")
     ensemble_clip_sigma: float = Field(4.0, gt=0, description="Comparison measurements beyond this many sigma are left out.")
-    ensemble_reject_flags: list[str] = Field(["SATURATED", "EDGE", "MASKED", "BAD_FLUX", "BLENDED", "REF_CROWDED"],
+    ensemble_reject_flags: list[str] = Field(["SATURATED", "EDGE", "MASKED", "BAD_FLUX", "BLENDED", "REF_CROWDED",
+                                              "REF_VARIABLE"],
                                              description="src flags (by name, from the table's meta) that keep a star out of the ensemble.")
 
 

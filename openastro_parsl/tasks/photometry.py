@@ -43,6 +43,7 @@ SOURCE_FLAGS = {
     "MASKED": 4,         # the aperture holds BAD / NO_DATA pixels
     "BAD_FLUX": 8,       # non-positive or non-finite aperture flux
     "REF_CROWDED": 16,   # its catalogue star has a neighbour bright enough to bias the aperture
+    "REF_VARIABLE": 32,  # its catalogue star is a known variable (refcat ``variable``)
     # information
     "BLENDED": 256,      # sep deblended it from a merged detection (the aperture may still be clean)
     "NO_COLOUR": 512,    # unmatched: mag_cal assumes the calibrators' median colour
@@ -649,6 +650,9 @@ def calibrate_frame(data: np.ndarray, obs: ObservationInfo, wcs: WCS, refcat: Ta
     crowd = crowded_references(cx, cy, mags, ex.aperture_radius + c.crowding_radius_fwhm * ex.fwhm_pix,
                                c.crowding_delta_mag)
     flags[m & crowd[np.where(m, idx, 0)]] |= SOURCE_FLAGS["REF_CROWDED"]
+    if c.exclude_variables and "variable" in refcat.colnames:
+        known = np.asarray(refcat["variable"], dtype=bool)
+        flags[m & known[np.where(m, idx, 0)]] |= SOURCE_FLAGS["REF_VARIABLE"]
     flux, flux_err = np.asarray(t["flux"]), np.asarray(t["flux_err"])
     with np.errstate(divide="ignore", invalid="ignore"):
         inst = -2.5 * np.log10(flux * obs.gain / obs.exptime)
@@ -730,6 +734,8 @@ class CalibrateConfig(TaskConfig):
     clip_max_scale: float = Field(1.5, ge=1, description="Largest factor the residuals' robust spread may widen "
                                                          "the clipping threshold by.")
     min_clip_mag: float = Field(0.05, ge=0, description="Residuals below this (mag) are never clipped.")
+    exclude_variables: bool = Field(True, description="Keep catalogue stars flagged `variable` out of the fit "
+                                                      "(a 0.05-mag pulsator among ten stars is not clipped).")
     error_floor_mag: float = Field(0.005, ge=0, description="Added in quadrature to each star's error in the fit.")
     default_gain: float | None = Field(None, gt=0, description="Gain (e-/ADU) for headers without one.")
     default_read_noise: float | None = Field(None, ge=0, description="Read noise (e-) for headers without one.")

@@ -9,6 +9,8 @@ cache, never a bare socket error.
 Catalogue columns (``docs/datasets.md``): ``id, ra, dec, g, r, g_err, r_err`` (deg, mag). Gaia rows carry SDSS
 g and r from DR3's synthetic photometry (``gaiadr3.synthetic_photometry_gspc``, the XP spectra integrated over
 the SDSS passbands; G < 17.65), plus ``pmra, pmdec`` (mas/yr) at epoch 2016.0 and ``sel_mag`` (Gaia G).
+An optional boolean ``variable`` marks known variables (Gaia's ``phot_variable_flag == 'VARIABLE'``), which
+calibration and ensemble photometry keep out of their comparison stars.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ def validate_refcat(table: Table, where: str = "refcat") -> Table:
         out["id"] = np.asarray(out["id"], dtype=np.int64)
         for c in REFCAT_COLUMNS[1:] + tuple(c for c in _EXTRA if c in out.colnames):
             out[c] = np.asarray(np.ma.filled(np.ma.asarray(out[c], dtype=float), np.nan), dtype=float)
+        if "variable" in out.colnames:
+            out["variable"] = np.asarray(np.ma.filled(np.ma.asarray(out["variable"]), False), dtype=bool)
     except (TypeError, ValueError) as exc:
         raise RefcatError(f"{where}: non-numeric catalogue column: {exc}") from None
     ra, dec = out["ra"], out["dec"]
@@ -140,11 +144,11 @@ CREATE TABLE IF NOT EXISTS regions (
 CREATE TABLE IF NOT EXISTS stars (
     region_id INTEGER NOT NULL REFERENCES regions(region_id) ON DELETE CASCADE,
     id INTEGER NOT NULL, ra REAL NOT NULL, dec REAL NOT NULL,
-    g REAL, r REAL, g_err REAL, r_err REAL, pmra REAL, pmdec REAL, sel_mag REAL
+    g REAL, r REAL, g_err REAL, r_err REAL, pmra REAL, pmdec REAL, sel_mag REAL, variable REAL
 );
 CREATE INDEX IF NOT EXISTS stars_region ON stars(region_id);
 """
-_STAR_COLUMNS = REFCAT_COLUMNS + _EXTRA
+_STAR_COLUMNS = REFCAT_COLUMNS + _EXTRA + ("variable",)
 
 
 def default_cache_path() -> Path:
@@ -161,6 +165,9 @@ class RefcatCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as con:
             con.executescript(_SCHEMA)
+            have = {row[1] for row in con.execute("PRAGMA table_info(stars)")}
+            if "variable" not in have:  # a cache written before the flag was kept
+                con.execute("ALTER TABLE stars ADD COLUMN variable REAL")
 
     def _connect(self) -> sqlite3.Connection:
         con = sqlite3.connect(self.path, timeout=30.0)
@@ -211,6 +218,7 @@ class RefcatCache:
         table = Table({c: (data[:, k].astype(np.int64) if c == "id" else
                            np.array([np.nan if v is None else v for v in data[:, k]], dtype=float))
                        for k, c in enumerate(_STAR_COLUMNS)})
+        table["variable"] = np.nan_to_num(np.asarray(table["variable"], dtype=float)) > 0
         if region is not None:
             table = cone(table, region.ra, region.dec, region.radius)
         if mag_limit is not None:
@@ -270,7 +278,7 @@ def query_refcat(ra: float, dec: float, radius_deg: float, *, cache: RefcatCache
 # ----------------------------------------------------------------------------------------------------------
 # Gaia DR3
 
-GAIA_ADQL = """SELECT gs.source_id, gs.ra, gs.dec, gs.pmra, gs.pmdec, gs.phot_g_mean_mag,
+GAIA_ADQL = """SELECT gs.source_id, gs.ra, gs.dec, gs.pmra, gs.pmdec, gs.phot_g_mean_mag, gs.phot_variable_flag,
  sp.g_sdss_mag, sp.g_sdss_flux, sp.g_sdss_flux_error, sp.r_sdss_mag, sp.r_sdss_flux, sp.r_sdss_flux_error
 FROM gaiadr3.gaia_source AS gs
 JOIN gaiadr3.synthetic_photometry_gspc AS sp ON sp.source_id = gs.source_id
@@ -296,6 +304,9 @@ def gaia_to_refcat(raw: Table) -> Table:
         "r_err": _MAG_PER_FRAC * col("r_sdss_flux_error") / col("r_sdss_flux"),
         "pmra": col("pmra"), "pmdec": col("pmdec"), "sel_mag": col("phot_g_mean_mag"),
     })
+    if "phot_variable_flag" in cols:
+        flag = np.ma.filled(np.ma.asarray(raw[cols["phot_variable_flag"]]).astype(str), "")
+        out["variable"] = np.char.strip(np.char.upper(np.asarray(flag, dtype=str))) == "VARIABLE"
     return out[np.isfinite(out["g"]) & np.isfinite(out["r"])]
 
 

@@ -70,9 +70,9 @@ def test_plate_solutions_match_the_true_wcs(science):
 
 
 def test_zero_points_against_truth(science):
-    """Per-frame fits (colour term free) and the per-instrument history's re-evaluation at the pooled colour
-    term. Frames of the small cameras see 6-10 bright stars, all shared by every exposure of the field, so
-    their catalogue errors (0.01-0.03 mag) do not average out: a few frames miss 0.02 mag."""
+    """Per-frame fits (colour term free: with the 6-10 stars of a small camera a few frames miss 0.02 mag) and
+    the per-instrument history's re-evaluation at the pooled colour term, which must hold every frame within
+    0.02 mag of the truth (known variables are kept out of the fits)."""
     demo, *_ = science
     truth = {(e["instrument"], e["exposure"]): e["zero_point"] for e in demo.truth["exposures"]}
     per_frame = np.abs([_get(demo, "photoCalib", {"instrument": i, "exposure": x})["zp"] - zp
@@ -85,7 +85,7 @@ def test_zero_points_against_truth(science):
                 hist = _get(demo, "zeropointHistory", {"instrument": inst, "band": band})
                 pooled += [abs(row["zp_pooled"] - truth[(inst, int(row["exposure"]))]) for row in hist]
     assert len(pooled) == len(truth)
-    assert np.median(pooled) < 0.01 and np.percentile(pooled, 90) < 0.02, np.sort(pooled)[-5:]
+    assert np.median(pooled) < 0.01 and np.max(pooled) < 0.02, np.sort(pooled)[-5:]
 
 
 def test_coadds_are_deeper_than_single_frames(science):

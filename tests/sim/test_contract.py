@@ -138,7 +138,11 @@ def test_every_frame_sees_the_targets(truth):
 
 def test_refcat(survey, truth):
     t = Table.read(survey.refcat, format="ascii.ecsv")
-    assert t.colnames == ["id", "ra", "dec", "g", "r", "g_err", "r_err"]
+    assert t.colnames == ["id", "ra", "dec", "g", "r", "g_err", "r_err", "variable"]
+    # the variable targets are flagged as Gaia would flag them; the planet host and the other stars are not
+    variables = {tg["name"] for tg in truth["targets"] if tg["kind"] == "variable"}
+    flagged = {s["target"] for s in truth["stars"] if s["id"] in set(t["id"][t["variable"]])}
+    assert flagged == variables
     assert t["id"].dtype.kind == "i" and len(set(t["id"])) == len(t)
     assert 300 <= len(t) <= 500
     stars = {s["id"]: s for s in truth["stars"]}

@@ -222,6 +222,24 @@ def test_calibrate_outputs_survive_the_butler(demo):
     assert "site_elev" in pc["assumed"] and pc["n_used"] == out["photoCalib"]["n_used"]
 
 
+def test_known_variables_are_kept_out_of_the_fit(demo):
+    """Catalogue stars flagged `variable` are matched (light curves need them) but flagged REF_VARIABLE and never
+    calibrate; with exclude_variables off they may."""
+    refcat = _refcat(demo)
+    assert refcat["variable"].any()
+    e = _pick(demo, 1, want={("lco1m", "r")})[0]
+    var_ids = set(np.asarray(refcat["id"])[np.asarray(refcat["variable"])].tolist())
+    src = P.CalibrateTask().run(raw=_raw(demo, e), wcsSolution=_solution(e), refcat=refcat)["src"]
+    rows = np.isin(np.asarray(src["refcat_id"]), list(var_ids))
+    assert rows.any()
+    flags = np.asarray(src["flags"])
+    assert np.all(flags[rows] & P.SOURCE_FLAGS["REF_VARIABLE"])
+    assert not np.any(flags[rows] & P.SOURCE_FLAGS["CALIB_USED"])
+    loose = P.CalibrateTask(P.CalibrateConfig(exclude_variables=False)).run(
+        raw=_raw(demo, e), wcsSolution=_solution(e), refcat=refcat)["src"]
+    assert not np.any(np.asarray(loose["flags"]) & P.SOURCE_FLAGS["REF_VARIABLE"])
+
+
 def test_failed_and_unusable_frames(demo):
     e = _pick(demo, 1, want={("slt40", "r")})[0]
     raw, refcat = _raw(demo, e), _refcat(demo)
@@ -344,15 +362,14 @@ def test_zero_points_over_the_demo_survey(demo):
     err = np.array([pc["zp_err"] for e, pc in second])
     n_used = np.array([pc["n_used"] for e, pc in second])
     d_first = np.array([pc["zp"] - e["zero_point"] for e, pc in first])
-    enough = n_used >= 8
+    enough = n_used >= 6  # the small cameras see 6-10 usable stars once the known variables are left out
     a = np.abs(d[enough])
     print("\n" + "\n".join(lines))
     print(f"  free colour term per frame: zp - truth rms {np.sqrt(np.mean(d_first ** 2)):.4f}, "
           f"max |.| {np.abs(d_first).max():.4f}")
-    print(f"  pooled colour term, {enough.sum()} of {len(d)} frames with >= 8 stars: median |zp - truth| "
+    print(f"  pooled colour term, {enough.sum()} of {len(d)} frames with >= 6 stars: median |zp - truth| "
           f"{np.median(a):.4f}, 90% {np.percentile(a, 90):.4f}, max {a.max():.4f}, "
           f"{(a > 0.02).sum()} beyond 0.02; pull rms {np.sqrt(np.mean((d / err) ** 2)):.2f}")
-    assert enough.sum() >= 0.9 * len(d)
-    assert np.median(a) < 0.01 and np.percentile(a, 90) < 0.02 and a.max() < 0.035
-    assert (a <= 0.02).mean() >= 0.9
+    assert enough.all()
+    assert np.median(a) < 0.01 and np.percentile(a, 90) < 0.02 and a.max() < 0.02
     assert 0.7 < np.sqrt(np.mean((d / err) ** 2)) < 1.5  # the quoted errors describe the misses

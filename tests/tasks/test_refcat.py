@@ -117,8 +117,10 @@ def test_gaia_rows_become_a_reference_catalogue():
     raw = Table({"SOURCE_ID": np.array([4295806720, 38655544960], dtype=np.int64), "ra": [150.1, 150.2],
                  "dec": [2.2, 2.3], "pmra": [1.5, -3.0], "pmdec": [0.5, 2.0], "phot_g_mean_mag": [13.1, 16.9],
                  "g_sdss_mag": [13.6, 17.8], "g_sdss_flux": [1000.0, 20.0], "g_sdss_flux_error": [5.0, 0.4],
-                 "r_sdss_mag": [13.0, 16.7], "r_sdss_flux": [2000.0, 50.0], "r_sdss_flux_error": [4.0, 0.5]})
+                 "r_sdss_mag": [13.0, 16.7], "r_sdss_flux": [2000.0, 50.0], "r_sdss_flux_error": [4.0, 0.5],
+                 "phot_variable_flag": ["VARIABLE", "NOT_AVAILABLE"]})
     rc = R.gaia_to_refcat(raw)
+    assert list(rc["variable"]) == [True, False]
     assert list(rc.colnames[:7]) == list(R.REFCAT_COLUMNS)
     assert list(rc["id"]) == [4295806720, 38655544960]
     np.testing.assert_allclose(rc["g_err"], 2.5 / np.log(10) * np.array([0.005, 0.02]))
@@ -128,6 +130,24 @@ def test_gaia_rows_become_a_reference_catalogue():
     np.testing.assert_allclose((moved["ra"] - rc["ra"]) * 3.6e6 * np.cos(np.deg2rad(rc["dec"])), [15.0, -30.0],
                                rtol=1e-6)
     assert "SELECT" in R.GAIA_ADQL and "synthetic_photometry_gspc" in R.GAIA_ADQL
+    assert "phot_variable_flag" in R.GAIA_ADQL
+
+
+def test_variable_flag_survives_the_cache_and_old_caches_gain_it(tmp_path, catalogue):
+    """A cache written before the flag existed gets the column on open; flagged rows come back flagged."""
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    con = sqlite3.connect(path)
+    con.executescript(R._SCHEMA.replace(", variable REAL", ""))
+    con.close()
+    cache = R.RefcatCache(path)
+    cat = catalogue.copy()
+    cat["variable"] = np.arange(len(cat)) % 7 == 0
+    rid = cache.put("test", R.Region(359.9, -5.0, 1.0), 20.0, cat)
+    back = cache.get(rid)
+    assert back["variable"].dtype == bool
+    assert list(back["variable"]) == list(cat["variable"])
 
 
 def test_local_catalogue_files_are_validated(tmp_path, catalogue):
