@@ -25,6 +25,17 @@ def main(repo: str, run: str) -> None:
            if (c := get("photoCalib", {"instrument": e["instrument"], "exposure": e["exposure"]}))]
     if dzp:
         print(f"zero-points: {len(dzp)} frames, median |fit - truth| {np.median(np.abs(dzp)):.4f} mag")
+    zp_true = {(e["instrument"], e["exposure"]): e["zero_point"] for e in truth["exposures"]}
+    pooled = []
+    for inst in truth["instruments"]:
+        for band in ("g", "r"):
+            hist = get("zeropointHistory", {"instrument": inst, "band": band})
+            if hist is not None:
+                pooled += [row["zp_pooled"] - zp_true[(inst, int(row["exposure"]))] for row in hist]
+    if pooled:
+        a = np.abs(pooled)
+        print(f"zero-points at the pooled colour terms: median {np.median(a):.4f}, max {a.max():.4f} mag, "
+              f"{int(np.sum(a > 0.02))} of {len(a)} beyond 0.02")
     for v in truth["variables"]:
         p = get("periodogram", {"target": v["name"]})
         if p:
