@@ -27,8 +27,6 @@ class EnsembleSolution:
     n_stars: np.ndarray  # comparison stars that constrain each frame's offset after clipping
     star_ids: np.ndarray
     star_mag: np.ndarray  # in the frames' calibration, shifted by their mean offset (the gauge)
-    star_mag_err: np.ndarray  # inf for stars left out (seen once, or every measurement clipped)
-    star_n: np.ndarray  # measurements used per star
     star_excess: np.ndarray  # extra scatter (mag) a star shows beyond its errors: variables stand out
     iterations: int
 
@@ -84,7 +82,4 @@ def solve_ensemble(frame: np.ndarray, star: np.ndarray, mag: np.ndarray, err: np
     counts = np.bincount(frame, use.astype(np.int64), n_frames)
     offset_err = np.where((counts >= min_stars) & (fw > 0), 1.0 / np.sqrt(np.where(fw > 0, fw, 1.0)), np.inf)
     offset = np.where(np.isfinite(offset_err), offset, 0.0)
-    sw = np.bincount(sidx, w, n_stars)
-    star_n = np.bincount(sidx, use.astype(np.int64), n_stars)
-    star_mag_err = np.where((star_n >= 2) & (sw > 0), 1.0 / np.sqrt(np.where(sw > 0, sw, 1.0)), np.inf)
-    return EnsembleSolution(offset, offset_err, counts, star_ids, star_mag, star_mag_err, star_n, np.sqrt(excess), it)
+    return EnsembleSolution(offset, offset_err, counts, star_ids, star_mag, np.sqrt(excess), it)

@@ -16,7 +16,8 @@ fitted with that shape, only its mid-time and baseline free. Mid-time errors com
 (the Jacobian at the optimum) or, when wider, the profile-likelihood interval (chi-square within reduced
 chi-square of its minimum over a grid of mid-times, the baseline re-fitted at each: ingress or egress covered
 by a few points makes chi-square flatter than its curvature says), scaled by the square root of the window's
-reduced chi-square when it exceeds 1 (red noise, a bad night); injection tests check their coverage. A weighted linear fit gives the ephemeris and the O-C table.
+reduced chi-square when it exceeds 1 (red noise, a bad night); injection tests check their coverage. A weighted
+linear fit gives the ephemeris and the O-C table.
 """
 
 from __future__ import annotations
@@ -351,18 +352,19 @@ def fit_transit_time(t, flux, flux_err, bands, *, shape: GlobalFit, t_pred: floa
 def profile_half_width(x: np.ndarray, chi2: np.ndarray, chi2_min: float, delta: float) -> float:
     """Half the width of {x : chi2(x) <= chi2_min + delta} on a grid (linear interpolation at the crossings;
     the grid's edge where it never crosses)."""
-    inside = chi2 <= min(chi2_min, float(np.min(chi2))) + delta
-    if not inside.any():
+    level = np.nanmin(np.append(chi2, chi2_min)) + delta
+    inside = np.flatnonzero(chi2 <= level)
+    if len(inside) == 0:  # no finite chi-square on the grid
         return 0.0
-    level = min(chi2_min, float(np.min(chi2))) + delta
-    i0, i1 = int(np.flatnonzero(inside)[0]), int(np.flatnonzero(inside)[-1])
+    i0, i1 = int(inside[0]), int(inside[-1])
 
     def crossing(a, b):  # between grid points a (outside) and b (inside)
         return x[b] + (x[a] - x[b]) * (level - chi2[b]) / (chi2[a] - chi2[b])
 
     lo = crossing(i0 - 1, i0) if i0 > 0 else x[0]
     hi = crossing(i1 + 1, i1) if i1 < len(x) - 1 else x[-1]
-    return float(hi - lo) / 2
+    width = float(hi - lo) / 2
+    return width if np.isfinite(width) else 0.0
 
 
 def linear_ephemeris(epoch, t, err):
