@@ -92,8 +92,9 @@ def _difference_sky(diff, bad, sci, var_s, tmpl, var_t, fwhm, box) -> np.ndarray
     away from every source of either image.
 
     sep's mesh drops cells that are mostly masked; on a small frame whose footprint and sources mask most of
-    every 64-pixel cell it would return a flat zero, so the mesh shrinks with the frame and whatever constant
-    the mesh leaves (sigma-clipped median of the unmasked pixels) is taken out as well."""
+    every cell it returns a flat zero, so whatever constant the mesh leaves (sigma-clipped median of the
+    unmasked pixels) is taken out as well. The mesh stays coarse: a fine one would eat faint point sources
+    that no mask covers (below 3 sigma a pixel), the very transients the difference is for."""
     import sep
     from astropy.stats import sigma_clipped_stats
     from scipy.ndimage import binary_dilation
@@ -108,7 +109,7 @@ def _difference_sky(diff, bad, sci, var_s, tmpl, var_t, fwhm, box) -> np.ndarray
     if (~m).sum() < 100:
         return np.zeros_like(diff)
     ny, nx = diff.shape
-    b = int(max(16, min(box, ny // 4, nx // 4)))
+    b = int(max(16, min(box, ny // 2, nx // 2)))
     sky = sep.Background(np.ascontiguousarray(np.where(m, 0.0, diff)), mask=np.ascontiguousarray(m),
                          bw=b, bh=b, fw=3, fh=3).back()
     rest = sigma_clipped_stats((diff - sky)[~m], sigma=3.0, maxiters=10)[1]

@@ -137,9 +137,11 @@ def test_training_pipeline_tasks_make_weights_rbclassify_can_use(tmp_path):
 
 @pytest.mark.slow
 def test_retraining_from_the_simulator_reaches_the_targets():
-    train = build_training_set(1, 250)
+    """The shipped weights' recipe (700 simulated frames, 20 epochs, ~5 min on 2 cores) retrains to the targets;
+    250 frames / 10 epochs fell just short (FNR 4.0-4.5 %)."""
+    train = build_training_set(1, 700)
     test = build_training_set(rb.HELDOUT_SEED, 80)
-    model, history = train_model(train, seed=1, epochs=10, threads=2, log=None)
+    model, history = train_model(train, seed=1, epochs=20, threads=2, log=None)
     m = evaluate(test["label"], rb.predict(model, test["stamps"].astype(np.float32)))
     assert m["auc"] >= 0.98
     assert m["at_0.5"]["fnr"] < 0.04 and m["at_0.5"]["fpr"] < 0.04
