@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from openastro_parsl.butler import Butler
-
 
 
 @pytest.fixture
@@ -36,3 +38,10 @@ def demo(tmp_path_factory):
     from openastro_parsl.demo import make_demo_repo
 
     return make_demo_repo(tmp_path_factory.mktemp("demo") / "repo", seed=42, size="small")
+
+
+@pytest.fixture(autouse=True)
+def workers_import_test_tasks(monkeypatch):
+    """Parsl workers are new processes: they find tests/exec_tasks.py through PYTHONPATH."""
+    tests = str(Path(__file__).resolve().parent)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH", "")])))
