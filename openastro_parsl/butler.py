@@ -5,6 +5,8 @@ Users, CLIs and tests hold a Butler; pipeline workers never do (they get file pa
 
 from __future__ import annotations
 
+import os
+import uuid
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -36,6 +38,8 @@ class _DatastoreConfig(BaseModel):
 class RepoConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     repository: str = "openastro-parsl"
+    # Made at `create`; a quantum graph records it so that it is never run against another repository.
+    uuid: str | None = None
     registry: _RegistryConfig = Field(default_factory=_RegistryConfig)
     datastore: _DatastoreConfig = Field(default_factory=_DatastoreConfig)
 
@@ -58,6 +62,8 @@ class Butler:
             self.config = load_model(RepoConfig, cfg_path)
         except ConfigError as exc:
             raise RepositoryError(str(exc)) from None
+        if self.config.uuid is None:
+            self._add_uuid(cfg_path)
         self.registry = Registry(_db_url(self.root, self.config.registry.db))
         self.datastore = Datastore(self.root, self.config.datastore.formatters)
         self.run = run
@@ -74,7 +80,7 @@ class Butler:
             raise RepositoryError(f"{root} exists and is not a directory")
         uni = DimensionUniverse.from_file(universe) if universe else DimensionUniverse.default()
         root.mkdir(parents=True, exist_ok=True)
-        cfg = RepoConfig(registry=_RegistryConfig(db=db or REGISTRY_FILE),
+        cfg = RepoConfig(uuid=str(uuid.uuid4()), registry=_RegistryConfig(db=db or REGISTRY_FILE),
                          datastore=_DatastoreConfig(formatters=dict(formatters or {})))
         from .datastore.formatters import formatter_for
 
@@ -83,6 +89,34 @@ class Butler:
         Registry.create(_db_url(root.resolve(), cfg.registry.db), uni).close()
         (root / CONFIG_NAME).write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
         return cls(root)
+
+    def _add_uuid(self, cfg_path: Path) -> None:
+        """Repositories made before identities existed get one the first time they are opened (when writable)."""
+        self.config.uuid = str(uuid.uuid4())
+        tmp = cfg_path.with_name(f".{CONFIG_NAME}.{uuid.uuid4().hex[:8]}")
+        try:
+            tmp.write_text(yaml.safe_dump(self.config.model_dump(), sort_keys=False))
+            os.replace(tmp, cfg_path)
+        except OSError:
+            self.config.uuid = None  # read-only repository: it keeps no identity, graphs fall back to its path
+            tmp.unlink(missing_ok=True)
+
+    @property
+    def repo_id(self) -> str | None:
+        """The repository's identity, kept by copies of it (a copy holds the same data) and by moves."""
+        return self.config.uuid
+
+    def check_graph(self, header: Mapping[str, Any], source: str = "the quantum graph") -> None:
+        """Refuse a graph planned on another repository: its outputs would be registered here but predicted,
+        checked and linked against that one."""
+        planned = header.get("repo_id")
+        if planned and self.repo_id and planned != self.repo_id:
+            raise RepositoryError(
+                f"{source} was planned on repository {header.get('repo')} (id {planned}), not on {self.root} "
+                f"(id {self.repo_id}); plan it again against {self.root}")
+        if not planned and Path(header.get("repo", "")).resolve() != self.root:
+            raise RepositoryError(f"{source} was planned on repository {header.get('repo')}, not on {self.root}; "
+                                  f"plan it again against {self.root}")
 
     # -- convenience ----------------------------------------------------------------------------
     @property

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import OpenAstroError
-from ..execution.report import failed_quanta, find_quantum, open_run, report_json, write_html
+from ..execution.report import failed_quanta, find_quantum, open_run, report_json, run_state, write_html
 from ..execution.status import STATES
 from .common import console, user_errors
 
@@ -81,7 +81,7 @@ def status_main(run_dir) -> None:
     """Per-task x per-state counts of a run, live while it goes."""
     status = open_run(run_dir)
     counts = status.counts()
-    table = Table("task", *STATES, title=f"{status.meta('output_run')} — {status.meta('state')}")
+    table = Table("task", *STATES, title=f"{status.meta('output_run')} — {run_state(status)}")
     total = {s: 0 for s in STATES}
     for task, c in counts.items():
         table.add_row(task, *[str(c[s]) for s in STATES])

@@ -40,6 +40,10 @@ def _on_failure(info: dict) -> None:
                       f"{escape(info['message'][:300])}\n       log: {info['stderr']}", soft_wrap=True)
 
 
+def _notice(message: str) -> None:
+    err_console.print(f"note: {message}", markup=False, soft_wrap=True)
+
+
 def run_submission(sub: Submission) -> int:
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[counts]}"),
                   TimeElapsedColumn(), console=console, transient=False, disable=not console.is_terminal) as progress:
@@ -70,8 +74,9 @@ def main(repo, pipeline_spec, inputs, output_run, where, bind, overrides, overri
          clobber_outputs, qgraph, site, resume, save_qgraph) -> None:
     """Run a pipeline (or a saved graph) through Parsl; per-quantum logs and a summary in the run directory."""
     site_cfg, site_source = load_site(site) if site or not resume else (None, None)
+    notify = _notice
     if resume:
-        sub = Submission.resume(resume, site_cfg, site_source)
+        sub = Submission.resume(resume, site_cfg, site_source, notify=notify)
         console.print(f"resuming {sub.run_dir}")
     else:
         if qgraph:
@@ -84,5 +89,6 @@ def main(repo, pipeline_spec, inputs, output_run, where, bind, overrides, overri
             if save_qgraph:
                 graph.save(save_qgraph)
         print_counts(graph)
-        sub = Submission.start(butler, graph, site_cfg, site_source)
+        sub = Submission.start(butler, graph, site_cfg, site_source, notify=notify,
+                               graph_source=f"quantum graph {qgraph}" if qgraph else "the quantum graph")
     sys.exit(run_submission(sub))

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import OpenAstroError
 from ..registry.where import evaluate_where, parse_where, referenced_identifiers
+from .runlock import run_liveness
 from .status import StatusStore
 from .submit import GRAPH_FILE, STATUS_FILE, summarize
 
@@ -22,6 +23,18 @@ def open_run(run_dir: str | Path) -> StatusStore:
     if not (run_dir / STATUS_FILE).exists():
         raise OpenAstroError(f"{run_dir} is not a run directory of openastro-submit (no {STATUS_FILE})")
     return StatusStore(run_dir / STATUS_FILE)
+
+
+def run_state(status: StatusStore) -> str | None:
+    """The run's state as recorded, except that a run recorded ``running`` whose submit process is gone
+    (killed, its node lost) is ``dead``: nothing is moving it on until ``--resume``."""
+    state = status.meta("state")
+    if state != "running":
+        return state
+    holder = {"host": status.meta("submit_host"), "pid": status.meta("submit_pid"),
+              "pid_start": status.meta("submit_pid_start")}
+    alive = run_liveness(status.meta("repo") or ".", status.meta("output_run") or "", holder)
+    return "running" if alive else "dead"
 
 
 def tail(path: str | Path | None, lines: int = 20) -> list[str]:
@@ -77,7 +90,7 @@ def report_json(run_dir: Path, lines: int = 20) -> dict[str, Any]:
     saved = run_dir / "summary.json"
     if saved.exists():
         summary["wall_s"] = json.loads(saved.read_text()).get("wall_s")
-    summary["state"] = status.meta("state")
+    summary["state"] = run_state(status)
     summary["failed"] = failed_quanta(status, lines)
     summary["no_work"] = no_work_reasons(status)
     return summary

@@ -30,6 +30,7 @@ from ..graph.quantum_graph import QuantumGraph
 from ..registry.refs import DatasetType
 from .classify import classify_exception, classify_manifest, learn_manager_job, lost_job
 from .preflight import preflight
+from .runlock import RunLock, process_start_time
 from .site import SiteConfig, parsl_config
 from .status import DONE, STATES, StatusStore
 
@@ -64,6 +65,20 @@ def log_paths(run_dir: Path, task: str, data_id: dict, qid: str) -> dict[str, st
     return {"stdout": f"{base}.stdout", "stderr": f"{base}.stderr", "jsonl": f"{base}.jsonl"}
 
 
+def holding_repo(run_dir: Path, output_run: str) -> Path | None:
+    """The repository a run directory sits in (``REPO/submit/<output run>/<stamp>``), if it still sits in one.
+
+    A run directory resumes into the repository that holds it, so resuming a copy of a repository never
+    writes into the original."""
+    try:
+        root = run_dir.parents[len([p for p in output_run.split("/") if p])]
+    except IndexError:
+        return None
+    if root.name == "submit" and (root.parent / "butler.yaml").exists():
+        return root.parent
+    return None
+
+
 def new_run_dir(butler: Butler, output_run: str) -> Path:
     stamp = time.strftime("%Y%m%dT%H%M%S")
     base = butler.root / "submit" / output_run / stamp
@@ -96,8 +111,9 @@ class Submission:
 
     def __init__(self, butler: Butler, graph: QuantumGraph, run_dir: Path, site: SiteConfig, site_source: str,
                  *, progress: Callable[[dict[str, int], int], None] | None = None,
-                 on_failure: Callable[[dict], None] | None = None):
+                 on_failure: Callable[[dict], None] | None = None, lock: RunLock | None = None):
         self.butler = butler
+        self.lock = lock
         self.graph = graph
         self.run_dir = run_dir
         self.site = site
@@ -110,27 +126,39 @@ class Submission:
 
     # -- preparation --------------------------------------------------------------------------
     @classmethod
-    def start(cls, butler: Butler, graph: QuantumGraph, site: SiteConfig, site_source: str, **kw) -> "Submission":
+    def start(cls, butler: Butler, graph: QuantumGraph, site: SiteConfig, site_source: str, *,
+              graph_source: str = "the quantum graph", notify: Callable[[str], None] | None = None,
+              **kw) -> "Submission":
+        butler.check_graph(graph.header, graph_source)
         if site.uses_slurm:
             preflight(site, site_source)  # before a run directory or a job exists
-        run_dir = new_run_dir(butler, graph.output_run)
-        graph.save(run_dir / GRAPH_FILE)
-        sub = cls(butler, graph, run_dir, site, site_source, **kw)
-        sub.status.add_quanta((q.id, q.task, q.data_id, log_paths(run_dir, q.task, q.data_id, q.id))
-                              for q in graph.quanta.values())
-        sub.status.set_meta("output_run", graph.output_run)
-        sub.status.set_meta("repo", str(butler.root))
-        sub.status.set_meta("skipped", graph.header.get("skipped", {}))
+        lock = RunLock(butler.root, graph.output_run, notify=notify).acquire()
+        try:
+            run_dir = new_run_dir(butler, graph.output_run)
+            lock.set_run_dir(run_dir)
+            graph.save(run_dir / GRAPH_FILE)
+            sub = cls(butler, graph, run_dir, site, site_source, lock=lock, **kw)
+            sub.status.add_quanta((q.id, q.task, q.data_id, log_paths(run_dir, q.task, q.data_id, q.id))
+                                  for q in graph.quanta.values())
+            sub.status.set_meta("output_run", graph.output_run)
+            sub.status.set_meta("repo", str(butler.root))
+            sub.status.set_meta("repo_id", butler.repo_id)
+            sub.status.set_meta("skipped", graph.header.get("skipped", {}))
+        except BaseException:
+            lock.release()
+            raise
         return sub
 
     @classmethod
-    def resume(cls, run_dir: str | Path, site: SiteConfig | None = None, site_source: str | None = None, **kw) -> "Submission":
+    def resume(cls, run_dir: str | Path, site: SiteConfig | None = None, site_source: str | None = None, *,
+               notify: Callable[[str], None] | None = None, **kw) -> "Submission":
         run_dir = Path(run_dir).resolve()
         if not (run_dir / GRAPH_FILE).exists() or not (run_dir / STATUS_FILE).exists():
             raise OpenAstroError(f"{run_dir} is not a run directory (needs {GRAPH_FILE} and {STATUS_FILE})")
         graph = QuantumGraph.load(run_dir / GRAPH_FILE)
         status = StatusStore(run_dir / STATUS_FILE)
-        repo = status.meta("repo") or graph.header["repo"]
+        butler = Butler(holding_repo(run_dir, graph.output_run) or status.meta("repo") or graph.header["repo"])
+        butler.check_graph(graph.header, f"the run directory {run_dir}")
         if site is None:
             from .site import load_site
 
@@ -138,7 +166,12 @@ class Submission:
         status.close()
         if site.uses_slurm:
             preflight(site, site_source or "")
-        return cls(Butler(repo), graph, run_dir, site, site_source or "", **kw)
+        lock = RunLock(butler.root, graph.output_run, run_dir, notify=notify).acquire()
+        try:
+            return cls(butler, graph, run_dir, site, site_source or "", lock=lock, **kw)
+        except BaseException:
+            lock.release()
+            raise
 
     def _register_types_and_run(self) -> None:
         reg = self.butler.registry
@@ -181,7 +214,11 @@ class Submission:
         for conn, ids in q.inputs.items():
             inputs[conn] = {"multiple": info.connections[conn]["multiple"],
                             "lazy": info.connections[conn].get("lazy", False),
-                            "datasets": [{"path": ds[i].path, "formatter": ds[i].formatter, "data_id": ds[i].data_id}
+                            "datasets": [{"path": ds[i].path, "formatter": ds[i].formatter, "data_id": ds[i].data_id,
+                                          # what the runner checks the file against before reading it
+                                          "dataset_type": ds[i].dataset_type, "checksum": ds[i].checksum,
+                                          "size": getattr(ds[i], "size", None),
+                                          "mtime_ns": getattr(ds[i], "mtime_ns", None)}
                                          for i in ids if i not in self._missing]}
         outputs = {}
         for conn, (oid,) in q.outputs.items():
@@ -196,13 +233,26 @@ class Submission:
                 records[dim] = rec
         payload = {"quantum_id": qid, "task": q.task, "class_path": info.class_path, "config": info.config,
                    "data_id": q.data_id, "inputs": inputs, "outputs": outputs, "records": records,
-                   "datastore_root": self.graph.header["datastore_root"],
+                   "datastore_root": str(self.butler.datastore.root),
                    "logs": log_paths(self.run_dir, q.task, q.data_id, qid),
                    "checkpoint_dir": str(self.run_dir / "checkpoints" / q.task / data_id_dirname(q.data_id) / qid)}
         return payload, self.site.route(info.resources)
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self) -> Summary:
+        """Run what is left of the graph; the output run's writer lock is released however this ends."""
+        try:
+            return self._run()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Give up the writer lock without running (a CLI that stops between start/resume and run)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    def _run(self) -> Summary:
         import parsl
         from parsl import python_app
 
@@ -214,6 +264,7 @@ class Submission:
         self.status.set_meta("site_path", self.site_source if Path(self.site_source).exists() else None)
         self.status.set_meta("submit_pid", os.getpid())
         self.status.set_meta("submit_host", self.host)
+        self.status.set_meta("submit_pid_start", process_start_time(os.getpid()))
         self.status.set_meta("state", "running")
         self.status.event("start", pid=os.getpid(), site=self.site_source, quanta=len(self.graph.quanta))
         upstream = self.graph.upstream()

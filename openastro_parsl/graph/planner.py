@@ -284,6 +284,7 @@ class Planner:
                         bucket[",".join(f"{d}={v}" for d, v in zip(req, k))] = table[k]
         header = {
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "repo": str(self.butler.root),
+            "repo_id": self.butler.repo_id,
             "datastore_root": str(self.butler.datastore.root), "pipeline": self.pipeline_spec,
             "inputs": self.inputs, "output_run": self.output_run, "where": self.where, "binds": self.binds,
             "skip_existing_in": self.skip_existing_in, "clobber_outputs": self.clobber,
