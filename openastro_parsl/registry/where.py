@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, NoReturn
 
 import sqlalchemy as sa
+from sqlalchemy.sql.elements import Grouping
 
 from openastro_parsl.errors import WhereError
 
@@ -745,10 +746,10 @@ def compile_where(
 
     def emit(r: _Resolved) -> ColumnElement[bool]:
         if isinstance(r, _RBool):
-            parts = [emit(child) for child in r.operands]
+            parts = [emit(child) for child in (r.operands if r.is_and else _merge_equalities(r.operands))]
             if not parts:
                 return sa.true() if r.is_and else sa.false()
-            return sa.and_(*parts) if r.is_and else sa.or_(*parts)
+            return _balanced(sa.and_ if r.is_and else sa.or_, parts)
         if isinstance(r, _RNot):
             return sa.not_(emit(r.operand))
         if isinstance(r, _RCompare):
@@ -758,6 +759,50 @@ def compile_where(
         return col(r.left).not_in(values) if r.negated else col(r.left).in_(values)
 
     return emit(resolved)
+
+
+def _merge_equalities(operands: tuple[_Resolved, ...]) -> list[_Resolved]:
+    """``x = 1 OR x = 2 OR x IN (3, 4)`` as ``x IN (1, 2, 3, 4)``: the same rows (also under SQL's NULL logic),
+    one list instead of thousands of terms when a script writes its data IDs out one by one."""
+    lists: dict[tuple[str, str | None], list[object]] = {}
+    out: list[_Resolved] = []
+    for r in operands:
+        dim, values = None, None
+        if isinstance(r, _RCompare) and r.op == "=" and isinstance(r.right, _Val) and r.right.value is not None:
+            dim, values = r.left, [r.right.value]
+        elif isinstance(r, _RIn) and not r.negated:
+            dim, values = r.left, list(r.values)
+        if dim is None:
+            out.append(r)
+            continue
+        key = (dim.ident.dimension, dim.ident.attribute)
+        if key in lists:
+            lists[key].extend(values)
+        else:
+            lists[key] = values
+            out.append(_RIn(dim, (), False))  # stands for the merged list, keeping the terms' order
+    return [_RIn(r.left, tuple(dict.fromkeys(lists[(r.left.ident.dimension, r.left.ident.attribute)])), False)
+            if isinstance(r, _RIn) and not r.values and not r.negated else r for r in out]
+
+
+def _balanced(combine, parts: list[ColumnElement[bool]]) -> ColumnElement[bool]:
+    """``combine`` of many terms as a balanced, parenthesised tree: SQLite parses a flat ``a OR b OR ...`` into
+    a chain one level deeper per term and refuses chains past 1,000 ("expression tree is too large")."""
+    if len(parts) <= 64:
+        return combine(*parts)
+    mid = len(parts) // 2
+    return combine(_Parens(_balanced(combine, parts[:mid])), _Parens(_balanced(combine, parts[mid:])))
+
+
+class _Parens(Grouping):
+    """Parentheses SQLAlchemy keeps: a plain Grouping passes on its element's operator, so ``or_`` would flatten
+    it back into one long chain."""
+
+    inherit_cache = True
+
+    @property
+    def operator(self):
+        return None
 
 
 def where_clause(
