@@ -1,11 +1,23 @@
-"""File checksums: how ingest deduplicates and `verify` proves files are what the registry says."""
+"""File checksums: how ingest deduplicates, `verify` proves files are what the registry says, and a quantum
+proves each input is still the file that was registered before it reads it."""
 
 from __future__ import annotations
 
 import hashlib
+import os
+import time
 from pathlib import Path
 
+from ..errors import OpenAstroError
+
 _CHUNK = 1 << 20
+
+VERIFY_ENV = "OPENASTRO_VERIFY_INPUTS"
+VERIFY_MODES = ("off", "fast", "full")
+
+
+class InputChecksumError(OpenAstroError):
+    """A quantum's input file is not the one registered (changed, replaced or gone since)."""
 
 
 def file_checksum(path: str | Path) -> str:
@@ -15,3 +27,48 @@ def file_checksum(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(_CHUNK), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def verify_mode() -> str:
+    """How workers check inputs, from the environment (inherited by HTEX workers; export it in a site's
+    ``worker_init`` on a cluster): ``off``, ``fast`` (the default) or ``full``."""
+    mode = os.environ.get(VERIFY_ENV, "").strip().lower() or "fast"
+    if mode not in VERIFY_MODES:
+        raise OpenAstroError(f"{VERIFY_ENV}={mode!r}: choose one of {', '.join(VERIFY_MODES)}")
+    return mode
+
+
+# (device, inode, size, mtime_ns, ctime_ns) -> checksum, for files this process has hashed. A worker runs
+# many quanta that read the same raws; ctime cannot be set back by a user, so an edit that keeps the size
+# and restores the mtime still changes the key.
+_hashed: dict[tuple[int, ...], str] = {}
+
+
+def changed_checksum(path: str | Path, checksum: str, *, size: int | None = None, mtime_ns: int | None = None,
+                     mode: str = "fast") -> str | None:
+    """None when ``path`` still holds the content of ``checksum``, else the checksum found ("missing" for a
+    file that is gone).
+
+    ``fast`` trusts a file whose size and mtime are those recorded with the checksum (``size``/``mtime_ns``)
+    or that this process hashed unchanged before; anything else is hashed, so a ``touch`` or a copy that kept
+    the content passes. ``full`` hashes every time.
+    """
+    if mode == "off":
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "missing"
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if mode == "fast":
+        if size is not None and mtime_ns is not None and (st.st_size, st.st_mtime_ns) == (size, mtime_ns):
+            return None
+        if _hashed.get(key) == checksum:
+            return None
+    found = file_checksum(path)
+    # A file written within the last seconds may change again inside the same timestamp tick: not cached.
+    if found == checksum and time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > 2_000_000_000:
+        if len(_hashed) > 100_000:
+            _hashed.clear()
+        _hashed[key] = found
+    return None if found == checksum else found

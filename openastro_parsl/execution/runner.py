@@ -88,9 +88,27 @@ def captured_output(stdout_path: Path, stderr_path: Path):
         err.close()
 
 
+def _check_input(d: dict, path: Path, mode: str) -> None:
+    """Refuse an input whose file is not the one registered (edited, replaced or gone since): a raw changed
+    in place would otherwise be processed silently. Outputs of this run's own quanta carry no checksum yet."""
+    from ..datastore.checksum import InputChecksumError, changed_checksum
+
+    if not d.get("checksum"):
+        return
+    found = changed_checksum(path, d["checksum"], size=d.get("size"), mtime_ns=d.get("mtime_ns"), mode=mode)
+    if found is not None:
+        what = f"input {d['dataset_type']} {d['data_id']}"
+        if found == "missing":
+            raise InputChecksumError(f"{what}: file {path} is missing")
+        raise InputChecksumError(f"{what}: file {path} is not the registered one: sha256 expected {d['checksum']}, "
+                                 f"found {found}")
+
+
 def _read_inputs(payload: dict, root: Path) -> tuple[dict[str, Any], dict[str, list[dict]]]:
+    from ..datastore.checksum import verify_mode
     from ..datastore.formatters import formatter_named
 
+    mode = verify_mode()
     objs: dict[str, Any] = {}
     data_ids: dict[str, list[dict]] = {}
     for conn, spec in payload["inputs"].items():
@@ -98,6 +116,7 @@ def _read_inputs(payload: dict, root: Path) -> tuple[dict[str, Any], dict[str, l
         for d in spec["datasets"]:
             path = Path(d["path"])
             path = path if path.is_absolute() else root / path
+            _check_input(d, path, mode)
             items.append(formatter_named(d["formatter"]).read(path, {"lazy": True} if spec.get("lazy") else None))
         objs[conn] = items if spec["multiple"] else items[0]
         data_ids[conn] = [d["data_id"] for d in spec["datasets"]]

@@ -59,7 +59,7 @@ class TranslatorConfig(BaseModel):
     instrument_from: list[str] = Field(default_factory=list)
     keys: _Keys
     filters: dict[str, str] = Field(default_factory=dict)
-    default_band: str = "clear"
+    default_band: str | None = None   # band of a frame without a filter card; none unless declared
     default_field: str = "unassigned"
     day_obs_offset_hours: float = 0.0
 
@@ -152,6 +152,24 @@ class Translator:
                 return value.strip() if isinstance(value, str) else value
         return None
 
+    def _band(self, header: fits.Header) -> tuple[str, Any]:
+        """(band, filter name): from ``filters`` when the translator lists its filters (one it does not list
+        is refused, not made a new band), else the name itself; ``default_band`` only where declared."""
+        c = self.config
+        card = next((k for k in c.keys.physical_filter if header.get(k) not in (None, "")), None)
+        if card is None:
+            if c.default_band is None:
+                raise IngestError(f"no filter card in header (looked for {', '.join(c.keys.physical_filter)}); "
+                                  f"instrument {self.name} declares no default_band")
+            return c.default_band, None
+        physical = self._first(header, [card])
+        if not c.filters:
+            return _slug(str(physical)), physical
+        if str(physical) not in c.filters:
+            raise IngestError(f"{card}={str(physical)!r} is not a filter of instrument {self.name} (known: "
+                              f"{', '.join(c.filters)}; add it under filters: in instruments.yaml)")
+        return c.filters[str(physical)], physical
+
     def translate(self, header: fits.Header) -> Translated:
         c, k = self.config, self.config.keys
         if c.instrument_from:
@@ -182,8 +200,7 @@ class Translator:
             else:
                 source = _parse_date(header, k.exposure.from_date) if k.exposure.from_date in header else start
                 exposure = int(source.strftime("%Y%m%d%H%M%S"))
-        physical = self._first(header, k.physical_filter)
-        band = c.filters.get(str(physical), _slug(str(physical)) if physical is not None else c.default_band)
+        band, physical = self._band(header)
         field_name = self._first(header, k.field)
         field = _slug(str(field_name)) if field_name is not None else c.default_field
         ra = self._first(header, k.ra)
@@ -233,5 +250,22 @@ def load_translators(repo_root: Path | None = None) -> list[Translator]:
 def translate_header(header: fits.Header, translators: list[Translator]) -> tuple[str, Translated]:
     for tr in translators:
         if tr.matches(header):
+            if not tr.config.match:
+                _refuse_known_telescope(header, translators)
             return tr.name, tr.translate(header)
     raise IngestError("no header translator matches (add one to instruments.yaml)")
+
+
+def _refuse_known_telescope(header: fits.Header, translators: list[Translator]) -> None:
+    """A frame from a telescope a translator knows, whose INSTRUME is missing or not that translator's, would
+    fall through to the catch-all and be ingested as a new instrument named after the telescope."""
+    telescope = str(header.get("TELESCOP", "")).strip()
+    owners = [t.name for t in translators if t.config.match and (t.config.telescope or "").lower() == telescope.lower()]
+    if not telescope or not owners:
+        return
+    instrume = str(header.get("INSTRUME", "")).strip()
+    if not instrume:
+        raise IngestError(f"no INSTRUME card in header; TELESCOP={telescope!r} is the telescope of instrument "
+                          f"{', '.join(owners)}: the instrument is not guessed")
+    raise IngestError(f"INSTRUME={instrume!r} is not a known instrument of TELESCOP={telescope!r} "
+                      f"(known: {', '.join(owners)})")

@@ -1,0 +1,55 @@
+"""Ingest refuses frames it would have to guess (issue 12, item 6): a missing or unknown INSTRUME or FILTER
+is quarantined with that reason instead of becoming instrument `lco-1m` or band `clear`; a default applies
+only where a translator declares it."""
+
+from openastro_parsl.ingest.ingest import ingest_raws
+
+from testdata import lco_header, write_frame
+
+
+def _without(header: dict, *cards: str) -> dict:
+    return {k: v for k, v in header.items() if k not in cards}
+
+
+def test_missing_or_unknown_instrument_or_filter_is_quarantined(butler, tmp_path):
+    src = tmp_path / "incoming"
+    src.mkdir()
+    frames = {
+        "good.fits": lco_header(1),
+        "no_instrume.fits": _without(lco_header(2), "INSTRUME"),
+        "other_instrume.fits": lco_header(3) | {"INSTRUME": "lco2m"},
+        "no_filter.fits": _without(lco_header(4), "FILTER"),
+        "blank_filter.fits": lco_header(5, filt=""),
+        "unknown_filter.fits": lco_header(6, filt="zs"),
+    }
+    files = [write_frame(src / name, h, seed=i) for i, (name, h) in enumerate(frames.items())]
+    rep = ingest_raws(butler, files, transfer="copy")
+    assert [r.data_id for r in rep.ingested] == [{"instrument": "lco1m", "exposure": 1, "band": "r", "field": "demo1"}]
+    reasons = {p.name: r for p, r in rep.quarantined}
+    assert set(reasons) == set(frames) - {"good.fits"}
+    assert "no INSTRUME card" in reasons["no_instrume.fits"] and "lco1m" in reasons["no_instrume.fits"]
+    assert "INSTRUME='lco2m' is not a known instrument of TELESCOP='LCO-1m'" in reasons["other_instrume.fits"]
+    for name in ("no_filter.fits", "blank_filter.fits"):
+        assert "no filter card" in reasons[name] and "FILTER" in reasons[name]
+    assert "FILTER='zs' is not a filter of instrument lco1m" in reasons["unknown_filter.fits"]
+    for name, reason in reasons.items():
+        line = (butler.root / "quarantine" / f"{name}.reason").read_text()
+        assert line.count("\n") == 1 and reason in line
+    assert [r["name"] for r in butler.registry.dimension_records("instrument")] == ["lco1m"]
+    assert [r["name"] for r in butler.registry.dimension_records("band")] == ["r"]
+
+
+def test_a_default_band_applies_only_where_declared(butler, tmp_path):
+    """An unfiltered camera is refused until its translator says what band its frames are; the catch-all
+    translator declares `clear` for the real unfiltered frames (M13, DSS) it ingests."""
+    header = {"INSTRUME": "MyCam", "FRAMENO": 7, "OBJECT": "NGC 1234", "DATE-OBS": "2026-01-02T03:04:05"}
+    translator = "instruments:\n  mycam:\n    match: {INSTRUME: [MyCam]}\n    keys:\n      exposure: {key: FRAMENO}\n"
+    (butler.root / "instruments.yaml").write_text(translator)
+    rep = ingest_raws(butler, [write_frame(tmp_path / "a.fits", header)])
+    assert not rep.ingested and "instrument mycam declares no default_band" in rep.quarantined[0][1]
+    (butler.root / "instruments.yaml").write_text(translator + "    default_band: clear\n")
+    (ref,) = ingest_raws(butler, [write_frame(tmp_path / "b.fits", header)]).ingested
+    assert ref.data_id["band"] == "clear"
+    amateur = {"INSTRUME": "Orion SSDSI", "DATE-OBS": "2013-05-05T04:09:39", "EXPTIME": 5.0}
+    (ref,) = ingest_raws(butler, [write_frame(tmp_path / "c.fits", amateur)]).ingested
+    assert ref.data_id["instrument"] == "orion-ssdsi" and ref.data_id["band"] == "clear"
