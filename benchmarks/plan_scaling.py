@@ -121,7 +121,8 @@ def build(root: Path, quanta: int, done_fraction: float) -> None:
     reg.register_dataset_type(calexp)
     reg.register_run("calexps")
     loc = {"path": "x.fits", "checksum": "0" * 64, "size": 1, "formatter": "fits-image"}
-    reg.insert_datasets(calexp, "calexps", [({"instrument": "LSSTCam", "visit": v["id"]}, loc) for v in visits])
+    reg.insert_datasets(calexp, "calexps", [({"instrument": "LSSTCam", "visit": v["id"]},
+                                                {**loc, "path": f"calexps/calexp/calexp_{v['id']}.fits"}) for v in visits])
     if done_fraction > 0:  # outputs of a partly finished earlier run
         from openastro_parsl.graph.planner import Planner
         from openastro_parsl.pipeline.pipeline import load_pipeline
@@ -135,7 +136,7 @@ def build(root: Path, quanta: int, done_fraction: float) -> None:
             for ids in q.outputs.values():
                 for d in ids:
                     n = graph.datasets[d]
-                    by_type.setdefault(n.dataset_type, []).append((n.data_id, loc))
+                    by_type.setdefault(n.dataset_type, []).append((n.data_id, {**loc, "path": n.path}))
         for name, items in by_type.items():
             dt = graph.dataset_types[name]
             reg.register_dataset_type(DatasetType(name, tuple(dt["dimensions"]), dt["storage_class"]))

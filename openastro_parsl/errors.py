@@ -39,3 +39,11 @@ class FormatterError(OpenAstroError):
 
 class IngestError(OpenAstroError):
     """A file could not be ingested (its reason goes to the quarantine)."""
+
+
+class CollectionNameError(OpenAstroError):
+    """A collection (run, chain, tagged) name breaks the name grammar of ``registry/names.py``."""
+
+
+class DatastorePathError(OpenAstroError):
+    """A datastore path would leave the repository, or a dataset's file name cannot be formed."""

@@ -15,30 +15,66 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..errors import FormatterError, OpenAstroError
+from ..errors import DatastorePathError, FormatterError, OpenAstroError
 from .checksum import file_checksum
 from .formatters import Formatter, formatter_for, formatter_named
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]")
+_PLAIN = re.compile(r"[A-Za-z0-9._+=-]+")
+_PLAIN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._+=-")
+NAME_MAX = 255  # bytes in one file or folder name on common file systems
 TRANSFER_MODES = ("copy", "symlink", "direct", "move")
 # Rename is atomic against a killed process either way; fsync (OPENASTRO_FSYNC=1) adds safety against a
 # power cut at a few ms per file, which at thousands of small outputs per minute is most of the cost.
 FSYNC = os.environ.get("OPENASTRO_FSYNC", "0") == "1"
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=65536, typed=True)
 def _safe(part: Any) -> str:
-    text = _UNSAFE.sub("_", str(part))
-    return text if text not in ("", ".", "..") else f"_{text}_"
+    """One path component for a run component or data-ID value, reversibly: ordinary text (letters, digits,
+    ``._+=-``) stays as it is and anything else is percent-encoded (UTF-8), so that two different values
+    never share a folder or file (folding ``:`` or ``é`` to ``_`` made different datasets overwrite each other)."""
+    text = str(part)
+    if text in (".", ".."):
+        return text.replace(".", "%2E")
+    if not text:
+        return "%"  # no encoded value is a bare '%'
+    if _PLAIN.fullmatch(text):
+        return text
+    return "".join(ch if ch in _PLAIN_CHARS else "".join(f"%{b:02X}" for b in ch.encode("utf-8", "surrogatepass"))
+                   for ch in text)
 
 
 def dataset_relpath(run: str, dataset_type: str, key_dims: Sequence[str], data_id: Mapping[str, Any],
                     extension: str) -> str:
-    """``run/datasetType/<all but the last key value>/datasetType_<values>.ext``: few files per directory."""
-    run_parts = [_safe(p) for p in run.split("/") if p]
+    """``run/datasetType/<all but the last key value>/datasetType_<values>.ext``: few files per directory.
+
+    Injective for a dataset type's fixed key dimensions: the folders carry every value but the last, which the
+    file name then determines. A name too long for the file system is refused here, not as an OSError later.
+    """
     values = [_safe(data_id[d]) for d in key_dims]
-    stem = "_".join([dataset_type] + values)
-    return "/".join(run_parts + [dataset_type] + values[:-1] + [stem + extension])
+    parts = [run_relpath(run), dataset_type] + values[:-1] + ["_".join([dataset_type] + values) + extension]
+    for part in parts[1:]:
+        if len(part.encode()) > NAME_MAX:
+            raise DatastorePathError(
+                f"cannot store {dataset_type} {dict(data_id)}: the file or folder name {part[:40]!r}... is "
+                f"{len(part.encode())} bytes, more than the file system's {NAME_MAX} (shorten the data ID values)")
+    return "/".join(parts)
+
+
+@lru_cache(maxsize=1024)
+def run_relpath(run: str) -> str:
+    """The folder of a run under the repository root (empty components, as in ``u//x``, are dropped)."""
+    return "/".join(_safe(p) for p in run.split("/") if p)
+
+
+def check_relpath(rel: str, what: str = "output path") -> str:
+    """Refuse a path that would leave the repository: absolute, empty, or with a '..' component (a graph
+    edited by hand, or planned elsewhere). Symbolic links the user made inside the repository are trusted."""
+    if not isinstance(rel, str) or not rel or os.path.isabs(rel) or ".." in rel.replace("\\", "/").split("/") \
+            or "\0" in rel:
+        raise DatastorePathError(f"{what} {rel!r} is not inside the repository: datastore paths must be relative "
+                                 "to the repository root, without '..' components")
+    return rel
 
 
 class Datastore:
@@ -55,15 +91,21 @@ class Datastore:
 
     def write(self, obj: Any, *, dataset_type: str, storage_class: str, key_dims: Sequence[str],
               data_id: Mapping[str, Any], run: str) -> dict[str, Any]:
-        """Write ``obj`` atomically at its layout path; return its location record."""
+        """Write ``obj`` atomically at its layout path; return its location record.
+
+        Never replaces a file already there: it may belong to another dataset (the caller registers this one
+        only after the write, too late to save the other file)."""
         fmt = self.formatter(storage_class)
         rel = dataset_relpath(run, dataset_type, key_dims, data_id, fmt.extension)
+        if (self.root / rel).exists() or (self.root / rel).is_symlink():
+            raise OpenAstroError(f"{self.root / rel} already exists in the datastore; refusing to overwrite it "
+                                 "(if no dataset is registered at that path, it was left by a failed write: remove it)")
         return self.write_at(obj, rel, fmt.name, what=f"{dataset_type} {dict(data_id)}")
 
     def write_at(self, obj: Any, rel: str, formatter: str, what: str = "") -> dict[str, Any]:
         """Write ``obj`` at ``rel`` (a path planned in advance) with temp file + rename; return its location."""
         fmt = formatter_named(formatter)
-        dest = self.root / rel
+        dest = self.root / check_relpath(rel, f"output path of {what}" if what else "output path")
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.parent / f".tmp-{uuid.uuid4().hex[:12]}-{dest.name}"
         try:

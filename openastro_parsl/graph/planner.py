@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..butler import Butler
-from ..datastore.datastore import dataset_relpath
+from ..datastore.datastore import dataset_relpath, run_relpath
 from ..errors import OpenAstroError
 from ..pipeline.connections import Connection
 from ..pipeline.pipeline import Pipeline, TaskDef
+from ..registry.names import validate_collection_name
 from ..registry.refs import CollectionType, DatasetRef, DatasetType
 from ..registry.where import evaluate_where, parse_where, referenced_identifiers
 from .quantum_graph import DatasetNode, Quantum, QuantumGraph, TaskInfo, dataset_uuid, paused_gc, quantum_uuid
@@ -128,6 +129,34 @@ class Planner:
             raise PlanningError("dataset type conflicts:\n  " + "\n  ".join(problems))
         return {k: v[0] for k, v in seen.items()}
 
+    def _check_names(self) -> None:
+        """A new output run must follow the name grammar before anything is made for it; a collection that
+        does not exist gets the grammar's reason when that is why (existing names are read as they are)."""
+        if not self.registry.has_collection(self.output_run):
+            validate_collection_name(self.output_run, "output run")
+        for name in self.inputs + self.skip_existing_in:
+            if not self.registry.has_collection(name):
+                validate_collection_name(name, "input collection")
+
+    def _check_paths_free(self, datasets: dict[str, DatasetNode], quanta: dict[str, Quantum]) -> None:
+        """No planned output may land on a file registered to another dataset (say, of a run whose name
+        mapped to the same folder before names were checked): it would be overwritten before any registry
+        could refuse it. One range query over the output run's folder."""
+        taken = self.registry.registered_paths_under(run_relpath(self.output_run))
+        if not taken:
+            return
+        problems = []
+        for q in quanta.values():
+            for ids in q.outputs.values():
+                for i in ids:
+                    owner = taken.get(datasets[i].path)
+                    if owner is not None and owner != i and owner not in q.clobber and len(problems) < 20:
+                        problems.append(f"{datasets[i].path} (planned for {q.task}) is the file of "
+                                        f"{self.registry.get_dataset(owner) or owner}")
+        if problems:
+            raise PlanningError(f"output run {self.output_run!r} would overwrite files of other datasets; choose "
+                                "another -o:\n  " + "\n  ".join(problems))
+
     def _check_output_run(self) -> None:
         info = self.registry.query_collections(self.output_run)
         if not info:
@@ -170,6 +199,7 @@ class Planner:
             raise PlanningError("no input collections given (-i)")
         if not len(self.pipeline):
             raise PlanningError("the pipeline selection holds no tasks")
+        self._check_names()
         self.registry.resolve_collections(self.inputs)  # every input collection exists
         if self.skip_existing_in:
             self.registry.resolve_collections(self.skip_existing_in)
@@ -271,6 +301,7 @@ class Planner:
                                 + "\n  ".join(partial_problems[:50]))
         if not quanta:
             raise PlanningError(self._why_empty())
+        self._check_paths_free(datasets, quanta)
         # The records of each quantum's own dimensions travel with the graph (tasks may ask for them).
         records: dict[str, dict[str, dict]] = {}
         for label, info in tasks.items():

@@ -12,14 +12,17 @@ import gc
 import gzip
 import hashlib
 import json
+import re
 import time
 import uuid
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..errors import OpenAstroError
+from ..datastore.datastore import check_relpath, run_relpath
+from ..errors import DatastorePathError, OpenAstroError
 
 FORMAT = "openastro-qgraph"
 VERSION = 1
@@ -183,18 +186,36 @@ class QuantumGraph:
 
     @classmethod
     def _load(cls, path: Path) -> "QuantumGraph":
+        """Any damage (truncated, empty, another gzip or JSON, a hand edit) is one GraphFormatError naming
+        the file, and outputs that would be written outside their run's folder are refused here, before a
+        submit makes anything."""
         try:
-            with gzip.open(path, "rt") as f:
+            if path.is_file() and path.stat().st_size == 0:
+                raise GraphFormatError(f"{path}: empty file (0 bytes), not a quantum graph")
+            with gzip.open(path, "rt", encoding="utf-8") as f:
                 doc = json.load(f)
         except FileNotFoundError:
             raise GraphFormatError(f"{path}: no such quantum graph file") from None
-        except (OSError, ValueError, EOFError) as exc:
-            raise GraphFormatError(f"{path}: not a quantum graph file ({exc})") from None
+        except (OSError, ValueError, EOFError, zlib.error) as exc:
+            raise GraphFormatError(f"{path}: not a quantum graph file, or a truncated one ({exc})") from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise GraphFormatError(f"{path}: not an openastro-parsl quantum graph")
         if doc.get("version") != VERSION:
             raise GraphFormatError(f"{path}: quantum graph format version {doc.get('version')}; this openastro-parsl "
                                    f"reads version {VERSION} (re-plan with openastro-plan)")
+        try:
+            graph = cls._from_doc(doc)
+            graph.check_output_paths()
+        except DatastorePathError as exc:
+            raise DatastorePathError(f"{path}: {exc}") from None
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            what = f"no {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+            raise GraphFormatError(f"{path}: damaged or foreign quantum graph ({what}); re-plan with openastro-plan") \
+                from None
+        return graph
+
+    @classmethod
+    def _from_doc(cls, doc: dict[str, Any]) -> "QuantumGraph":
         runs = doc["runs"]
         datasets: dict[str, DatasetNode] = {}
         ids: list[str] = []
@@ -214,7 +235,38 @@ class QuantumGraph:
                                             {c: [ids[i] for i in v] for c, v in outputs.items()}, clobber)
         quanta = {qid: quanta_by_id[qid] for qid in doc["order"]}
         tasks = {k: TaskInfo(**{**v, "dimensions": tuple(v["dimensions"])}) for k, v in doc["tasks"].items()}
+        for q in quanta.values():
+            if q.task not in tasks:
+                raise ValueError(f"quantum {q.id} of unknown task {q.task!r}")
         return cls(doc["header"], tasks, doc["dataset_types"], datasets, quanta, doc.get("records", {}))
+
+    def check_output_paths(self) -> None:
+        """Every predicted output lies in its own run's folder, at one path of its own: a graph edited by hand
+        (or planned for another repository layout) must not write over other runs' files or outside the
+        repository. Inputs are not checked: directly ingested files may live anywhere."""
+        run = check_relpath(self.output_run, "output run")
+        if "." in run.split("/"):
+            raise DatastorePathError(f"output run {run!r} has a '.' component")
+        # Graphs planned before run names were checked folded odd characters to '_' (still inside the run).
+        legacy = "/".join(re.sub(r"[^A-Za-z0-9._+=-]", "_", p) for p in run.split("/") if p)
+        folders = (run_relpath(run) + "/", legacy + "/")
+        allowed: dict[str, tuple[str, ...]] = {}
+        seen: dict[str, str] = {}
+        for q in self.quanta.values():
+            for ids in q.outputs.values():
+                for i in ids:
+                    node = self.datasets[i]
+                    path, dt = node.path, node.dataset_type
+                    prefixes = allowed.get(dt) or allowed.setdefault(dt, tuple(f"{f}{dt}/" for f in folders))
+                    if not isinstance(path, str) or not path.startswith(prefixes) or "/../" in path \
+                            or path.endswith("/..") or "\0" in path:
+                        raise DatastorePathError(
+                            f"output {dt} {node.data_id} of task {q.task!r} has path {path!r}, outside its run's "
+                            f"folder {folders[0]!r} in the repository; the graph was edited or is damaged (re-plan "
+                            "with openastro-plan)")
+                    if seen.setdefault(path, i) != i:
+                        raise DatastorePathError(f"two outputs of the graph share the path {path!r}; the graph was "
+                                                 "edited or is damaged (re-plan with openastro-plan)")
 
     def record(self, dimension: str, data_id: dict[str, Any], universe_required: tuple[str, ...]) -> dict[str, Any] | None:
         key = ",".join(f"{d}={data_id[d]}" for d in universe_required)

@@ -16,11 +16,12 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from sqlalchemy import and_, create_engine, event, func, inspect, or_, select, text as sql_text
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 
 from ..errors import ConflictError, DataIdError, MissingDatasetError, RepositoryError, WhereError
+from .names import validate_collection_name
 from .refs import CollectionInfo, CollectionType, DatasetRef, DatasetType
-from .schema import MAGIC, SCHEMA_VERSION, Schema, build_schema
+from .schema import MAGIC, PATH_INDEX, SCHEMA_VERSION, Schema, build_schema
 from .universe import DimensionUniverse
 from .where import compile_where, parse_where, referenced_identifiers
 
@@ -33,10 +34,23 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
+# SQLite's words for a file that is not (or no longer) a whole database.
+_DAMAGED = ("file is not a database", "database disk image is malformed", "file is encrypted")
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 60})
         event.listen(engine, "connect", _sqlite_pragmas)
+        where = _sqlite_path(url) or url
+
+        def damaged(context) -> None:
+            """Damage found in the middle of a query is one clear line too, not a DatabaseError traceback."""
+            msg = str(context.original_exception)
+            if any(word in msg for word in _DAMAGED):
+                raise RepositoryError(f"registry database {where} is damaged ({msg}); restore it from a backup")
+
+        event.listen(engine, "handle_error", damaged)
         return engine
     return create_engine(url, pool_pre_ping=True)
 
@@ -47,14 +61,46 @@ def _sqlite_path(url: str) -> Path | None:
     return None
 
 
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_sqlite_file(path: Path) -> None:
+    """Name what is wrong with a registry file before SQLite sees it: SQLite would re-create a missing one,
+    take an empty one for a new database, and call anything else just 'not a database'."""
+    if not path.exists():
+        raise RepositoryError(f"no registry database at {path}: the file is missing (deleted or moved?) and a "
+                              "repository cannot be opened without it; restore it from a backup")
+    if not path.is_file():
+        raise RepositoryError(f"registry database {path} is not a file")
+    size = path.stat().st_size
+    if size == 0:
+        raise RepositoryError(f"registry database {path} is empty (0 bytes): it was truncated or replaced; "
+                              "restore it from a backup")
+    with open(path, "rb") as f:
+        head = f.read(100)
+    if not head.startswith(_SQLITE_HEADER):
+        raise RepositoryError(f"registry database {path} is not an SQLite database (it does not start with the "
+                              "SQLite header): it was damaged or replaced by another file; restore it from a backup")
+    # Pages still in a WAL or hot journal are not in the file yet: only without one must the file be whole.
+    pending = [path.with_name(path.name + s) for s in ("-wal", "-journal")]
+    if len(head) == 100 and head[24:28] == head[92:96] and not any(p.exists() and p.stat().st_size for p in pending):
+        page = int.from_bytes(head[16:18], "big")
+        expected = (65536 if page == 1 else page) * int.from_bytes(head[28:32], "big")
+        if size < expected:
+            raise RepositoryError(f"registry database {path} is truncated ({size} bytes; its header says "
+                                  f"{expected}); restore it from a backup")
+    elif len(head) < 100:
+        raise RepositoryError(f"registry database {path} is truncated ({size} bytes)")
+
+
 class Registry:
     """Dimensions, dataset types, collections and datasets in one SQL database (SQLite by default)."""
 
     def __init__(self, url: str, *, _create_with: DimensionUniverse | None = None):
         self.url = url
         path = _sqlite_path(url)
-        if _create_with is None and path is not None and not path.exists():
-            raise RepositoryError(f"no registry database at {path}")
+        if _create_with is None and path is not None:
+            check_sqlite_file(path)
         self.engine = make_engine(url)
         if _create_with is not None:
             self.universe = _create_with
@@ -63,6 +109,7 @@ class Registry:
         else:
             self.universe = self._check_and_load_universe(path or url)
             self.schema = build_schema(self.universe)
+            self._ensure_path_index()
         self._dataset_types: dict[str, tuple[int, DatasetType]] = {}
         self._collections: dict[str, tuple[int, CollectionType]] = {}
 
@@ -91,8 +138,8 @@ class Registry:
                 if "meta" not in names:
                     raise RepositoryError(f"{where} is not an openastro-parsl registry (no 'meta' table: a foreign database?)")
                 rows = dict(conn.execute(sql_text("SELECT key, value FROM meta")).all())
-        except OperationalError as exc:
-            raise RepositoryError(f"{where} cannot be opened as a database: {exc.orig}") from None
+        except DatabaseError as exc:
+            raise RepositoryError(f"registry database {where} cannot be read: {exc.orig}") from None
         if rows.get("magic") != MAGIC:
             raise RepositoryError(f"{where} is not an openastro-parsl registry (its meta table belongs to something else)")
         version = int(rows.get("schema_version", "0"))
@@ -102,6 +149,24 @@ class Registry:
                 f"{where} has registry schema version {version}, made by {age} openastro-parsl; "
                 f"this version reads schema {SCHEMA_VERSION} only (create a new repository or use a matching version)")
         return DimensionUniverse(rows["universe"], f"{where} (stored universe)")
+
+    def _ensure_path_index(self) -> None:
+        """Repositories made before datastore paths were checked lack the index that makes the check fast
+        (and, where their paths are still distinct, unique); add it once. A read-only one just goes slower."""
+        t = self.schema.dataset_location
+        with self.engine.connect() as c:
+            have = {ix["name"] for ix in inspect(c).get_indexes(t.name)}
+        if have & {PATH_INDEX, PATH_INDEX + "_dup"}:
+            return
+        try:
+            try:
+                with self.engine.begin() as c:
+                    c.execute(sql_text(f"CREATE UNIQUE INDEX IF NOT EXISTS {PATH_INDEX} ON {t.name} (path)"))
+            except IntegrityError:  # shared paths made before the check: `insert_datasets` still refuses more
+                with self.engine.begin() as c:
+                    c.execute(sql_text(f"CREATE INDEX IF NOT EXISTS {PATH_INDEX}_dup ON {t.name} (path)"))
+        except OperationalError:
+            pass
 
     @property
     def schema_version(self) -> int:
@@ -323,14 +388,15 @@ class Registry:
 
     def register_collection(self, name: str, type: CollectionType = CollectionType.RUN, doc: str = "",
                             conn: Connection | None = None) -> bool:
-        """Create a collection; True if created, False if it already existed with the same type."""
-        if not name or any(ch in name for ch in " \t\n,*?[]"):
-            raise ConflictError(f"collection name {name!r} may not be empty or contain spaces, commas or glob characters")
-        existing = self._collection(name, conn)
+        """Create a collection; True if created, False if it already existed with the same type.
+
+        Only a new name is checked against the grammar (``names.py``): collections made before it stay usable."""
+        existing = self._collection(name, conn) if isinstance(name, str) and name else None
         if existing is not None:
             if existing[1] != type:
                 raise ConflictError(f"collection {name!r} already exists as {existing[1].value}, not {type.value}")
             return False
+        validate_collection_name(name, f"{type.value} collection")
 
         def _do(c: Connection) -> None:
             res = c.execute(self.schema.collection.insert().values(name=name, type=type.value, doc=doc))
@@ -403,6 +469,9 @@ class Registry:
                 children = tuple(self._children(c, r.id)) if ctype == CollectionType.CHAINED else ()
                 out.append(CollectionInfo(r.name, ctype, r.doc or "", children))
         return out
+
+    def has_collection(self, name: str) -> bool:
+        return self._collection(name) is not None
 
     def collection_type(self, name: str) -> CollectionType:
         return self._require_collection(name)[1]
@@ -479,6 +548,7 @@ class Registry:
                                        loc["formatter"]))
             if not rows:
                 return []
+            self._check_paths_free(c, locs, dt.name, run)
             try:
                 c.execute(self.schema.dataset.insert(), rows)
             except IntegrityError:
@@ -497,6 +567,38 @@ class Registry:
             return _do(conn)
         with self.transaction() as c:
             return _do(c)
+
+    def _check_paths_free(self, c: Connection, locs: list[dict], type_name: str, run: str) -> None:
+        """Two datasets never share a file: the second would overwrite the first, whose checksum then lies."""
+        l = self.schema.dataset_location
+        paths: dict[str, str] = {}
+        for loc in locs:
+            if loc["path"] in paths:
+                raise ConflictError(f"two {type_name} datasets of one batch in run {run!r} have the same datastore "
+                                    f"path {loc['path']!r}")
+            paths[loc["path"]] = loc["dataset_id"]
+        keys = list(paths)
+        for i in range(0, len(keys), 500):
+            for path, owner in c.execute(select(l.c.path, l.c.dataset_id).where(l.c.path.in_(keys[i:i + 500]))):
+                if owner != paths[path]:
+                    raise ConflictError(f"cannot register {type_name} in run {run!r} at {path!r}: that datastore path "
+                                        f"already belongs to dataset {self._describe(c, owner)}")
+
+    def _describe(self, c: Connection, dataset_id: str) -> str:
+        d, dt, col = self.schema.dataset, self.schema.dataset_type, self.schema.collection
+        row = c.execute(select(dt.c.name, col.c.name.label("run"), d.c.data_id_key).select_from(
+            d.join(dt, d.c.dataset_type_id == dt.c.id).join(col, d.c.run_id == col.c.id))
+            .where(d.c.id == dataset_id)).first()
+        return f"{dataset_id}" if row is None else f"{row.name} {{{row.data_id_key}}} in run {row.run!r} ({dataset_id})"
+
+    def registered_paths_under(self, folder: str) -> dict[str, str]:
+        """Datastore paths registered under ``folder`` (relative to the root) -> dataset id. A range on the
+        path index, so the planner can check a new run's folder holds nobody else's files at little cost."""
+        l = self.schema.dataset_location
+        prefix = folder.rstrip("/") + "/"
+        upper = prefix[:-1] + chr(ord("/") + 1)
+        with self.engine.connect() as c:
+            return dict(c.execute(select(l.c.path, l.c.dataset_id).where(l.c.path >= prefix, l.c.path < upper)).all())
 
     def record_quanta(self, run: str, quanta: Sequence[Mapping[str, Any]]) -> list[DatasetRef]:
         """Register finished quanta in one transaction: their outputs (replacing ``clobber``ed old ones)

@@ -18,6 +18,7 @@ from .universe import DimensionUniverse
 
 SCHEMA_VERSION = 1
 MAGIC = "openastro-parsl registry"
+PATH_INDEX = "dataset_location_path"  # unique: two datasets never share a file (added on open to older repositories)
 
 _SQL_TYPES = {str: lambda: String(128), int: BigInteger, float: Float}
 
@@ -110,6 +111,7 @@ def build_schema(universe: DimensionUniverse) -> Schema:
         Column("checksum", String(64), nullable=False, index=True),
         Column("size", BigInteger, nullable=False),
         Column("formatter", String(64), nullable=False),
+        Index(PATH_INDEX, "path", unique=True),
     )
     tagged = Table(
         "tagged", md,

@@ -20,7 +20,9 @@ def _insert(reg, run, ids, dt=CALEXP):
     reg.register_dataset_type(dt)
     reg.register_run(run)
     inst = lambda i: "lco1m" if i <= 4 else "ota80"
-    return reg.insert_datasets(dt.name, run, [({"instrument": inst(i), "exposure": i}, _loc(i + 100 * len(run))) for i in ids])
+    return reg.insert_datasets(dt.name, run, [({"instrument": inst(i), "exposure": i},
+                                                  {**_loc(i + 100 * len(run)), "path": f"{run}/{dt.name}/f{i}.npz"})
+                                                 for i in ids])
 
 
 def test_sqlite_pragmas_and_schema_version(populated):
