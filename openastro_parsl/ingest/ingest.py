@@ -61,7 +61,9 @@ def read_header_checked(path: Path) -> fits.Header:
             raise OpenAstroError(f"not a readable FITS image: {text}") from None
 
 
-def _quarantine(root: Path, src: Path, reason: str) -> Path:
+def _quarantine(root: Path, src: Path, reason: str, keep: bool = False) -> Path:
+    """Set a refused file aside with its reason. ``keep`` copies instead of moving: with ``direct`` and
+    ``symlink`` ingest the file stays the user's (and may already back a registered dataset)."""
     qdir = root / QUARANTINE_DIR
     qdir.mkdir(parents=True, exist_ok=True)
     dest = qdir / src.name
@@ -70,7 +72,10 @@ def _quarantine(root: Path, src: Path, reason: str) -> Path:
         dest = qdir / f"{src.stem}.{n}{src.suffix}"
         n += 1
     try:
-        shutil.move(str(src), dest)
+        if keep:
+            shutil.copy2(src, dest)
+        else:
+            shutil.move(str(src), dest)
     except OSError:  # read-only source: keep a copy instead
         shutil.copy2(src, dest)
     dest.with_name(dest.name + ".reason").write_text(f"{src}: {reason}\n")
@@ -85,6 +90,7 @@ def ingest_raws(butler, files: Iterable[str | Path], *, run: str = "raw/all", tr
     registry.register_dataset_type(RAW)
     registry.register_run(run)
     report = IngestReport()
+    keep = transfer in ("direct", "symlink")
     paths = [Path(f) for f in files]
     expanded: list[Path] = []
     for p in paths:
@@ -112,14 +118,14 @@ def ingest_raws(butler, files: Iterable[str | Path], *, run: str = "raw/all", tr
             header = read_header_checked(p)
             _, tr = translate_header(header, translators)
         except OpenAstroError as exc:
-            report.quarantined.append((_quarantine(butler.root, p, str(exc)), str(exc)))
+            report.quarantined.append((_quarantine(butler.root, p, str(exc), keep), str(exc)))
             continue
         seen[checksum] = p
         existing = registry.query_datasets("raw", [run], data_id={k: tr.data_id[k] for k in key_dims})
         if existing:
             reason = (f"data ID {{{', '.join(f'{k}={tr.data_id[k]}' for k in key_dims)}}} was already ingested "
                       f"from a different file ({existing[0].path})")
-            report.quarantined.append((_quarantine(butler.root, p, reason), reason))
+            report.quarantined.append((_quarantine(butler.root, p, reason, keep), reason))
             continue
         loc = datastore.transfer_in(p, dataset_type="raw", key_dims=key_dims, data_id=tr.data_id, run=run,
                                     transfer=transfer, checksum=checksum)
@@ -135,5 +141,5 @@ def ingest_raws(butler, files: Iterable[str | Path], *, run: str = "raw/all", tr
                     shutil.move(str(datastore.abspath(loc["path"])), p)
                 else:
                     datastore.remove(loc["path"])
-            report.quarantined.append((_quarantine(butler.root, p, str(exc)) if p.exists() else p, str(exc)))
+            report.quarantined.append((_quarantine(butler.root, p, str(exc), keep) if p.exists() else p, str(exc)))
     return report

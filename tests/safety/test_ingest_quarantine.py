@@ -53,3 +53,19 @@ def test_a_default_band_applies_only_where_declared(butler, tmp_path):
     amateur = {"INSTRUME": "Orion SSDSI", "DATE-OBS": "2013-05-05T04:09:39", "EXPTIME": 5.0}
     (ref,) = ingest_raws(butler, [write_frame(tmp_path / "c.fits", amateur)]).ingested
     assert ref.data_id["instrument"] == "orion-ssdsi" and ref.data_id["band"] == "clear"
+
+
+def test_direct_ingest_never_moves_the_users_files(butler, tmp_path):
+    """With --transfer direct the file stays where it is and may already back a dataset: a refusal copies it
+    to the quarantine instead of moving it away."""
+    src = tmp_path / "archive"
+    src.mkdir()
+    good = write_frame(src / "a.fits", lco_header(1), seed=1)
+    ingest_raws(butler, [good], transfer="direct")
+    again = write_frame(src / "b.fits", lco_header(1), seed=2)  # same data ID, other pixels
+    bad = write_frame(src / "c.fits", _without(lco_header(3), "INSTRUME"), seed=3)
+    rep = ingest_raws(butler, [again, bad], transfer="direct")
+    assert {p.name for p, _ in rep.quarantined} == {"b.fits", "c.fits"}
+    assert good.exists() and again.exists() and bad.exists()
+    assert (butler.root / "quarantine" / "c.fits.reason").exists()
+    assert butler.verify()[1] == []
