@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import click
@@ -29,7 +30,12 @@ def print_summary(summary) -> None:
         console.print("failures by kind: " + ", ".join(f"{k}={v}" for k, v in summary.failures_by_kind.items()))
     console.print(f"run directory: {summary.run_dir}")
     console.print(f"summary: {summary.run_dir / 'summary.json'}")
-    if not summary.ok:
+    if summary.extra.get("interrupted"):
+        left = sum(t["pending"] + t["running"] for t in summary.per_task.values())
+        err_console.print(f"[yellow]interrupted ({summary.extra['interrupted']})[/]: {left} quanta not run, the run is "
+                          f"marked interrupted and nothing registered is lost; finish it with "
+                          f"`openastro-submit --resume {summary.run_dir}`", soft_wrap=True)
+    elif not summary.ok:
         console.print(f"[red]not everything succeeded[/]: see `openastro-report {summary.run_dir} --failed`; "
                       f"rerun what is left with `openastro-submit --resume {summary.run_dir}`")
 
@@ -59,6 +65,8 @@ def run_submission(sub: Submission) -> int:
         console.print(f"run directory: {sub.run_dir} (site {sub.site_source})")
         summary = sub.run()
     print_summary(summary)
+    if summary.extra.get("interrupted"):
+        return 128 + signal.Signals[summary.extra["interrupted"]]  # as a shell reports a process the signal ended
     return 0 if summary.ok else 1
 
 

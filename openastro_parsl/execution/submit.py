@@ -15,7 +15,6 @@ import pickle
 import statistics
 import queue
 import re
-import signal
 import socket
 import time
 from collections import defaultdict, deque
@@ -31,6 +30,7 @@ from ..registry.refs import DatasetType
 from .classify import classify_exception, classify_manifest, learn_manager_job, lost_job
 from .preflight import preflight
 from .runlock import RunLock, process_start_time
+from .shutdown import Interrupts, load_parsl, stop_parsl
 from .site import SiteConfig, parsl_config
 from .status import DONE, STATES, StatusStore
 
@@ -253,7 +253,6 @@ class Submission:
             self.lock = None
 
     def _run(self) -> Summary:
-        import parsl
         from parsl import python_app
 
         from .runner import run_quanta_packed
@@ -293,7 +292,12 @@ class Submission:
         self._parsl_tasks = 0
         # task -> wall times of its latest quanta (the median ignores the first ones, which pay for imports)
         self._durations: dict[str, deque] = defaultdict(lambda: deque(maxlen=32))
-        dfk = parsl.load(parsl_config(self.site, self.run_dir))
+        interrupts = Interrupts().install()  # from here a Ctrl-C or SIGTERM ends the run in order
+        try:
+            dfk = load_parsl(parsl_config(self.site, self.run_dir))
+        except BaseException:
+            interrupts.restore()
+            raise
         self._apps = {e.label: python_app(run_quanta_packed, executors=[e.label], data_flow_kernel=dfk)
                       for e in self.site.executors}
         self._done_q = done_q
@@ -301,16 +305,9 @@ class Submission:
                       * e.provider.nodes_per_block for e in self.site.executors)
         limit = self.site.max_in_flight or max(64, 16 * workers)
         self._workers = workers
-        interrupted = False
-
-        def on_int(signum, frame):
-            nonlocal interrupted
-            interrupted = True
-
-        old_int = signal.signal(signal.SIGINT, on_int) if _main_thread() else None
         try:
             last_progress = 0.0
-            while (ready or self._inflight) and not interrupted:
+            while (ready or self._inflight) and not interrupts.requested:
                 while ready and len(self._inflight) < limit:
                     self._submit(self._next_cluster())
                 self._flush_running()
@@ -322,16 +319,26 @@ class Submission:
                     last_progress = now
                     self.progress(_count(states), len(states))
             self._flush_running()
-            if interrupted:
-                self.status.event("interrupted", running=len(self._inflight))
+            summary = self._end(time.time() - t_start, interrupts.received)
         finally:
-            if old_int is not None:
-                signal.signal(signal.SIGINT, old_int)
-            dfk.cleanup()
-            parsl.clear()
+            stop_parsl(dfk, interrupts)  # bounded: a hung Parsl or a second Ctrl-C cannot keep the submit alive
+            interrupts.restore()
+        return summary
+
+    def _end(self, wall_s: float, interrupted: str | None) -> Summary:
+        """Write the run's final state and summary.json. Called before Parsl is cleaned up, which can block:
+        whatever happens then, the run is never left marked ``running``. Quanta cut short go back to
+        ``pending`` (their outputs were not registered), so ``--resume`` runs them again."""
+        if interrupted:
+            cut = [q for qids in self._inflight.values() for q in qids]
+            self.status.update_many(cut, state="pending")
+            self._states.update(dict.fromkeys(cut, "pending"))
+            self.status.event("interrupted", signal=interrupted, running=len(cut))
         if self.progress:
-            self.progress(_count(states), len(states))
-        summary = self.summary(time.time() - t_start)
+            self.progress(_count(self._states), len(self._states))
+        summary = self.summary(wall_s)
+        if interrupted:
+            summary.extra["interrupted"] = interrupted
         self.status.set_meta("state", "interrupted" if interrupted else "finished")
         self.status.event("end", ok=summary.ok, parsl_tasks=self._parsl_tasks)
         (self.run_dir / SUMMARY_FILE).write_text(json.dumps(summary.to_json(), indent=1))
@@ -582,9 +589,3 @@ def _drain(q: queue.Queue, timeout: float, most: int, linger: float = 0.05) -> l
         except queue.Empty:
             break
     return items
-
-
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
