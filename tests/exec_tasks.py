@@ -23,6 +23,7 @@ class FaultyStatsConfig(FrameStatsConfig):
     marker: str = ""                 # faults happen only while this file exists
     fault: str = "raise"             # raise | kill_worker | memory | no_work | slow_once
     sleep_s: float = 0.0
+    pad_kb: int = 0                  # make the output this much bigger (to fill a disk)
 
 
 class FaultyStatsTask(FrameStatsTask):
@@ -49,7 +50,10 @@ class FaultyStatsTask(FrameStatsTask):
                 raise MemoryError("simulated allocation failure")
             raise ValueError(f"injected failure for exposure {data_id['exposure']}")
         sys.stdout.flush()
-        return super().run(raw)
+        out = super().run(raw)
+        if self.config.pad_kb:
+            out["stats"]["pad"] = "x" * (1024 * self.config.pad_kb)
+        return out
 
 
 class StatsEchoConnections(Connections):

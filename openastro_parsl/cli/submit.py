@@ -30,7 +30,11 @@ def print_summary(summary) -> None:
         console.print("failures by kind: " + ", ".join(f"{k}={v}" for k, v in summary.failures_by_kind.items()))
     console.print(f"run directory: {summary.run_dir}")
     console.print(f"summary: {summary.run_dir / 'summary.json'}")
-    if summary.extra.get("interrupted"):
+    if summary.extra.get("stopped"):
+        err_console.print(f"error: the run stopped: {summary.extra['stopped']}. Quanta that finished are registered; "
+                          f"free some space, then finish it with `openastro-submit --resume {summary.run_dir}`",
+                          markup=False, soft_wrap=True)
+    elif summary.extra.get("interrupted"):
         left = sum(t["pending"] + t["running"] for t in summary.per_task.values())
         err_console.print(f"[yellow]interrupted ({summary.extra['interrupted']})[/]: {left} quanta not run, the run is "
                           f"marked interrupted and nothing registered is lost; finish it with "

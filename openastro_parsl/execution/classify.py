@@ -9,6 +9,8 @@ walltime         the block hit its SLURM walltime (told apart from manager_lost 
 cancelled        the block's SLURM job was cancelled (scancel)
 executor_failed  Parsl could not run the executor at all (bad provider config, scaling failures)
 registry         the outputs could not be registered (a conflict); not retried
+disk_full        a disk (or quota) filled up: the run stops, as no quantum can get further; it reruns on
+                 --resume once there is space
 """
 
 from __future__ import annotations
@@ -22,11 +24,23 @@ from .slurm import job_state
 INFRASTRUCTURE = ("out_of_memory", "worker_lost", "manager_lost", "walltime", "cancelled", "executor_failed")
 
 
+_DISK_FULL = re.compile(r"No space left on device|Disk quota exceeded|database or disk is full|\[Errno (28|122)\]")
+
+
+def is_disk_full(text: str | BaseException) -> bool:
+    """Whether an error is a full disk or quota (ENOSPC, EDQUOT, SQLite's SQLITE_FULL), however it was wrapped."""
+    if isinstance(text, OSError) and text.errno in (28, 122):
+        return True
+    return bool(_DISK_FULL.search(str(text)))
+
+
 def classify_manifest(manifest: dict) -> tuple[str | None, str]:
     if manifest.get("ok"):
         return None, ""
     err = manifest.get("error") or {}
     message = f"{err.get('type', 'Error')}: {err.get('message', '')}"
+    if is_disk_full(message):
+        return "disk_full", message
     if err.get("memory"):
         return "out_of_memory", message
     return "science", message
@@ -79,6 +93,8 @@ def classify_exception(exc: BaseException, row: Any = None,
     """Kind and a one-line message for an exception Parsl raised instead of returning a manifest."""
     name = type(exc).__name__
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else name
+    if is_disk_full(exc):
+        return "disk_full", f"{name}: {text}"
     if name in ("ManagerLost", "WorkerLost") or name == "BadStateException" and "lost" in text.lower():
         job, host = lost_job(exc, row, manager_jobs), _job_from_log(row)[1]
         state = job_state(job)

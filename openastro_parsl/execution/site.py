@@ -6,6 +6,7 @@ serves; tasks are routed by an explicit executor label or by their resource clas
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Literal
@@ -178,6 +179,14 @@ def parsl_config(site: SiteConfig, run_dir: Path):
                   strategy_period=2, initialize_logging=False, usage_tracking=0)
 
 
+class _QuietFileHandler(logging.FileHandler):
+    """Parsl's log file, which drops a record it cannot write (a full disk) instead of printing a traceback to
+    the terminal for every one: the run reports the full disk once, itself."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
 def _parsl_logging(directory: Path) -> None:
     """Parsl's own log at INFO in the run directory. Its default is DEBUG, which costs the submit loop
     several log records per task: at thousands of quanta a minute, a visible share of its time."""
@@ -189,7 +198,7 @@ def _parsl_logging(directory: Path) -> None:
         if getattr(h, "_openastro", False):
             logger.removeHandler(h)
             h.close()
-    handler = logging.FileHandler(directory / "parsl.log")
+    handler = _QuietFileHandler(directory / "parsl.log")
     handler._openastro = True  # type: ignore[attr-defined]
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s:%(lineno)d %(processName)s %(threadName)s "
                                            "%(levelname)s %(message)s"))

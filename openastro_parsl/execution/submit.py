@@ -27,7 +27,7 @@ from ..butler import Butler
 from ..errors import OpenAstroError
 from ..graph.quantum_graph import QuantumGraph
 from ..registry.refs import DatasetType
-from .classify import classify_exception, classify_manifest, learn_manager_job, lost_job
+from .classify import classify_exception, classify_manifest, is_disk_full, learn_manager_job, lost_job
 from .preflight import preflight
 from .runlock import RunLock, process_start_time
 from .shutdown import Interrupts, load_parsl, stop_parsl
@@ -37,6 +37,10 @@ from .status import DONE, STATES, StatusStore
 GRAPH_FILE = "graph.qgraph"
 STATUS_FILE = "status.sqlite3"
 SUMMARY_FILE = "summary.json"
+# Space set aside in the run directory while a run goes: given back when the disk fills up, so the run's
+# end state and summary can still be written.
+RESERVE_FILE = ".space-reserve"
+RESERVE_BYTES = 1 << 20
 # Quanta shorter than this (mean, per task) are sent to Parsl in clusters lasting about CLUSTER_TARGET_S.
 TINY_QUANTUM_S = 0.05
 CLUSTER_TARGET_S = 0.25
@@ -217,8 +221,7 @@ class Submission:
                             "datasets": [{"path": ds[i].path, "formatter": ds[i].formatter, "data_id": ds[i].data_id,
                                           # what the runner checks the file against before reading it
                                           "dataset_type": ds[i].dataset_type, "checksum": ds[i].checksum,
-                                          "size": getattr(ds[i], "size", None),
-                                          "mtime_ns": getattr(ds[i], "mtime_ns", None)}
+                                          "size": ds[i].size, "mtime_ns": ds[i].mtime_ns}
                                          for i in ids if i not in self._missing]}
         outputs = {}
         for conn, (oid,) in q.outputs.items():
@@ -265,6 +268,7 @@ class Submission:
         self.status.set_meta("submit_host", self.host)
         self.status.set_meta("submit_pid_start", process_start_time(os.getpid()))
         self.status.set_meta("state", "running")
+        _best_effort((self.run_dir / RESERVE_FILE).write_bytes, b"\0" * RESERVE_BYTES)
         self.status.event("start", pid=os.getpid(), site=self.site_source, quanta=len(self.graph.quanta))
         upstream = self.graph.upstream()
         downstream: dict[str, set[str]] = defaultdict(set)
@@ -292,6 +296,7 @@ class Submission:
         self._parsl_tasks = 0
         # task -> wall times of its latest quanta (the median ignores the first ones, which pay for imports)
         self._durations: dict[str, deque] = defaultdict(lambda: deque(maxlen=32))
+        self._stopped: str | None = None  # why the whole run must stop (a full disk), when it must
         interrupts = Interrupts().install()  # from here a Ctrl-C or SIGTERM ends the run in order
         try:
             dfk = load_parsl(parsl_config(self.site, self.run_dir))
@@ -306,19 +311,26 @@ class Submission:
         limit = self.site.max_in_flight or max(64, 16 * workers)
         self._workers = workers
         try:
-            last_progress = 0.0
-            while (ready or self._inflight) and not interrupts.requested:
-                while ready and len(self._inflight) < limit:
-                    self._submit(self._next_cluster())
+            try:
+                last_progress = 0.0
+                while (ready or self._inflight) and not interrupts.requested and not self._stopped:
+                    while ready and len(self._inflight) < limit and not self._stopped:
+                        self._submit(self._next_cluster())
+                    self._flush_running()
+                    batch = _drain(done_q, timeout=0.5, most=2000)
+                    if batch:
+                        self._finish_batch([(self._inflight.pop(f), f) for f in batch])
+                    now = time.time()
+                    if self.progress and (not batch or now - last_progress > 0.2):
+                        last_progress = now
+                        self.progress(_count(states), len(states))
                 self._flush_running()
-                batch = _drain(done_q, timeout=0.5, most=2000)
-                if batch:
-                    self._finish_batch([(self._inflight.pop(f), f) for f in batch])
-                now = time.time()
-                if self.progress and (not batch or now - last_progress > 0.2):
-                    last_progress = now
-                    self.progress(_count(states), len(states))
-            self._flush_running()
+            except Exception as exc:
+                if not is_disk_full(exc):
+                    self._stopped = f"{type(exc).__name__}: {exc}"
+                    _best_effort(self._end, time.time() - t_start, None)  # never left marked running
+                    raise
+                self._stopped = f"a disk is full ({_first_line(exc)})"
             summary = self._end(time.time() - t_start, interrupts.received)
         finally:
             stop_parsl(dfk, interrupts)  # bounded: a hung Parsl or a second Ctrl-C cannot keep the submit alive
@@ -328,20 +340,39 @@ class Submission:
     def _end(self, wall_s: float, interrupted: str | None) -> Summary:
         """Write the run's final state and summary.json. Called before Parsl is cleaned up, which can block:
         whatever happens then, the run is never left marked ``running``. Quanta cut short go back to
-        ``pending`` (their outputs were not registered), so ``--resume`` runs them again."""
-        if interrupted:
+        ``pending`` (their outputs were not registered), so ``--resume`` runs them again.
+
+        A run stopped by a full disk ends ``failed``; the writes here are then best-effort (the status store
+        may sit on that disk), and what could not be written is what ``--resume`` reconciles anyway."""
+        stopped = self._stopped
+        if stopped:  # give back the space set aside at the start, so that the end state can be written
+            (self.run_dir / RESERVE_FILE).unlink(missing_ok=True)
+        if interrupted or stopped:
             cut = [q for qids in self._inflight.values() for q in qids]
-            self.status.update_many(cut, state="pending")
             self._states.update(dict.fromkeys(cut, "pending"))
-            self.status.event("interrupted", signal=interrupted, running=len(cut))
+            guard = _best_effort if stopped else (lambda f, *a, **k: f(*a, **k))
+            guard(self.status.update_many, cut, state="pending")
+            guard(self.status.event, "interrupted" if interrupted else "stopped", signal=interrupted,
+                  reason=stopped, running=len(cut))
         if self.progress:
             self.progress(_count(self._states), len(self._states))
-        summary = self.summary(wall_s)
+        summary = _best_effort(self.summary, wall_s) if stopped else self.summary(wall_s)
+        if summary is None:  # the status store could not even be read back
+            summary = Summary(self.run_dir, self.graph.output_run, {}, {}, wall_s, False)
         if interrupted:
             summary.extra["interrupted"] = interrupted
+        if stopped:
+            summary.ok = False
+            summary.extra["stopped"] = stopped
+            _best_effort(self.status.set_meta, "state", "failed")
+            _best_effort(self.status.set_meta, "stopped", stopped)
+            _best_effort(self.status.event, "end", ok=False, parsl_tasks=self._parsl_tasks)
+            _best_effort((self.run_dir / SUMMARY_FILE).write_text, json.dumps(summary.to_json(), indent=1))
+            return summary
         self.status.set_meta("state", "interrupted" if interrupted else "finished")
         self.status.event("end", ok=summary.ok, parsl_tasks=self._parsl_tasks)
         (self.run_dir / SUMMARY_FILE).write_text(json.dumps(summary.to_json(), indent=1))
+        (self.run_dir / RESERVE_FILE).unlink(missing_ok=True)
         return summary
 
     def _next_cluster(self) -> list[str]:
@@ -477,6 +508,11 @@ class Submission:
 
     def _failed(self, qid: str, kind: str, message: str, manifest: dict) -> None:
         q = self.graph.quanta[qid]
+        if kind == "disk_full" or is_disk_full(message):  # not the quantum's fault, and every other one would hit it too: stop the run
+            self._stopped = self._stopped or f"a disk is full ({message[:500]})"
+            self._states[qid] = "pending"
+            _best_effort(self.status.update, qid, state="pending", error_kind=kind, message=message[:2000])
+            return
         retryable = kind not in ("science", "registry")
         if retryable and self._attempts[qid] <= self.site.retries:
             if kind == "out_of_memory":
@@ -571,6 +607,26 @@ def _count(states: dict[str, str]) -> dict[str, int]:
     for s in states.values():
         out[s] += 1
     return out
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"[:500]
+
+
+def _best_effort(fn: Callable, *args: Any, **kwargs: Any) -> Any:
+    """Call ``fn``, giving up quietly on I/O and SQLite errors: used while a run is stopped by a full disk,
+    where the status store and summary may be unwritable and one clear message beats a cascade."""
+    import sqlite3
+
+    try:
+        return fn(*args, **kwargs)
+    except (OSError, sqlite3.Error):
+        return None
+    except Exception as exc:  # SQLAlchemy wraps the same errors
+        if is_disk_full(exc):
+            return None
+        raise
 
 
 def _drain(q: queue.Queue, timeout: float, most: int, linger: float = 0.05) -> list:
