@@ -2,7 +2,9 @@
 
 Workers write here without touching the registry: every write lands atomically (temp file + rename in the
 same directory), so a killed worker leaves either nothing or a whole file, never a torn one, and returns
-the location (relative path, checksum, size, formatter) for the submit process to register.
+the location (relative path, checksum, size, mtime_ns, formatter) for the submit process to register. The
+size and mtime are the file's stat taken just before its checksum: a worker later trusts a file that still
+shows them without hashing it again (OPENASTRO_VERIFY_INPUTS=fast).
 """
 
 from __future__ import annotations
@@ -77,6 +79,13 @@ def check_relpath(rel: str, what: str = "output path") -> str:
     return rel
 
 
+def _location(path: str, checksum: str, st: os.stat_result, hashed: os.stat_result | None,
+              formatter: str) -> dict[str, Any]:
+    same = hashed is not None and (st.st_size, st.st_mtime_ns) == (hashed.st_size, hashed.st_mtime_ns)
+    return {"path": path, "checksum": checksum, "size": st.st_size, "mtime_ns": st.st_mtime_ns if same else None,
+            "formatter": formatter}
+
+
 class Datastore:
     def __init__(self, root: str | Path, formatter_overrides: Mapping[str, str] | None = None):
         self.root = Path(root).resolve()
@@ -121,7 +130,9 @@ class Datastore:
         finally:
             if tmp.exists():
                 tmp.unlink()
-        return {"path": rel, "checksum": file_checksum(dest), "size": dest.stat().st_size, "formatter": fmt.name}
+        st = dest.stat()  # before hashing: a change made while hashing then shows as a different stat
+        return {"path": rel, "checksum": file_checksum(dest), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                "formatter": fmt.name}
 
     def read(self, path: str, formatter: str, parameters: Mapping[str, Any] | None = None) -> Any:
         full = self.abspath(path)
@@ -131,8 +142,14 @@ class Datastore:
         return formatter_named(formatter).read(full, parameters)
 
     def transfer_in(self, src: Path, *, dataset_type: str, key_dims: Sequence[str], data_id: Mapping[str, Any],
-                    run: str, transfer: str, checksum: str, formatter: str = "fits-image") -> dict[str, Any]:
-        """Bring an existing file into the datastore by ``transfer`` mode; ``direct`` leaves it where it is."""
+                    run: str, transfer: str, checksum: str, formatter: str = "fits-image",
+                    hashed: os.stat_result | None = None) -> dict[str, Any]:
+        """Bring an existing file into the datastore by ``transfer`` mode; ``direct`` leaves it where it is.
+
+        ``hashed`` is the source's stat taken when ``checksum`` was computed. The location's ``mtime_ns`` is
+        the final file's (for ``direct`` and ``symlink`` the source itself; copies keep the source's mtime),
+        recorded only while size and mtime still match ``hashed``: a file changed since it was hashed gets
+        None, so workers hash it (and find it is not the registered one)."""
         if transfer not in TRANSFER_MODES:
             raise OpenAstroError(f"unknown transfer mode {transfer!r}; choose from {', '.join(TRANSFER_MODES)}")
         src = Path(src).resolve()
@@ -141,7 +158,7 @@ class Datastore:
                 path = str(src.relative_to(self.root))
             except ValueError:
                 path = str(src)
-            return {"path": path, "checksum": checksum, "size": src.stat().st_size, "formatter": formatter}
+            return _location(path, checksum, src.stat(), hashed, formatter)
         ext = "".join(src.suffixes[-2:]) if src.name.endswith(".fz") else src.suffix or ".fits"
         rel = dataset_relpath(run, dataset_type, key_dims, data_id, ext)
         dest = self.root / rel
@@ -160,7 +177,7 @@ class Datastore:
         finally:
             if tmp.exists() or tmp.is_symlink():
                 tmp.unlink()
-        return {"path": rel, "checksum": checksum, "size": dest.stat().st_size, "formatter": formatter}
+        return _location(rel, checksum, src.stat() if transfer == "symlink" else dest.stat(), hashed, formatter)
 
     def remove(self, path: str) -> None:
         full = self.abspath(path)

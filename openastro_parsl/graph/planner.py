@@ -186,7 +186,8 @@ class Planner:
 
     @staticmethod
     def _node_from_ref(ref: DatasetRef) -> DatasetNode:
-        return DatasetNode(ref.id, ref.name, dict(ref.data_id), ref.run, ref.path, ref.formatter, ref.checksum, True)
+        return DatasetNode(ref.id, ref.name, dict(ref.data_id), ref.run, ref.path, ref.formatter, ref.checksum, True,
+                           ref.size, ref.mtime_ns)
 
     # -- main ---------------------------------------------------------------------------------
     def plan(self) -> QuantumGraph:

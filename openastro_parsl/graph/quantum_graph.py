@@ -1,8 +1,8 @@
 """The quantum graph: quanta (one task on one data ID) linked through the datasets they read and write.
 
-It is self-contained: every input dataset carries its file path, formatter and checksum, every output its
-predicted path and id, and every task its resolved config, so a submit on another node runs the graph with
-no registry lookup for inputs. Saved as versioned, gzipped JSON laid out per dataset type and per task (one
+It is self-contained: every input dataset carries its file path, formatter, checksum, size and mtime, every
+output its predicted path and id, and every task its resolved config, so a submit on another node runs the
+graph with no registry lookup for inputs. Saved as versioned, gzipped JSON laid out per dataset type and per task (one
 row per item) so 100k quanta load in about a second.
 """
 
@@ -25,7 +25,8 @@ from ..datastore.datastore import check_relpath, run_relpath
 from ..errors import DatastorePathError, OpenAstroError
 
 FORMAT = "openastro-qgraph"
-VERSION = 1
+VERSION = 2      # 2: dataset rows carry size and mtime_ns (at 6 and 7; data ID values from 8)
+READABLE = (1, 2)
 _NS = uuid.UUID("8f1c7f4e-5d0b-4b7e-9a55-0e6b8f3b2a10")
 
 
@@ -61,6 +62,13 @@ class GraphFormatError(OpenAstroError):
     """A saved quantum graph is unreadable or of an unknown version."""
 
 
+def _upgrade_v1(doc: dict[str, Any]) -> None:
+    """Version 1 rows lack size and mtime_ns: give them None ("not recorded", so workers hash those inputs),
+    so that a graph saved before, or a run directory made with it, still loads and resumes."""
+    for block in doc["datasets"].values():
+        block["rows"] = [row[:6] + [None, None] + row[6:] for row in block["rows"]]
+
+
 @dataclass(slots=True)
 class DatasetNode:
     id: str
@@ -71,6 +79,8 @@ class DatasetNode:
     formatter: str
     checksum: str | None = None
     exists: bool = True        # False for a predicted output
+    size: int | None = None    # size and mtime recorded with the checksum: a worker that finds them unchanged
+    mtime_ns: int | None = None  # trusts the file without hashing it (None: hash it)
 
 
 @dataclass(slots=True)
@@ -154,7 +164,7 @@ class QuantumGraph:
                 block = datasets[d.dataset_type] = {"dims": list(d.data_id), "rows": []}
             index[d.id] = len(index)
             run_index = runs.setdefault(d.run, len(runs))
-            block["rows"].append([d.id, run_index, d.path, d.formatter, d.checksum, int(d.exists),
+            block["rows"].append([d.id, run_index, d.path, d.formatter, d.checksum, int(d.exists), d.size, d.mtime_ns,
                                   *[d.data_id[k] for k in block["dims"]]])
         # Quanta refer to datasets by their position in the file (ints are far shorter than UUIDs).
         quanta: dict[str, dict[str, Any]] = {}
@@ -200,10 +210,12 @@ class QuantumGraph:
             raise GraphFormatError(f"{path}: not a quantum graph file, or a truncated one ({exc})") from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise GraphFormatError(f"{path}: not an openastro-parsl quantum graph")
-        if doc.get("version") != VERSION:
+        if doc.get("version") not in READABLE:
             raise GraphFormatError(f"{path}: quantum graph format version {doc.get('version')}; this openastro-parsl "
-                                   f"reads version {VERSION} (re-plan with openastro-plan)")
+                                   f"reads versions {', '.join(map(str, READABLE))} (re-plan with openastro-plan)")
         try:
+            if doc["version"] == 1:
+                _upgrade_v1(doc)
             graph = cls._from_doc(doc)
             graph.check_output_paths()
         except DatastorePathError as exc:
@@ -223,8 +235,9 @@ class QuantumGraph:
             dims = block["dims"]
             n = len(dims)
             for row in block["rows"]:
-                did = dict(zip(dims, row[6:6 + n]))
-                datasets[row[0]] = DatasetNode(row[0], name, did, runs[row[1]], row[2], row[3], row[4], bool(row[5]))
+                did = dict(zip(dims, row[8:8 + n]))
+                datasets[row[0]] = DatasetNode(row[0], name, did, runs[row[1]], row[2], row[3], row[4], bool(row[5]),
+                                               row[6], row[7])
                 ids.append(row[0])
         quanta_by_id: dict[str, Quantum] = {}
         for label, block in doc["quanta"].items():

@@ -101,7 +101,10 @@ def ingest_raws(butler, files: Iterable[str | Path], *, run: str = "raw/all", tr
         else:
             expanded.append(p)
     seen: dict[str, Path] = {}
-    sums = {p: file_checksum(p) for p in expanded}
+    stats, sums = {}, {}
+    for p in expanded:  # stat first: a change made while hashing shows as a stat the datastore will not record
+        stats[p] = p.stat()
+        sums[p] = file_checksum(p)
     known = registry.find_by_checksum(set(sums.values()))
     key_dims = registry.universe.required(RAW.dimensions)
     for p in expanded:
@@ -128,7 +131,7 @@ def ingest_raws(butler, files: Iterable[str | Path], *, run: str = "raw/all", tr
             report.quarantined.append((_quarantine(butler.root, p, reason, keep), reason))
             continue
         loc = datastore.transfer_in(p, dataset_type="raw", key_dims=key_dims, data_id=tr.data_id, run=run,
-                                    transfer=transfer, checksum=checksum)
+                                    transfer=transfer, checksum=checksum, hashed=stats[p])
         try:
             with registry.transaction() as conn:
                 for dim in ("instrument", "band", "field", "exposure"):

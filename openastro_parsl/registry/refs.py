@@ -43,6 +43,7 @@ class DatasetRef:
     checksum: str | None = None
     size: int | None = None
     formatter: str | None = None
+    mtime_ns: int | None = None   # the file's mtime when its checksum was taken; None: unknown, hash to check
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @property

@@ -14,14 +14,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-from sqlalchemy import and_, create_engine, event, func, inspect, or_, select, text as sql_text
+from sqlalchemy import BigInteger, and_, create_engine, event, func, inspect, literal, or_, select, text as sql_text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 
 from ..errors import ConflictError, DataIdError, MissingDatasetError, RepositoryError, WhereError
 from .names import validate_collection_name
 from .refs import CollectionInfo, CollectionType, DatasetRef, DatasetType
-from .schema import MAGIC, PATH_INDEX, SCHEMA_VERSION, Schema, build_schema
+from .schema import MAGIC, MTIME_COLUMN, PATH_INDEX, SCHEMA_VERSION, Schema, build_schema
 from .universe import DimensionUniverse
 from .where import compile_where, parse_where, referenced_identifiers
 
@@ -110,6 +110,7 @@ class Registry:
             self.universe = self._check_and_load_universe(path or url)
             self.schema = build_schema(self.universe)
             self._ensure_path_index()
+        self._has_mtime = _create_with is not None or self._ensure_mtime_column()
         self._dataset_types: dict[str, tuple[int, DatasetType]] = {}
         self._collections: dict[str, tuple[int, CollectionType]] = {}
 
@@ -167,6 +168,25 @@ class Registry:
                     c.execute(sql_text(f"CREATE INDEX IF NOT EXISTS {PATH_INDEX}_dup ON {t.name} (path)"))
         except OperationalError:
             pass
+
+    def _ensure_mtime_column(self) -> bool:
+        """Repositories made before input stats were recorded lack ``dataset_location.mtime_ns``; add it
+        (nullable: their rows stay NULL, "hash it"). Old code ignores the extra column, so the schema version
+        stays. False when it cannot be added (a read-only file): refs then carry no mtime."""
+        t = self.schema.dataset_location
+
+        def present() -> bool:
+            with self.engine.connect() as c:
+                return MTIME_COLUMN in {col["name"] for col in inspect(c).get_columns(t.name)}
+
+        if present():
+            return True
+        try:
+            with self.engine.begin() as c:
+                c.execute(sql_text(f"ALTER TABLE {t.name} ADD COLUMN {MTIME_COLUMN} BIGINT"))
+        except DatabaseError:  # read-only, or another process added it first
+            return present()
+        return True
 
     @property
     def schema_version(self) -> int:
@@ -521,9 +541,10 @@ class Registry:
                         expanded: bool = False) -> list[DatasetRef]:
         """Register datasets of one type in one RUN collection.
 
-        ``items`` are ``(data_id, location)`` pairs, where location holds ``path``, ``checksum``, ``size`` and
-        ``formatter``. A dataset with the same type and data ID already in the run is a ConflictError and
-        nothing of the batch is written.
+        ``items`` are ``(data_id, location)`` pairs, where location holds ``path``, ``checksum``, ``size``,
+        ``formatter`` and optionally ``mtime_ns`` (the file's when its checksum was taken; missing or None: not
+        known, workers hash it). A dataset with the same type and data ID already in the run is a
+        ConflictError and nothing of the batch is written.
         """
         dt = self.get_dataset_type(dataset_type if isinstance(dataset_type, str) else dataset_type.name)
 
@@ -542,10 +563,14 @@ class Registry:
                 ds_id = ids[i] if ids is not None else str(uuid.uuid4())
                 rows.append({"id": ds_id, "dataset_type_id": dt_id, "run_id": run_id, "data_id_key": key,
                              "ingest_date": now, **full})
+                mtime = loc.get("mtime_ns") if self._has_mtime else None
+                mtime = None if mtime is None else int(mtime)
                 locs.append({"dataset_id": ds_id, "path": str(loc["path"]), "checksum": loc["checksum"],
                              "size": int(loc["size"]), "formatter": loc["formatter"]})
+                if self._has_mtime:
+                    locs[-1][MTIME_COLUMN] = mtime
                 refs.append(DatasetRef(ds_id, dt, full, run, str(loc["path"]), loc["checksum"], int(loc["size"]),
-                                       loc["formatter"]))
+                                       loc["formatter"], mtime))
             if not rows:
                 return []
             self._check_paths_free(c, locs, dt.name, run)
@@ -658,15 +683,16 @@ class Registry:
 
     def _ref_columns(self):
         d, l, dt, col = self.schema.dataset, self.schema.dataset_location, self.schema.dataset_type, self.schema.collection
+        mtime = l.c[MTIME_COLUMN] if self._has_mtime else literal(None, BigInteger).label(MTIME_COLUMN)
         return [d.c.id, dt.c.name.label("dataset_type"), col.c.name.label("run"), l.c.path, l.c.checksum,
-                l.c.size, l.c.formatter] + [d.c[dim.name] for dim in self.universe]
+                l.c.size, l.c.formatter, mtime] + [d.c[dim.name] for dim in self.universe]
 
     def _refs_from(self, rows) -> list[DatasetRef]:
         out = []
         for r in rows:
             dt = self.get_dataset_type(r.dataset_type)
             data_id = {dim: getattr(r, dim) for dim in self.universe.data_id_order(dt.dimensions)}
-            out.append(DatasetRef(r.id, dt, data_id, r.run, r.path, r.checksum, r.size, r.formatter))
+            out.append(DatasetRef(r.id, dt, data_id, r.run, r.path, r.checksum, r.size, r.formatter, r.mtime_ns))
         return out
 
     def _base_select(self, extra_from=None):

@@ -19,6 +19,8 @@ from .universe import DimensionUniverse
 SCHEMA_VERSION = 1
 MAGIC = "openastro-parsl registry"
 PATH_INDEX = "dataset_location_path"  # unique: two datasets never share a file (added on open to older repositories)
+# Nullable, added on open to older repositories: NULL means "not recorded", so a worker hashes the file.
+MTIME_COLUMN = "mtime_ns"
 
 _SQL_TYPES = {str: lambda: String(128), int: BigInteger, float: Float}
 
@@ -111,6 +113,9 @@ def build_schema(universe: DimensionUniverse) -> Schema:
         Column("checksum", String(64), nullable=False, index=True),
         Column("size", BigInteger, nullable=False),
         Column("formatter", String(64), nullable=False),
+        # The file's st_mtime_ns, taken when its checksum was computed: with the size it lets a worker trust
+        # an unchanged file without hashing it (OPENASTRO_VERIFY_INPUTS=fast). Last, where ALTER TABLE puts it.
+        Column(MTIME_COLUMN, BigInteger, nullable=True),
         Index(PATH_INDEX, "path", unique=True),
     )
     tagged = Table(
