@@ -6,8 +6,11 @@ serves; tasks are routed by an explicit executor label or by their resource clas
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import os
 import re
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -17,6 +20,11 @@ from ..errors import OpenAstroError
 from ..yamlconfig import load_model
 
 _WALLTIME = re.compile(r"^(\d+-)?\d{1,3}:\d{2}:\d{2}$")
+# Values Parsl pastes into #SBATCH lines or shell commands unquoted: plain tokens only (no space, newline, quote,
+# $, backtick, ; or #). A constraint may also use SLURM's operators & | * [ ] ( ).
+_TOKEN = re.compile(r"^[A-Za-z0-9_.,+@:-]+$")
+_CONSTRAINT = re.compile(r"^[A-Za-z0-9_.,+@:&|*\[\]()-]+$")
+_SHELL_SAFE_PATH = re.compile(r"^[\w.,+@:=/-]+$")  # \w: letters and digits of any script, and _
 
 
 class SiteError(OpenAstroError):
@@ -43,6 +51,22 @@ class ProviderConfig(BaseModel):
     min_blocks: int = Field(0, ge=0)
     max_blocks: int = Field(1, ge=1)
     worker_init: str = Field("", description="Shell lines run before workers start (activate the environment).")
+
+    @field_validator("partition", "account", "qos")
+    @classmethod
+    def _token(cls, v: str | None, info) -> str | None:
+        if v is not None and not _TOKEN.match(v):
+            raise ValueError(f"{info.field_name} {v!r} must be a plain SLURM name (letters, digits, _ . , + @ : -): "
+                             "it is pasted unquoted into an #SBATCH line")
+        return v
+
+    @field_validator("constraint")
+    @classmethod
+    def _constraint(cls, v: str | None) -> str | None:
+        if v is not None and not _CONSTRAINT.match(v):
+            raise ValueError(f"constraint {v!r} may only hold features and SLURM's operators & | * [ ] ( ) "
+                             "(no spaces, quotes, $ or ;): it is pasted unquoted into an #SBATCH line")
+        return v
 
     @field_validator("walltime")
     @classmethod
@@ -85,6 +109,25 @@ class ExecutorConfig(BaseModel):
         3, ge=1, description="Consecutive blocks that must fail (cancelled, timed out, refused) before the executor "
                              "gives up and fails every quantum; one lost pilot job is replaced by a new one.")
     heartbeat_threshold: int = Field(60, ge=5)
+    address: str | None = Field(
+        None, description="IP address or host name the workers connect to; the interchange listens on it alone. "
+                    "Default: 127.0.0.1 for a local provider, this host's name for SLURM.")
+    interface: str | None = Field(
+        None, description="Network interface whose address the workers connect to (e.g. ib0), instead of address.")
+    encrypted: bool = Field(False, description="Encrypt and authenticate Parsl's worker traffic (CurveZMQ).")
+
+    @field_validator("address", "interface")
+    @classmethod
+    def _plain(cls, v: str | None, info) -> str | None:
+        if v is not None and not _TOKEN.match(v):
+            raise ValueError(f"{info.field_name} {v!r} must be a plain host name, IP address or interface name")
+        return v
+
+    @model_validator(mode="after")
+    def _one_address(self):
+        if self.address and self.interface:
+            raise ValueError("give address or interface, not both")
+        return self
 
 
 class SiteConfig(BaseModel):
@@ -93,7 +136,7 @@ class SiteConfig(BaseModel):
     executors: list[ExecutorConfig] = Field(min_length=1)
     default_executor: str | None = None
     retries: int = Field(1, ge=0, description="Retries of a quantum lost to an infrastructure failure.")
-    max_in_flight: int | None = Field(None, ge=1, description="Quanta submitted to Parsl at once (default: 4 x workers).")
+    max_in_flight: int | None = Field(None, ge=1, description="Quanta submitted to Parsl at once (default: 16 x workers, at least 64).")
 
     @model_validator(mode="after")
     def _labels(self):
@@ -140,6 +183,42 @@ def load_site(path: str | Path | None) -> tuple[SiteConfig, str]:
     return load_model(SiteConfig, path), str(path)
 
 
+def check_shell_safe(path: str | Path, what: str = "run directory") -> None:
+    """Refuse a path a shell would interpret. Parsl pastes the run directory unquoted into shell commands we
+    cannot quote for it (``bash -c '... PATH ...'``, ``sbatch PATH``, ``#SBATCH --output=PATH``, the worker
+    command line): a name like ``$(cmd)`` would run ``cmd``, a space would break the launch."""
+    text = os.path.abspath(path)
+    if not _SHELL_SAFE_PATH.match(text):
+        bad = "".join(sorted({c for c in text if not _SHELL_SAFE_PATH.match(c)}))
+        raise SiteError(f"{what} {text!r} holds characters a shell would interpret ({bad!r}); Parsl puts this path "
+                        "in its launch commands unquoted, so use a path of letters, digits and _ . , + @ : = / -")
+
+
+def worker_address(e: ExecutorConfig) -> str:
+    """The one address the interchange listens on and the workers connect to: loopback for a local provider
+    (nothing else on the network can reach it), else the configured address or interface, else this host's
+    name. Listening on all interfaces would expose the workers' task port to every network of the host."""
+    try:
+        if e.interface:
+            from parsl.addresses import address_by_interface
+
+            return address_by_interface(e.interface)
+        if e.address:
+            try:
+                return str(ipaddress.ip_address(e.address))
+            except ValueError:
+                return socket.gethostbyname(e.address)
+        if e.provider.kind == "local":
+            return "127.0.0.1"
+        from parsl.addresses import address_by_hostname
+
+        return address_by_hostname()
+    except OSError as exc:
+        what = f"interface {e.interface!r}" if e.interface else f"address {e.address or socket.gethostname()!r}"
+        raise SiteError(f"executor {e.label!r}: cannot find the {what}: {exc}; set executors[].address or "
+                        "interface to one the workers can reach") from None
+
+
 def parsl_config(site: SiteConfig, run_dir: Path):
     """The Parsl Config for a site: one HighThroughputExecutor per executor entry."""
     from functools import partial
@@ -150,6 +229,7 @@ def parsl_config(site: SiteConfig, run_dir: Path):
     from parsl.launchers import SingleNodeLauncher, SrunLauncher
     from parsl.providers import LocalProvider, SlurmProvider
 
+    check_shell_safe(run_dir)
     executors = []
     for e in site.executors:
         p = e.provider
@@ -173,7 +253,7 @@ def parsl_config(site: SiteConfig, run_dir: Path):
             drain_period=drain,
             block_error_handler=partial(windowed_error_handler, threshold=e.failed_blocks_before_giving_up),
             worker_logdir_root=str(run_dir / "parsl_workers"), poll_period=10,
-            encrypted=False))
+            address=worker_address(e), loopback_address="127.0.0.1", encrypted=e.encrypted))
     _parsl_logging(run_dir / "parsl")
     return Config(executors=executors, run_dir=str(run_dir / "parsl"), retries=0, strategy="simple",
                   strategy_period=2, initialize_logging=False, usage_tracking=0)

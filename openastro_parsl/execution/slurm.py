@@ -67,3 +67,20 @@ def job_state(job_id: str | int | None) -> str | None:
     code, out = _run(["scontrol", "show", "job", "-o", str(job_id)])
     m = re.search(r"\bJobState=(\S+)", out) if code == 0 else None
     return m.group(1) if m else None
+
+
+def node_size(partition: str) -> tuple[int | None, float | None]:
+    """CPUs and memory (GB) of the partition's largest node, from ``sinfo``; None where unknown."""
+    code, out = _run(["sinfo", "-h", "-p", partition, "-o", "%c %m"])
+    cpus, mem = [], []
+    for line in out.splitlines() if code == 0 else []:
+        c, _, m = line.partition(" ")
+        cpus += [int(x) for x in re.findall(r"\d+", c)]
+        mem += [int(x) / 1024 for x in re.findall(r"\d+", m)]
+    return (max(cpus) if cpus else None), (max(mem) if mem else None)
+
+
+def node_hosts(partition: str) -> list[str] | None:
+    """Host names of the partition's nodes (None when sinfo fails)."""
+    code, out = _run(["sinfo", "-N", "-h", "-p", partition, "-o", "%n"])
+    return sorted(set(out.split())) if code == 0 else None

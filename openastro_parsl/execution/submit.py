@@ -31,7 +31,7 @@ from .classify import classify_exception, classify_manifest, is_disk_full, learn
 from .preflight import preflight
 from .runlock import RunLock, process_start_time
 from .shutdown import Interrupts, load_parsl, stop_parsl
-from .site import SiteConfig, parsl_config
+from .site import SiteConfig, check_shell_safe, parsl_config
 from .status import DONE, STATES, StatusStore
 
 GRAPH_FILE = "graph.qgraph"
@@ -134,8 +134,8 @@ class Submission:
               graph_source: str = "the quantum graph", notify: Callable[[str], None] | None = None,
               **kw) -> "Submission":
         butler.check_graph(graph.header, graph_source)
-        if site.uses_slurm:
-            preflight(site, site_source)  # before a run directory or a job exists
+        check_shell_safe(butler.root / "submit" / graph.output_run)  # before a run directory or a job exists
+        preflight(site, site_source)
         lock = RunLock(butler.root, graph.output_run, notify=notify).acquire()
         try:
             run_dir = new_run_dir(butler, graph.output_run)
@@ -168,8 +168,8 @@ class Submission:
 
             site, site_source = load_site(status.meta("site_path"))
         status.close()
-        if site.uses_slurm:
-            preflight(site, site_source or "")
+        check_shell_safe(run_dir)
+        preflight(site, site_source or "")
         lock = RunLock(butler.root, graph.output_run, run_dir, notify=notify).acquire()
         try:
             return cls(butler, graph, run_dir, site, site_source or "", lock=lock, **kw)
