@@ -58,7 +58,7 @@ def run_coadd(mode: str, frames_dir: Path, n: int, cap_mb: float, out: Path) -> 
     import tracemalloc
 
     from openastro_parsl.datastore.image import Image
-    from openastro_parsl.tasks.coadd_kernel import NpyFrame, coadd
+    from openastro_parsl.tasks.image.coadd_kernel import NpyFrame, coadd
 
     stems = [frames_dir / f"f{i:04d}" for i in range(n)]
     t0 = time.perf_counter()
@@ -88,7 +88,7 @@ def bench_warp(size: int, methods: list[str], repeats: int) -> dict:
     from astropy.wcs import WCS
 
     from openastro_parsl.datastore.image import Image
-    from openastro_parsl.tasks.reproject import warp_image
+    from openastro_parsl.tasks.image import warp_image
 
     rng = np.random.default_rng(2)
     w_in = WCS(naxis=2)
@@ -138,7 +138,7 @@ def main(argv=None) -> int:
         print(json.dumps(run_coadd(mode, Path(d), int(n), float(cap), Path(d))))
         return 0
 
-    from openastro_parsl.tasks.coadd_kernel import BYTES_PER_SAMPLE
+    from openastro_parsl.tasks.image.coadd_kernel import BYTES_PER_SAMPLE
 
     n, size = args.frames, args.size
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:

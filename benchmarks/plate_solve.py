@@ -42,8 +42,8 @@ def _load_frames(survey: Path):
 
 
 def run_engine(engine: str, frames, cache_dir: Path) -> dict:
-    from openastro_parsl.tasks.astrometry import PlateSolveConfig, PlateSolveTask
-    from openastro_parsl.tasks.astrometry_fit import Catalogue, wcs_difference_rms, wcs_from_cards
+    from openastro_parsl.astro.wcs import wcs_from_cards
+    from openastro_parsl.tasks.astrometry import Catalogue, PlateSolveConfig, PlateSolveTask, wcs_difference_rms
 
     task = PlateSolveTask(PlateSolveConfig(engine=engine, trust_header_wcs=False, index_cache_dir=str(cache_dir)))
     rows = []
@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from openastro_parsl.sim.survey import generate_survey
-    from openastro_parsl.tasks import astrometry_net
+    from openastro_parsl.tasks.astrometry import net as astrometry_net
 
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     if "astrometry_net" in engines and not astrometry_net.available():

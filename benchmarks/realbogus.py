@@ -3,7 +3,7 @@
     python benchmarks/realbogus.py                 # 20 simulated frames, 4096 stamps, CPU (and GPU if present)
     python benchmarks/realbogus.py --frames 5      # quick
 
-Difference imaging runs on simulated science/template pairs (openastro_parsl.tasks.realbogus_training), so
+Difference imaging runs on simulated science/template pairs (openastro_parsl.tasks.transient.training), so
 seconds per frame include template resampling, PSF fits, the kernel fit, detection and cutouts. Inference is
 timed for several batch sizes on the shipped weights; the held-out metrics are those recorded with them.
 """
@@ -26,9 +26,9 @@ def main(argv=None):
 
     import torch
 
-    from openastro_parsl.tasks import realbogus as rb
-    from openastro_parsl.tasks.diffim import difference_image
-    from openastro_parsl.tasks.realbogus_training import simulate_pair
+    from openastro_parsl.tasks.transient import realbogus as rb
+    from openastro_parsl.tasks.transient.diffim import difference_image
+    from openastro_parsl.tasks.transient.training import simulate_pair
 
     torch.set_num_threads(a.threads)
     times, ncand = [], 0

@@ -36,7 +36,7 @@ def demo_truth() -> dict:
 def transit_table(truth: dict, seed: int):
     from astropy.table import Table
 
-    from openastro_parsl.tasks.ttv_model import fit_linear_ephemeris
+    from openastro_parsl.tasks.lightcurve.ttv_model import fit_linear_ephemeris
 
     p = truth["planet"]
     ep, tt = np.array(p["epochs"]), np.array(p["transit_times"])
@@ -86,8 +86,8 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-inference", action="store_true")
     args = ap.parse_args(argv)
 
-    from openastro_parsl.tasks import ttv_model as tm
-    from openastro_parsl.tasks.ttv import TtvFitConfig, TtvFitTask, build_priors
+    from openastro_parsl.tasks.lightcurve import ttv_model as tm
+    from openastro_parsl.tasks.lightcurve.ttv import TtvFitConfig, TtvFitTask, build_priors
 
     truth = demo_truth()
     table = transit_table(truth, args.seed)

@@ -209,7 +209,7 @@ def read_transit_times_csv(path, *, time_offset: float | None = None) -> Table:
 
 def transit_times_tables(table: Table) -> dict[str, Table]:
     """One ``transitTimes`` Table (epoch, t_obs, t_obs_err, t_pred, oc, oc_err + ephemeris meta) per planet."""
-    from ..tasks.transit import oc_table
+    from ..tasks.lightcurve.transit import oc_table
 
     out = {}
     for planet in sorted(set(table["planet"])):

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
-from astropy.wcs import WCS
 
 from .astro import iso_utc, mjd_to_datetime, sexagesimal_dec, sexagesimal_ra
 from .instruments import SITES, Instrument
@@ -40,10 +39,6 @@ def wcs_cards(inst: Instrument, crval_ra: float, crval_dec: float, rotation_deg:
         "CD2_2": float(f"{cd[1, 1]:.12e}"),
         "RADESYS": "ICRS",
     }
-
-
-def wcs_from_cards(cards: dict) -> WCS:
-    return WCS(fits.Header(cards), relax=False)
 
 
 def exposure_number(inst: Instrument, p: PlannedExposure, expid: int) -> int:

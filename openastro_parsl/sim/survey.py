@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..astro.jsonable import jsonable
+from ..astro.wcs import wcs_from_cards
 from . import headers, lightcurves, planet, render, schedule, sky
 from .astro import airmass, altitude_deg, moon_illumination
 from .instruments import SITES, Instrument, make_instruments
@@ -48,23 +50,6 @@ def _rng(seed: int, *tags) -> np.random.Generator:
     for t in tags:
         key.append(t if isinstance(t, int) and t >= 0 else zlib.crc32(str(t).encode()))
     return np.random.default_rng(np.random.SeedSequence(key))
-
-
-def _plain(o):
-    """numpy scalars/arrays -> JSON-native values."""
-    if isinstance(o, dict):
-        return {str(k): _plain(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_plain(v) for v in o]
-    if isinstance(o, np.ndarray):
-        return _plain(o.tolist())
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, (np.floating, float)):
-        return float(o)
-    if isinstance(o, np.bool_):
-        return bool(o)
-    return o
 
 
 @dataclass
@@ -139,7 +124,7 @@ def _sources(fr: _Frame, stars: sky.StarTable, variables, transient, system):
     Returns ids (-1 for the transient), names, pixel x/y (0-based), band mag, g-r.
     """
     p, inst = fr.plan, fr.inst
-    w = headers.wcs_from_cards(fr.wcs)
+    w = wcs_from_cards(fr.wcs)
     ny, nx = inst.shape
     reach = 0.75 * max(nx, ny) * inst.pixel_scale + 60.0
     xi, eta = sky.radec_to_tangent(fr.wcs["CRVAL1"], fr.wcs["CRVAL2"], stars.ra, stars.dec)
@@ -199,7 +184,7 @@ def _target_record(fr: _Frame, tg, src, counts, data) -> dict:
     inst = fr.inst
     sel = np.flatnonzero(names == tg.name)
     if len(sel) == 0:  # the transient before it appears
-        tx, ty = (float(v) for v in headers.wcs_from_cards(fr.wcs).wcs_world2pix(tg.ra, tg.dec, 0))
+        tx, ty = (float(v) for v in wcs_from_cards(fr.wcs).wcs_world2pix(tg.ra, tg.dec, 0))
         return {"x": tx, "y": ty, "in_frame": bool(_in_frame(inst, tx, ty)),
                 "present": False, "mag": None, "counts_e": 0.0, "saturated": False}
     i = int(sel[0])
@@ -365,7 +350,7 @@ def generate_survey(outdir: Path, *, seed: int = 42, size: str = "small") -> Sur
         "stars": stars.to_truth(),
     }
     truth_path = outdir / "truth.json"
-    truth_path.write_text(json.dumps(_plain(truth), indent=1, allow_nan=False) + "\n")
+    truth_path.write_text(json.dumps(jsonable(truth, nonfinite="keep"), indent=1, allow_nan=False) + "\n")
 
     per_inst = {k: sum(1 for e in exposures if e["instrument"] == k) for k in instruments}
     corrupt_paths = tuple(raw / c["file"] for c in corrupt)

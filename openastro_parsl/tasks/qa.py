@@ -100,7 +100,6 @@ class TargetCoverageTask(PipelineTask):
 
     def run(self, raws, refcat, data_ids=None, records=None):
         from astropy.coordinates import SkyCoord
-        import astropy.units as u
 
         target = (records or {}).get("target", {})
         pos = SkyCoord(target.get("ra"), target.get("dec"), unit="deg")

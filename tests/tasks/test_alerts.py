@@ -13,10 +13,10 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from openastro_parsl.tasks.alerts import AlertsConfig, AlertsTask, KnownSource, select_alerts
-from openastro_parsl.tasks.diffim import FLAGS, DiffimTask
-from openastro_parsl.tasks.realbogus import RealBogusTask
-from openastro_parsl.tasks.realbogus_training import truth_calexp, truth_template
+from openastro_parsl.tasks.transient import (AlertsConfig, AlertsTask, DiffimTask, KnownSource, RealBogusTask,
+                                             select_alerts)
+from openastro_parsl.tasks.transient.diffim import FLAGS
+from openastro_parsl.tasks.transient.training import truth_calexp, truth_template
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -15,11 +15,11 @@ from astropy.io import fits
 from astropy.table import Table
 
 from openastro_parsl.datastore.image import Image
-from openastro_parsl.tasks import astrometry_net
-from openastro_parsl.tasks.astrometry import PlateSolveConfig, PlateSolveTask, engines_for, plate_solve
-from openastro_parsl.tasks.astrometry_fit import Catalogue, wcs_difference_rms, wcs_from_cards
-from openastro_parsl.tasks.astrometry_quads import quad_codes
-from openastro_parsl.tasks.astrometry_sources import Hints, hints_from
+from openastro_parsl.astro.wcs import wcs_from_cards
+from openastro_parsl.tasks.astrometry import (Catalogue, Hints, PlateSolveConfig, PlateSolveTask, engines_for,
+                                              hints_from, plate_solve, wcs_difference_rms)
+from openastro_parsl.tasks.astrometry import net as astrometry_net
+from openastro_parsl.tasks.astrometry.quads import quad_codes
 
 from testdata import REAL_DATA
 
@@ -79,7 +79,7 @@ def test_quad_codes_are_similarity_invariant_and_label_free():
 def test_weighted_tan_fit_recovers_a_known_wcs_and_discounts_noisy_stars():
     """The weighted TAN fit reproduces an exact (rotated, mirrored) TAN WCS from its own points, and a star
     given a large centroid error barely moves it."""
-    from openastro_parsl.tasks.astrometry_fit import fit_wcs
+    from openastro_parsl.tasks.astrometry.fit import fit_wcs
 
     true = wcs_from_cards({"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRVAL1": 150.1, "CRVAL2": 2.2,
                            "CRPIX1": 64.5, "CRPIX2": 64.5, "CD1_1": 2.2e-4, "CD1_2": 1.3e-4,

@@ -12,12 +12,10 @@ from photutils.aperture import CircularAperture, aperture_photometry
 
 from openastro_parsl.datastore.image import MASK_BITS, Image
 from openastro_parsl.pipeline.task import NoWorkFound
-from openastro_parsl.tasks.coadd import CoaddTask
-from openastro_parsl.tasks.coadd_kernel import NpyFrame, coadd, fits_frame, save_npy_frame
-from openastro_parsl.tasks.normalize import NormalizeTask, flux_scale
-from openastro_parsl.tasks.reproject import MakeRefGridTask, WarpTask
-from tasks.test_reproject import (adu_zero_point, calexp_for, photo_calib_from_truth, truth_exposures,
-                                  wcs_solution_from_truth)
+from openastro_parsl.tasks.image import (CoaddTask, MakeRefGridTask, NormalizeTask, NpyFrame, WarpTask, fits_frame,
+                                         flux_scale, save_npy_frame)
+from openastro_parsl.tasks.image.coadd_kernel import coadd
+from truthdata import adu_zero_point, calexp_for, photo_calib_from_truth, truth_exposures, wcs_solution_from_truth
 
 N_SLT40 = 24  # of the 98 slt40 r frames, enough for the sqrt(N) test and quick
 N_LCO1M = 4
@@ -328,12 +326,12 @@ def test_memory_cap_too_small_is_a_clear_error():
 PIPELINE = """
 description: reprojection, normalisation and co-addition (tests)
 tasks:
-  makeRefGrid: openastro_parsl.tasks.reproject.MakeRefGridTask
-  warp: openastro_parsl.tasks.reproject.WarpTask
-  normalize: openastro_parsl.tasks.normalize.NormalizeTask
-  coadd: openastro_parsl.tasks.coadd.CoaddTask
+  makeRefGrid: openastro_parsl.tasks.image.MakeRefGridTask
+  warp: openastro_parsl.tasks.image.WarpTask
+  normalize: openastro_parsl.tasks.image.NormalizeTask
+  coadd: openastro_parsl.tasks.image.CoaddTask
   templateCoadd:
-    class: openastro_parsl.tasks.coadd.CoaddTask
+    class: openastro_parsl.tasks.image.CoaddTask
     config:
       mjd_max: {mjd_max}
       connections: {{coadd: templateCoadd, coverage: templateCoverage}}

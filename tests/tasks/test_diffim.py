@@ -10,8 +10,9 @@ from astropy.io import fits
 
 from openastro_parsl.datastore.image import MASK_BITS, Image
 from openastro_parsl.pipeline.task import NoWorkFound
-from openastro_parsl.tasks import diffim as D
-from openastro_parsl.tasks.realbogus_training import Conditions, _tan_wcs, render_stars, simulate_pair
+from openastro_parsl.astro.wcs import tan_wcs as _tan_wcs
+from openastro_parsl.tasks.transient import diffim as D
+from openastro_parsl.tasks.transient.training import Conditions, render_stars, simulate_pair
 
 # Well-sampled frames with enough stars for a fitted kernel, nothing but injected sources changing.
 CLEAN = Conditions(density=(30.0, 40.0), pixel_scale=(0.5, 0.8), seeing_arcsec=(1.6, 2.4), depth_mag=(19.5, 20.5),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from openastro_parsl.tasks.ensemble import solve_ensemble
+from openastro_parsl.tasks.lightcurve.ensemble import solve_ensemble
 
 
 def _field(seed=3, n_frames=60, n_stars=25, offset_sigma=0.01):

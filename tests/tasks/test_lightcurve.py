@@ -1,16 +1,8 @@
-"""LightcurveTask on src tables synthesised from the demo survey's truth.
-
-The helpers at the top (``synth_src``, ``demo_lightcurves``) are also used by test_periodogram.py and
-test_transit.py (loaded by path): they turn truth.json into what ``calibrate`` writes for every exposure —
-the target and its catalogue neighbours, with aperture-photometry noise (source + sky + read noise in the
-frame's seeing), scintillation for the telescope's aperture, a zero point that errs by a common catalogue
-error of the pointing plus ~0.008 mag of per-frame fit noise (what calibrate's few-star fits show on the demo),
-and a few cosmic-ray-like outliers.
-"""
+"""LightcurveTask on src tables synthesised from the demo survey's truth (``tests/truthdata.py``: what
+``calibrate`` writes for every exposure; the session fixture ``truth_lightcurves`` of ``tests/tasks/conftest.py``
+is the task's output on them, which test_periodogram.py and test_transit.py analyse too)."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pytest
@@ -18,117 +10,13 @@ from astropy.table import Table
 
 from openastro_parsl.pipeline.task import NoWorkFound
 from openastro_parsl.tasks.lightcurve import LightcurveConfig, LightcurveTask, bjd_tdb, flag_outliers
-
-APERTURE_M = {"lco1m": 1.0, "slt40": 0.4, "ota80": 0.08}
-
-
-def _scintillation(d_m, airmass, height_m, exptime):
-    """Young (1967) scintillation (fractional), with the usual 1.5x empirical factor."""
-    return 1.5 * 0.09 * (d_m * 100) ** (-2 / 3) * airmass ** 1.75 * math.exp(-height_m / 8000.0) / math.sqrt(2 * exptime)
+from truthdata import synth_src
 
 
-def synth_src(truth, seed=0, outlier_rate=0.02, neighbour_radius_arcsec=60.0):
-    """One src Table per exposure (plus its data ID), as calibrate would write it, and the injected outliers.
-
-    Returns (tables, data_ids, injected) with injected = {(target, instrument, exposure): delta_mag}.
-    """
-    from openastro_parsl.sim.instruments import SITES
-
-    rng = np.random.default_rng(seed)
-    targets = {t["name"]: t for t in truth["targets"]}
-    stars = truth["stars"]
-    sra = np.array([s["ra"] for s in stars])
-    sdec = np.array([s["dec"] for s in stars])
-    # the pointing's zero point carries the catalogue error of its comparison stars: fixed per (instrument, band)
-    zp_bias = {(i, b): rng.normal(0, 0.004) for i in truth["instruments"] for b in "gr"}
-    tables, ids, injected = [], [], {}
-    for e in truth["exposures"]:
-        site = SITES[e["site"]]
-        inst, band = e["instrument"], e["band"]
-        fwhm, sky, rn = e["seeing_fwhm_px"], e["sky_e_per_px"], e["read_noise"]
-        npix = math.pi * (1.5 * fwhm) ** 2
-        scint = _scintillation(APERTURE_M[inst], e["airmass"], site.height_m, e["exptime"])
-        zp_est = e["zero_point"] + zp_bias[(inst, band)] + rng.normal(0, 0.008)
-        rows = []
-        for name, rec in e["targets"].items():
-            if not (rec["in_frame"] and rec["present"]):
-                continue
-            tg = targets[name]
-            rows.append((name, tg["ra"], tg["dec"], rec["counts_e"], tg.get("refcat_id") or -1))
-            near = np.hypot((sra - tg["ra"]) * math.cos(math.radians(tg["dec"])), sdec - tg["dec"]) * 3600
-            for j in np.flatnonzero((near < neighbour_radius_arcsec) & (near > 0.5)):
-                s = stars[j]
-                if s["target"]:
-                    continue
-                m = s[band] + e["colour_term"] * (s["g"] - s["r"])
-                rows.append((None, s["ra"], s["dec"], e["exptime"] * 10 ** (-0.4 * (m - e["zero_point"])), s["id"]))
-        seen, out = set(), []
-        for name, ra, dec, counts, rid in rows:
-            if (round(ra, 7), round(dec, 7)) in seen:
-                continue
-            seen.add((round(ra, 7), round(dec, 7)))
-            var = counts + npix * (sky + rn**2) + (scint * counts) ** 2
-            flux = counts + rng.normal(0, math.sqrt(var))
-            err = math.sqrt(var)
-            if flux < 5 * err:  # not detected
-                continue
-            mag = -2.5 * math.log10(flux / e["exptime"]) + zp_est
-            if name is not None and rng.uniform() < outlier_rate:
-                delta = -rng.uniform(0.08, 0.4) * rng.choice([1, 1, -1])
-                mag += delta
-                injected[(name, inst, e["exposure"])] = delta
-            pos_err = 0.1 / 3600
-            out.append((ra + rng.normal(0, pos_err), dec + rng.normal(0, pos_err), flux, err, flux / err,
-                        mag, 2.5 / math.log(10) * err / flux, rid))
-        cols = list(zip(*out)) if out else [[]] * 8
-        t = Table([np.array(c, dtype=float) for c in cols[:7]] + [np.array(cols[7], dtype=np.int64)],
-                  names=["ra", "dec", "flux", "flux_err", "snr", "mag", "mag_err", "refcat_id"])
-        t["x"] = np.zeros(len(t))
-        t["y"] = np.zeros(len(t))
-        t.meta.update({"mjd_mid": e["mjd"], "exptime": e["exptime"], "band": band, "instrument": inst,
-                       "site_lat": site.lat, "site_lon": site.lon, "site_elev": site.height_m, "zp": zp_est,
-                       "zp_err": 0.006, "colour_term": e["colour_term"]})
-        tables.append(t)
-        ids.append({"instrument": inst, "exposure": e["exposure"], "band": band, "field": e["field"]})
-    return tables, ids, injected
-
-
-def refcat_table(truth, seed=1):
-    """The catalogue as the demo writes it: truth + catalogue errors (only what the colour needs)."""
-    rng = np.random.default_rng(seed)
-    stars = truth["stars"]
-    return Table({"id": [s["id"] for s in stars], "ra": [s["ra"] for s in stars], "dec": [s["dec"] for s in stars],
-                  "g": [s["g"] + rng.normal(0, 0.01) for s in stars], "r": [s["r"] + rng.normal(0, 0.01) for s in stars]})
-
-
-def demo_lightcurves(truth, seed=0):
-    """{(target, band): lightcurve Table} for the demo's non-transient targets, and the injected outliers."""
-    tables, ids, injected = synth_src(truth, seed=seed)
-    refcat = refcat_table(truth)
-    task = LightcurveTask()
-    out = {}
-    for tg in truth["targets"]:
-        if tg["kind"] == "transient":
-            continue
-        for band in "gr":
-            sel = [i for i, d in enumerate(ids) if d["band"] == band and d["field"] == tg["field"]]
-            res = task.run(src=[tables[i] for i in sel], refcat=refcat,
-                           records={"target": {"name": tg["name"], "ra": tg["ra"], "dec": tg["dec"],
-                                               "kind": tg["kind"], "field": tg["field"]}},
-                           data_ids={"src": [ids[i] for i in sel]}, data_id={"target": tg["name"], "band": band})
-            out[(tg["name"], band)] = res["lightcurve"]
-    return out, injected
-
-
-@pytest.fixture(scope="module")
-def lcs(demo):
-    return demo_lightcurves(demo.truth)
-
-
-def test_lightcurve_schema_and_calibration(demo, lcs):
+def test_lightcurve_schema_and_calibration(demo, truth_lightcurves):
     """Every exposure of the band containing the target is there, sorted, calibrated to the true magnitude."""
     truth = demo.truth
-    out, injected = lcs
+    out, injected = truth_lightcurves
     exps = {(e["instrument"], e["exposure"]): e for e in truth["exposures"]}
     for (name, band), lc in out.items():
         assert {"time", "mag", "mag_err", "flux", "flux_err", "instrument", "exposure", "site", "outlier"} <= set(lc.colnames)
@@ -154,12 +42,12 @@ def test_lightcurve_schema_and_calibration(demo, lcs):
                                    for s in inst["sites"].values()}
 
 
-def test_ensemble_removes_per_frame_zero_point_noise(demo, lcs):
+def test_ensemble_removes_per_frame_zero_point_noise(demo, truth_lightcurves):
     """The ensemble offsets take out the frames' zero-point noise: the constant-in-r host of the planet scatters
     about its true magnitude by half as much as with the frames' own zero points, and errors include the offset's."""
     truth = demo.truth
     exps = {(e["instrument"], e["exposure"]): e for e in truth["exposures"]}
-    lc = lcs[0][("OA-T1", "r")]
+    lc = truth_lightcurves[0][("OA-T1", "r")]
     true = np.array([exps[(i, int(x))]["targets"]["OA-T1"]["mag"] for i, x in zip(lc["instrument"], lc["exposure"])])
     ok = ~np.asarray(lc["outlier"])
     assert lc.meta["ensemble"] and np.all(lc["n_comparison"][ok] >= 2)
@@ -170,11 +58,11 @@ def test_ensemble_removes_per_frame_zero_point_noise(demo, lcs):
     assert np.all(np.asarray(lc["mag_err"]) >= np.asarray(lc["ensemble_offset_err"]))
 
 
-def test_outliers_flagged_without_flagging_signal(lcs):
+def test_outliers_flagged_without_flagging_signal(truth_lightcurves):
     """Injected outliers inside time series (neighbours within the window) or on the constant-in-g host are
     flagged; transits and pulsations are not (no false flags). A 0.1-0.4 mag jump on a single visit of a
     0.3-mag variable is not detectable without a model and is not asked for."""
-    out, injected = lcs
+    out, injected = truth_lightcurves
     caught, missed, false = [], [], []
     for (name, band), lc in out.items():
         t = np.asarray(lc["time"])
@@ -244,3 +132,20 @@ def test_missing_meta_names_the_exposure():
         LightcurveTask(LightcurveConfig()).run(src=[t], records={"target": {"ra": 1.0, "dec": 1.0}},
                                                data_ids={"src": [{"instrument": "x", "exposure": 77}]},
                                                data_id={"target": "T", "band": "r"})
+
+
+def test_target_is_matched_across_ra_zero():
+    """A target at RA 359.9997 deg and its detections at RA 0.0002 deg (1.8" apart at dec 10): a light curve,
+    not "found in 0 src tables" (a flat-sky distance would put them 360 degrees apart)."""
+    tables, ids = [], []
+    for k in range(4):
+        t = Table({"ra": [0.0002, 0.02], "dec": [10.0, 10.0], "mag": [12.0 + 0.001 * k, 14.0],
+                   "mag_err": [0.01, 0.02], "refcat_id": [-1, -1]})
+        t.meta.update({"mjd_mid": 61100.0 + k, "band": "r", "instrument": "x", "site_lat": 30.0, "site_lon": -110.0,
+                       "site_elev": 2000.0, "zp": 25.0, "zp_err": 0.01, "colour_term": 0.0})
+        tables.append(t)
+        ids.append({"instrument": "x", "exposure": k})
+    lc = LightcurveTask(LightcurveConfig(ensemble=False)).run(
+        src=tables, records={"target": {"name": "T", "ra": 359.9997, "dec": 10.0}}, data_ids={"src": ids},
+        data_id={"target": "T", "band": "r"})["lightcurve"]
+    assert len(lc) == 4 and np.allclose(lc["mag"], 12.0 + 0.001 * np.arange(4))

@@ -3,31 +3,16 @@ demo's cadence and season), and the Lomb-Scargle kernels on controlled signals."
 
 from __future__ import annotations
 
-import importlib.util
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from openastro_parsl.tasks.periodogram import (PeriodSearchConfig, PeriodSearchTask, fast_method,
-                                               lomb_scargle_search)
+from openastro_parsl.tasks.lightcurve.periodogram import (PeriodSearchConfig, PeriodSearchTask, fast_method,
+                                                          lomb_scargle_search)
 
 
-def _sibling(name):
-    spec = importlib.util.spec_from_file_location(f"_lc_helpers_{name}", Path(__file__).with_name(f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-@pytest.fixture(scope="module")
-def demo_lcs(demo):
-    lcs, _ = _sibling("test_lightcurve").demo_lightcurves(demo.truth, seed=0)
-    return lcs
-
-
-def test_demo_variables_periods(demo, demo_lcs):
+def test_demo_variables_periods(demo, truth_lightcurves):
     """Both variables: period within 0.1 % of truth, FAP < 1e-3, multiband over g and r, plot renders.
 
     These light curves come from synthesised src tables, noisier per frame than the real pipeline's; the slow
@@ -35,6 +20,7 @@ def test_demo_variables_periods(demo, demo_lcs):
     period error below 0.1 %; the demo's 0.1 % is asserted on the pipeline's output by test_science_run."""
     from matplotlib.figure import Figure
 
+    demo_lcs, _ = truth_lightcurves
     truth = {v["name"]: v for v in demo.truth["variables"]}
     for name, v in truth.items():
         out = PeriodSearchTask().run(lightcurves=[demo_lcs[(name, "g")], demo_lcs[(name, "r")]],
@@ -59,10 +45,11 @@ def test_demo_variables_periods(demo, demo_lcs):
     assert v1["nterms"] >= 2 and abs(v1["period"] / truth["OA-V1"]["period"] - 1) < 1e-3
 
 
-def test_single_band_uses_nifty_and_matches_astropy(demo_lcs):
+def test_single_band_uses_nifty_and_matches_astropy(truth_lightcurves):
     """One band: the fast method is nifty-ls when installed; its spectrum equals astropy's exact one."""
     from astropy.timeseries import LombScargle
 
+    demo_lcs, _ = truth_lightcurves
     lc = demo_lcs[("OA-V2", "r")]
     ok = ~np.asarray(lc["outlier"])
     t, y, dy = (np.asarray(lc[c])[ok] for c in ("time", "mag", "mag_err"))

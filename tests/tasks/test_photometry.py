@@ -15,7 +15,7 @@ from openastro_parsl.pipeline.task import NoWorkFound
 from openastro_parsl.registry.refs import DatasetType
 from openastro_parsl.sim.instruments import SITES
 from openastro_parsl.tasks import photometry as P
-from openastro_parsl.tasks.observation import ObservationError, observation_info
+from openastro_parsl.astro.observation import ObservationError, observation_info
 
 from testdata import REAL_DATA
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from openastro_parsl.tasks import refcat as R
+from openastro_parsl.astro import refcat as R
 
 # A TAP server that certainly refuses: astroquery's real client, a real socket, no network needed.
 UNREACHABLE = "http://127.0.0.1:9/"

@@ -1,87 +1,21 @@
 """Reprojection onto the field grid (makeRefGrid, warp), checked against the demo survey's truth.
 
-Also home of the small builders the co-add tests share: calibrated frames (``calexp``, ``photoCalib``,
-``wcsSolution``) made from demo raws with the truth's zero-point, seeing and WCS, standing in for the
-astrometry and photometry stages so these tests exercise reprojection alone.
+The calibrated frames (``calexp``, ``photoCalib``, ``wcsSolution``) are made from demo raws with the truth's
+zero-point, seeing and WCS (``tests/truthdata.py``), standing in for the astrometry and photometry stages so
+these tests exercise reprojection alone.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pytest
 from astropy.io import fits
 
 from openastro_parsl.datastore.image import MASK_BITS, Image
-
-RAW_RUN = "raw/all"
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Builders (imported by test_coadd.py as tasks.test_reproject)
-# ---------------------------------------------------------------------------------------------------------------
-
-def adu_zero_point(exp: dict) -> float:
-    """Truth zero-point is for e-/s; a calexp's PHOTZP is for total ADU: mag = PHOTZP - 2.5 log10(ADU)."""
-    return exp["zero_point"] + 2.5 * math.log10(exp["exptime"] / exp["gain"])
-
-
-def calexp_from_truth(raw: Image, exp: dict) -> Image:
-    """A calexp as calibrate writes it: bias-free ADU, variance = max(signal,0)/gain + (rn/gain)^2, SAT mask,
-    the true WCS, and header PHOTZP / MJD-MID / FWHMPIX / BAND / INSTRUME / EXPTIME."""
-    adu = np.asarray(raw.data, np.float64)
-    data = adu - exp["bias_adu"]
-    var = np.maximum(data, 0.0) / exp["gain"] + (exp["read_noise"] / exp["gain"]) ** 2
-    mask = np.where(adu >= exp["saturation_adu"], MASK_BITS["SAT"], 0).astype(np.int32)
-    var[mask > 0] = np.inf  # as calibrate does for pixels it flags
-    header = raw.header.copy()
-    img = Image(data.astype(np.float32), header, mask, var.astype(np.float32))
-    from astropy.wcs import WCS
-
-    img.set_wcs(WCS(fits.Header(exp["wcs"])))
-    h = img.header
-    h["PHOTZP"] = adu_zero_point(exp)
-    h["PHOTZPER"] = 0.0
-    h["MJD-MID"] = exp["mjd"]
-    h["FWHMPIX"] = exp["seeing_fwhm_px"]
-    h["BAND"] = exp["band"]
-    h["INSTRUME"] = exp["instrument"]
-    h["EXPTIME"] = exp["exptime"]
-    h["GAIN"] = exp["gain"]
-    return img
-
-
-def photo_calib_from_truth(exp: dict, shape) -> dict:
-    """photoCalib as calibrate writes it: ``zp`` for e-/s (the truth's convention), not for ADU."""
-    return {"zp": exp["zero_point"], "zp_err": 0.0, "colour_term": exp["colour_term"], "band": exp["band"],
-            "instrument": exp["instrument"], "exposure": exp["exposure"], "mjd_mid": exp["mjd"],
-            "fwhm_pix": exp["seeing_fwhm_px"], "pixel_scale_arcsec": None, "shape": list(shape)}
-
-
-def wcs_solution_from_truth(exp: dict) -> dict:
-    return {"status": "header" if exp["has_wcs"] else "solved", "engine": "truth", "reason": "", "rms_pix": 0.0,
-            "n_matched": 0, "n_sources": 0, "pixel_scale_arcsec": None, "wcs": dict(exp["wcs"])}
-
-
-def truth_exposures(demo, *, instrument=None, band=None, field="demo1"):
-    return [e for e in demo.truth["exposures"] if e["field"] == field
-            and (instrument is None or e["instrument"] == instrument) and (band is None or e["band"] == band)]
-
-
-def calexp_for(demo, exp: dict) -> Image:
-    raw = demo.butler.get("raw", {"instrument": exp["instrument"], "exposure": exp["exposure"]},
-                          collections=RAW_RUN)
-    return calexp_from_truth(raw, exp)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Tests
-# ---------------------------------------------------------------------------------------------------------------
-
-from openastro_parsl.pipeline.task import NoWorkFound  # noqa: E402
-from openastro_parsl.tasks.reproject import (MakeRefGridTask, WarpTask, choose_reference,  # noqa: E402
-                                             footprint_corners, grid_from_refgrid, warp_image)
+from openastro_parsl.pipeline.task import NoWorkFound
+from openastro_parsl.tasks.image.reproject import (MakeRefGridTask, WarpTask, choose_reference, footprint_corners,
+                                                   grid_from_refgrid, warp_image)
+from truthdata import calexp_for, photo_calib_from_truth, truth_exposures, wcs_solution_from_truth
 
 
 def _inputs(demo, exps=None):

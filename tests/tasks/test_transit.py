@@ -3,7 +3,6 @@ real TESS (WASP-126) and Kepler (HAT-P-7) light curves (against the published pe
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import batman
@@ -12,24 +11,17 @@ import pytest
 from testdata import REAL_DATA
 
 from openastro_parsl.pipeline.task import NoWorkFound
-from openastro_parsl.tasks.transit import (TransitSearchConfig, TransitSearchTask, TransitTimingTask, biweight_trend,
-                                           fit_global, measure_transit_times, oc_table)
+from openastro_parsl.tasks.lightcurve.transit import (TransitSearchConfig, TransitSearchTask, TransitTimingTask,
+                                                      biweight_trend, fit_global, measure_transit_times, oc_table)
 
 TESS = REAL_DATA / "hlsp_tess-data-alerts_tess_phot_00025155310-s01_tess_v1_lc.fits"
 KEPLER = REAL_DATA / "kplr010666592-2009131110544_slc.fits"
 needs_real = pytest.mark.skipif(not REAL_DATA.is_dir(), reason=f"real data folder {REAL_DATA} absent")
 
 
-def _sibling(name):
-    spec = importlib.util.spec_from_file_location(f"_lc_helpers_{name}", Path(__file__).with_name(f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
-def host(demo):
-    lcs, _ = _sibling("test_lightcurve").demo_lightcurves(demo.truth, seed=0)
+def host(demo, truth_lightcurves):
+    lcs, _ = truth_lightcurves
     truth = demo.truth
     tg = next(t for t in truth["targets"] if t["kind"] == "transit_host")
     records = {"target": {"name": tg["name"], "ra": tg["ra"], "dec": tg["dec"], "kind": tg["kind"]}}
@@ -138,7 +130,7 @@ def test_timing_errors_cover_injected_truth():
 def test_profile_half_width():
     """Delta chi2 = 1 on a parabola is one sigma; a flat-bottomed profile is wider; a grid that never crosses
     gives its whole half-span."""
-    from openastro_parsl.tasks.transit import profile_half_width
+    from openastro_parsl.tasks.lightcurve.transit import profile_half_width
 
     x = np.linspace(-10, 10, 401)
     assert profile_half_width(x, (x / 2.0) ** 2 + 5, 5.0, 1.0) == pytest.approx(2.0, abs=1e-3)

@@ -19,9 +19,9 @@ import pytest
 from astropy.table import Table
 
 from openastro_parsl.pipeline.task import NoWorkFound
-from openastro_parsl.tasks import ttv_model as tm
-from openastro_parsl.tasks.ttv import (CHECKPOINT_NAME, TtvFitConfig, TtvFitTask, build_priors, load_posterior,
-                                       narrow_priors)
+from openastro_parsl.tasks.lightcurve import ttv_model as tm
+from openastro_parsl.tasks.lightcurve.ttv import (CHECKPOINT_NAME, TtvFitConfig, TtvFitTask, build_priors,
+                                                  load_posterior, narrow_priors)
 
 QUICK = dict(mass_range=[1e-5, 1e-3], period_ratio_range=[1.9, 2.2], eccentricity_range=[0.0, 0.1],
              known_mass_msun=5.7e-4, nlive=100, n_cores=1, seed=42)
@@ -182,7 +182,7 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path, times, quick_fit):
     times.write(tmp_path / "times.parq", format="parquet")
     ckdir = tmp_path / "ckpt"
     cfg = dict(QUICK, checkpoint_every_s=0.5)
-    code = ("import json, sys; from astropy.table import Table; from openastro_parsl.tasks.ttv import TtvFitConfig, TtvFitTask; "
+    code = ("import json, sys; from astropy.table import Table; from openastro_parsl.tasks.lightcurve.ttv import TtvFitConfig, TtvFitTask; "
             "TtvFitTask(TtvFitConfig(**json.loads(sys.argv[1]))).run(Table.read(sys.argv[2]), "
             "checkpoint_dir=sys.argv[3], data_id={'target': 'OA-T1'})")
     errlog = open(tmp_path / "child.stderr", "wb")

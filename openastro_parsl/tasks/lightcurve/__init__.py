@@ -1,0 +1,29 @@
+"""Light-curve branch: photometry of each target through time, and what its periodicities and transits say.
+
+``makeLightcurve`` -> ``periodSearch`` (variables), ``transitSearch`` -> ``transitTiming`` -> ``ttvFit`` (planets).
+
+===============  ============================================================================================
+``build``        ``LightcurveTask``: the target in every src table, BJD_TDB, colour term, ensemble, outliers
+``ensemble``     differential (ensemble) photometry: per-frame offsets from all comparison stars at once
+``periodogram``  ``PeriodSearchTask``: multiband Lomb-Scargle, harmonics by BIC, false-alarm probability
+``transit``      ``TransitSearchTask`` (detrend + BLS) and ``TransitTimingTask`` (batman mid-times, O-C)
+``ttv``          ``TtvFitTask``: nested sampling of a perturber from the O-C (dynesty), checkpointed
+``ttv_model``    the TTVFast forward model, priors and likelihood ``ttv`` samples
+===============  ============================================================================================
+"""
+
+from .build import LightcurveConfig, LightcurveConnections, LightcurveTask, bjd_tdb, flag_outliers, match_source
+from .ensemble import EnsembleSolution, solve_ensemble
+from .periodogram import (PeriodResult, PeriodSearchConfig, PeriodSearchConnections, PeriodSearchTask,
+                          lomb_scargle_search)
+from .transit import (TransitSearchConfig, TransitSearchConnections, TransitSearchTask, TransitTimingConfig,
+                      TransitTimingConnections, TransitTimingTask, detrend_and_search, fit_global,
+                      measure_transit_times, oc_table)
+from .ttv import TtvFitConfig, TtvFitConnections, TtvFitTask
+
+__all__ = ["EnsembleSolution", "LightcurveConfig", "LightcurveConnections", "LightcurveTask", "PeriodResult",
+           "PeriodSearchConfig", "PeriodSearchConnections", "PeriodSearchTask", "TransitSearchConfig",
+           "TransitSearchConnections", "TransitSearchTask", "TransitTimingConfig", "TransitTimingConnections",
+           "TransitTimingTask", "TtvFitConfig", "TtvFitConnections", "TtvFitTask", "bjd_tdb", "detrend_and_search",
+           "fit_global", "flag_outliers", "lomb_scargle_search", "match_source", "measure_transit_times",
+           "oc_table", "solve_ensemble"]

@@ -1,0 +1,21 @@
+"""Transient branch: what changed since the template, whether it is real, and which changes are news.
+
+``templateCoadd`` (``tasks.image``) -> ``diffim`` -> ``rbClassify`` -> ``alerts``.
+
+==============  ===========================================================================================
+``diffim``      difference imaging by stage: alignment, background, PSF, Alard-Lupton kernel, subtraction,
+                detection (``DiffimTask``)
+``realbogus``   the real/bogus CNN (torch), its shipped weights (``data/``) and ``RealBogusTask``
+``alerts``      ``AlertsTask``: confident, unknown, unflagged candidates become alerts with stamps
+``training``    retraining the CNN on simulated pairs (``pipelines/train_realbogus.yaml``); import it as
+                ``tasks.transient.training``
+==============  ===========================================================================================
+"""
+
+from .alerts import AlertsConfig, AlertsConnections, AlertsTask, KnownSource, select_alerts
+from .diffim import DiffimConfig, DiffimConnections, DiffimTask, difference_image
+from .realbogus import RealBogusConfig, RealBogusConnections, RealBogusTask, load_weights, predict, prepare_stamps
+
+__all__ = ["AlertsConfig", "AlertsConnections", "AlertsTask", "DiffimConfig", "DiffimConnections", "DiffimTask",
+           "KnownSource", "RealBogusConfig", "RealBogusConnections", "RealBogusTask", "difference_image",
+           "load_weights", "predict", "prepare_stamps", "select_alerts"]
