@@ -1,9 +1,9 @@
 """Execution overhead: N no-op quanta through openastro-submit's loop vs N bare Parsl python_apps.
 
-Both on the same local HighThroughputExecutor. The quanta are a chain of two no-op tasks per exposure, each
-with real registry registration (provenance included), status-store updates and per-quantum log files; the
-bare apps do nothing. Throughput is measured from the first completion to the last (worker start-up is not
-counted for either).
+Both on the same local HighThroughputExecutor. The quanta are a chain of two no-op tasks per exposure (the toy
+tasks of ``openastro_parsl.testing.toy_tasks``), each with real registry registration (provenance included),
+status-store updates and per-quantum log files; the bare apps do nothing. Throughput is measured from the
+first completion to the last (worker start-up is not counted for either).
 
     python benchmarks/exec_overhead.py --quanta 10000
 
@@ -24,43 +24,9 @@ from pathlib import Path
 PIPELINE = """
 description: two no-op tasks per exposure (execution overhead benchmark)
 tasks:
-  first: benchmarks.exec_overhead.First
-  second: benchmarks.exec_overhead.Second
+  first: openastro_parsl.testing.toy_tasks.NoopFirstTask
+  second: openastro_parsl.testing.toy_tasks.NoopSecondTask
 """
-
-
-def _tasks():
-    from openastro_parsl.pipeline.connections import Connections, Input, Output
-    from openastro_parsl.pipeline.task import PipelineTask
-
-    class FirstC(Connections):
-        seed = Input("noopSeed", ("instrument", "exposure"), "StructuredData")
-        out = Output("noopFirst", ("instrument", "exposure"), "StructuredData")
-
-    class SecondC(Connections):
-        inp = Input("noopFirst", ("instrument", "exposure"), "StructuredData")
-        out = Output("noopSecond", ("instrument", "exposure"), "StructuredData")
-
-    class First(PipelineTask):
-        """Passes its input on: the work is all framework."""
-        dimensions = ("instrument", "exposure")
-        Connections = FirstC
-
-        def run(self, seed):
-            return {"out": seed}
-
-    class Second(PipelineTask):
-        dimensions = ("instrument", "exposure")
-        Connections = SecondC
-
-        def run(self, inp):
-            return {"out": inp}
-
-    First.__module__ = Second.__module__ = __name__
-    return First, Second
-
-
-First, Second = _tasks()
 
 
 def noop(x):
@@ -69,8 +35,6 @@ def noop(x):
 
 def framework(root: Path, n: int) -> None:
     """Build the repo, plan, run; print the figures of this process (so its peak RSS is the submit's)."""
-    import os
-
     from openastro_parsl.butler import Butler
     from openastro_parsl.execution.site import load_site
     from openastro_parsl.execution.submit import Submission
@@ -78,7 +42,6 @@ def framework(root: Path, n: int) -> None:
     from openastro_parsl.pipeline.pipeline import load_pipeline
     from openastro_parsl.registry.refs import DatasetType
 
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])
     butler = Butler.create(root / "repo")
     reg = butler.registry
     n_exp = n // 2
@@ -91,8 +54,10 @@ def framework(root: Path, n: int) -> None:
     seed = DatasetType("noopSeed", ("instrument", "exposure"), "StructuredData")
     reg.register_dataset_type(seed)
     reg.register_run("seeds")
-    loc = butler.datastore.write_at({"x": 1}, "seeds/seed.json", "json")
-    reg.insert_datasets(seed, "seeds", [({"instrument": "bench", "exposure": i}, loc) for i in range(n_exp)])
+    # One file per seed: the registry refuses two datasets at one path.
+    reg.insert_datasets(seed, "seeds", [({"instrument": "bench", "exposure": i},
+                                         butler.datastore.write_at({"x": i}, f"seeds/seed_{i}.json", "json"))
+                                        for i in range(n_exp)])
     (root / "p.yaml").write_text(PIPELINE)
     graph = Planner(butler, load_pipeline(root / "p.yaml"), inputs=["seeds"], output_run="u/bench/noop").plan()
     site, src = load_site(None)
@@ -132,7 +97,6 @@ def main() -> None:
     ap.add_argument("--part", choices=["framework", "bare"], help=argparse.SUPPRESS)
     ap.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     if args.part:
         (framework if args.part == "framework" else bare)(args.root, args.quanta)
         return

@@ -3,7 +3,7 @@
 skyCorr (per visit) -> makeWarp (per visit x overlapping patch, 9 per visit) -> assembleCoadd (per patch x
 band) -> detection (per patch x band); 16 visits per band per 6x6-patch tract. The universe is extended (in
 YAML, no code) with visit, tract, patch and a visit_patch overlap dimension whose records say which patches
-a visit covers.
+a visit covers. The tasks are the toy ones in ``openastro_parsl.testing.toy_tasks``, shared with the tests.
 
     python benchmarks/plan_scaling.py --quanta 100000 [--done-fraction 0.5] [--keep DIR]
 
@@ -40,49 +40,15 @@ UNIVERSE_EXTRA = """
 PIPELINE = """
 description: LSST-coadd-shaped benchmark pipeline (planning only)
 tasks:
-  skyCorr: benchmarks.plan_scaling.SkyCorr
-  makeWarp: benchmarks.plan_scaling.MakeWarp
-  assembleCoadd: benchmarks.plan_scaling.AssembleCoadd
-  detection: benchmarks.plan_scaling.Detection
+  skyCorr: openastro_parsl.testing.toy_tasks.SkyCorrTask
+  makeWarp: openastro_parsl.testing.toy_tasks.MakeWarpTask
+  assembleCoadd: openastro_parsl.testing.toy_tasks.AssembleCoaddTask
+  detection: openastro_parsl.testing.toy_tasks.DetectionTask
 """
 
 VISITS_PER_BAND, PATCHES_SIDE, OVERLAP = 16, 6, 9
 BANDS = ["u", "g", "r", "i", "z", "y"]
 PER_TRACT_BAND = VISITS_PER_BAND * (1 + OVERLAP) + 2 * PATCHES_SIDE ** 2  # 232 quanta
-
-
-def _tasks():
-    from openastro_parsl.pipeline.connections import Connections, Input, Output
-    from openastro_parsl.pipeline.task import PipelineTask
-
-    class SkyCorrC(Connections):
-        calexp = Input("calexp", ("instrument", "visit"), "Image")
-        out = Output("skyCorr", ("instrument", "visit"), "Image")
-
-    class MakeWarpC(Connections):
-        calexp = Input("skyCorr", ("instrument", "visit"), "Image")
-        warp = Output("warp", ("instrument", "visit", "tract", "patch"), "Image")
-
-    class CoaddC(Connections):
-        warps = Input("warp", ("instrument", "visit", "tract", "patch"), "Image", multiple=True)
-        coadd = Output("coadd", ("tract", "patch", "band"), "Image")
-
-    class DetC(Connections):
-        coadd = Input("coadd", ("tract", "patch", "band"), "Image")
-        det = Output("detections", ("tract", "patch", "band"), "Table")
-
-    def make(name, dims, conns):
-        def run(self, **kw):
-            raise RuntimeError("planning benchmark task: never executed")
-        return type(name, (PipelineTask,), {"dimensions": dims, "Connections": conns, "run": run, "__module__": __name__})
-
-    return (make("SkyCorr", ("instrument", "visit"), SkyCorrC),
-            make("MakeWarp", ("visit_patch",), MakeWarpC),
-            make("AssembleCoadd", ("tract", "patch", "band"), CoaddC),
-            make("Detection", ("tract", "patch", "band"), DetC))
-
-
-SkyCorr, MakeWarp, AssembleCoadd, Detection = _tasks()
 
 
 def build(root: Path, quanta: int, done_fraction: float) -> None:
@@ -144,6 +110,7 @@ def build(root: Path, quanta: int, done_fraction: float) -> None:
 
 
 def plan_only(root: Path, skip: bool) -> None:
+    import openastro_parsl.testing.toy_tasks  # noqa: F401 - imported before the clock: importing is not planning
     from openastro_parsl.butler import Butler
     from openastro_parsl.graph.planner import Planner
     from openastro_parsl.pipeline.pipeline import load_pipeline
@@ -172,7 +139,6 @@ def main() -> None:
     ap.add_argument("--plan-only", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--skip", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     if args.plan_only:
         plan_only(args.plan_only, args.skip)
         return

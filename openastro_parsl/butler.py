@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .datastore.checksum import file_checksum
 from .datastore.datastore import Datastore
 from .errors import OpenAstroError, RepositoryError
-from .registry.refs import CollectionType, DatasetRef, DatasetType
+from .registry.refs import DatasetRef, DatasetType
 from .registry.registry import Registry
 from .registry.universe import DimensionUniverse
 from .yamlconfig import ConfigError, load_model
@@ -36,6 +36,8 @@ class _DatastoreConfig(BaseModel):
 
 
 class RepoConfig(BaseModel):
+    """A repository's ``butler.yaml``: its identity (``uuid``) and its registry and datastore settings."""
+
     model_config = ConfigDict(extra="forbid")
     repository: str = "openastro-parsl"
     # Made at `create`; a quantum graph records it so that it is never run against another repository.
@@ -49,6 +51,8 @@ def _db_url(root: Path, db: str) -> str:
 
 
 class Butler:
+    """A repository opened for use: the registry (what exists) joined to the datastore (the files)."""
+
     def __init__(self, root: str | Path, *, run: str | None = None, collections: str | Sequence[str] | None = None):
         self.root = Path(root).resolve()
         if not self.root.exists():
@@ -107,8 +111,10 @@ class Butler:
         return self.config.uuid
 
     def check_graph(self, header: Mapping[str, Any], source: str = "the quantum graph") -> None:
-        """Refuse a graph planned on another repository: its outputs would be registered here but predicted,
-        checked and linked against that one."""
+        """Refuse a graph planned on another repository.
+
+        Its outputs would be registered here but predicted, checked and linked against that one.
+        """
         planned = header.get("repo_id")
         if planned and self.repo_id and planned != self.repo_id:
             raise RepositoryError(
@@ -158,13 +164,14 @@ class Butler:
     def get(self, ref_or_type: DatasetRef | str, data_id: Mapping[str, Any] | None = None, *,
             collections: str | Sequence[str] | None = None, parameters: Mapping[str, Any] | None = None) -> Any:
         ref = ref_or_type if isinstance(ref_or_type, DatasetRef) else self.find(ref_or_type, data_id or {}, collections)
-        return self.datastore.read(ref.path, ref.formatter, parameters)
+        path, formatter = ref.location()
+        return self.datastore.read(path, formatter, parameters)
 
     def find(self, dataset_type: str, data_id: Mapping[str, Any], collections=None) -> DatasetRef:
         return self.registry.find_dataset(dataset_type, data_id, self._collections(collections))
 
     def path(self, ref: DatasetRef) -> Path:
-        return self.datastore.abspath(ref.path)
+        return self.datastore.abspath(ref.location()[0])
 
     def query_datasets(self, dataset_type: str, collections=None, where: str = "", binds=None,
                        find_first: bool = True) -> list[DatasetRef]:
@@ -187,6 +194,9 @@ class Butler:
         problems, checked = [], 0
         for ref in self.registry.all_locations():
             checked += 1
+            if ref.path is None:  # a dataset row without its location row
+                problems.append(f"no file recorded: {ref}")
+                continue
             full = self.datastore.abspath(ref.path)
             if not full.exists():
                 problems.append(f"missing file: {ref} -> {full}")

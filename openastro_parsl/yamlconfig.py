@@ -1,7 +1,8 @@
 """Load YAML into pydantic models with errors that name the file, the key and the line.
 
 Pipelines, site configs and the dimension universe are all YAML a person edits; a bare pydantic
-traceback is useless to them, so every config goes through ``load_model``.
+traceback is useless to them, so every config goes through ``load_model``. The nodes are walked by hand to
+record each key's line, so YAML's merge key (``<<: *defaults``) is applied here too.
 """
 
 from __future__ import annotations
@@ -21,19 +22,45 @@ class ConfigError(OpenAstroError):
     """A YAML config file is unreadable or does not validate."""
 
 
+_MERGE = "tag:yaml.org,2002:merge"
+
+
 def _construct(node: yaml.Node, path: tuple, lines: dict[tuple, int]) -> Any:
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         out: dict = {}
+        merged: dict = {}
         for key_node, value_node in node.value:
+            if key_node.tag == _MERGE:
+                _merge_into(merged, value_node, path, lines)
+                continue
             key = yaml.safe_load(yaml.serialize(key_node))
             if key in out:
                 raise ConfigError(f"duplicate key {key!r} at line {key_node.start_mark.line + 1}")
             out[key] = _construct(value_node, path + (key,), lines)
-        return out
+        return {**merged, **out}
     if isinstance(node, yaml.SequenceNode):
         return [_construct(v, path + (i,), lines) for i, v in enumerate(node.value)]
     return yaml.safe_load(yaml.serialize(node))
+
+
+def _merge_into(merged: dict, node: yaml.Node, path: tuple, lines: dict[tuple, int]) -> None:
+    """Apply a merge key, ``<<: *defaults`` or ``<<: [*a, *b]``, into ``merged``.
+
+    As YAML's merge key says, keys written beside ``<<`` win over merged ones (the caller lays them on top) and
+    an earlier mapping wins over a later one. Lines of merged keys point where they are written, in the anchored
+    mapping, so errors in them still name a line.
+    """
+    sources = node.value if isinstance(node, yaml.SequenceNode) else [node]
+    for src in sources:
+        if not isinstance(src, yaml.MappingNode):
+            kind = "scalar" if isinstance(src, yaml.ScalarNode) else "sequence"
+            raise ConfigError(f"line {src.start_mark.line + 1}: '<<' merges mappings, not {kind}s")
+        src_lines: dict[tuple, int] = {}
+        for key, value in _construct(src, path, src_lines).items():
+            merged.setdefault(key, value)
+        for key_path, line in src_lines.items():
+            lines.setdefault(key_path, line)
 
 
 def load_yaml(text: str, source: str = "<string>") -> tuple[Any, dict[tuple, int]]:
@@ -74,6 +101,7 @@ def describe_validation_error(exc: ValidationError, source: str, lines: dict[tup
 
 
 def validate(model: type[M], data: Any, source: str, lines: dict[tuple, int] | None = None) -> M:
+    """``data`` (from ``load_yaml``) as ``model``; errors name ``source``, the key and its line."""
     try:
         return model.model_validate(data if data is not None else {})
     except ValidationError as exc:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
 from openastro_parsl.butler import Butler
@@ -39,9 +36,3 @@ def demo(tmp_path_factory):
 
     return make_demo_repo(tmp_path_factory.mktemp("demo") / "repo", seed=42, size="small")
 
-
-@pytest.fixture(autouse=True)
-def workers_import_test_tasks(monkeypatch):
-    """Parsl workers are new processes: they find tests/exec_tasks.py through PYTHONPATH."""
-    tests = str(Path(__file__).resolve().parent)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH", "")])))

@@ -50,3 +50,29 @@ def make_small_repo(root: Path, n: int = 6, refcat: bool = True):
         children.append("refcats")
     butler.set_chain("defaults", children)
     return butler
+
+
+def make_transfer_mode_repo(root: Path):
+    """make_small_repo's repository, its six frames (exposures 100..105, g for even ids) ingested two each by
+    copy, symlink and direct transfer; returns (butler, source files)."""
+    from openastro_parsl.ingest.ingest import ingest_raws
+
+    butler = make_small_repo(root, n=0)
+    src = root / "incoming"
+    frames = [write_frame(src / f"f{i}.fits", lco_header(100 + i, "rp" if i % 2 else "gp"), seed=i) for i in range(6)]
+    for mode, pair in (("copy", frames[:2]), ("symlink", frames[2:4]), ("direct", frames[4:])):
+        assert len(ingest_raws(butler, pair, transfer=mode).ingested) == 2
+    return butler, frames
+
+
+def succeeded_count(status_db: Path) -> int:
+    """Quanta recorded succeeded in a run's status store, read from another process while the run goes."""
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(status_db, timeout=5)
+        n = con.execute("SELECT COUNT(*) FROM quantum WHERE state='succeeded'").fetchone()[0]
+        con.close()
+        return n
+    except sqlite3.Error:
+        return 0

@@ -1,0 +1,1 @@
+"""The command-line programs: openastro-butler, -demo, -plan, -submit, -report and -status."""

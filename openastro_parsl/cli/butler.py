@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 from rich.table import Table
+from rich.text import Text
 
 from ..butler import Butler
 from ..ingest.ingest import ingest_raws
@@ -41,7 +42,7 @@ def ingest(repo: str, files: tuple[str, ...], run: str, transfer: str) -> None:
     butler = Butler(repo)
     report = ingest_raws(butler, files, run=run, transfer=transfer)
     for path, reason in report.quarantined:
-        console.print(f"[yellow]quarantined[/] {path}: {reason}")
+        console.print(Text.assemble(("quarantined", "yellow"), f" {path}: {reason}"))
     console.print(report.summary())
 
 
@@ -188,7 +189,7 @@ def verify(repo: str) -> None:
     """Check every registered dataset's file exists and matches its checksum."""
     checked, problems = Butler(repo).verify()
     for p in problems:
-        console.print(f"[red]{p}[/]")
+        console.print(Text(str(p), style="red"))
     console.print(f"verified {checked} datasets: {len(problems)} problem(s)")
     if problems:
         raise SystemExit(1)

@@ -1,4 +1,9 @@
-"""What every CLI shares: user errors become one red line and exit status 1, never a traceback."""
+"""What every CLI shares: user errors become one red line and exit status 1, never a traceback.
+
+The consoles print text, not Rich markup: messages, paths, collection names and table cells come from users
+and would otherwise lose anything in brackets (``[raw/all]``) or crash on a stray closing tag (``[/data]``).
+Styles are given explicitly, with ``rich.text.Text``.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +13,25 @@ import sys
 
 import click
 from rich.console import Console
+from rich.text import Text
 
 from ..errors import OpenAstroError
 
 # Piped output (CI logs, files) gets a wide console so tables are not squeezed into 80 columns.
 _WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 140
-console = Console(highlight=False, soft_wrap=True, width=_WIDTH)
-err_console = Console(stderr=True, highlight=False, width=_WIDTH)
+console = Console(highlight=False, markup=False, soft_wrap=True, width=_WIDTH)
+err_console = Console(stderr=True, highlight=False, markup=False, width=_WIDTH)
 
 
 def user_errors(fn):
+    """Make a command print a user error (an OpenAstroError) as one red line and exit 1, never a traceback."""
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except OpenAstroError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", markup=True, soft_wrap=True)
+            err_console.print(Text.assemble(("error:", "bold red"), f" {exc}"), soft_wrap=True)
             sys.exit(1)
     return wrapper
 

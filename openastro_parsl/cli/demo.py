@@ -6,6 +6,7 @@ import time
 
 import click
 from rich.table import Table
+from rich.text import Text
 
 from ..demo import DEFAULTS, make_demo_repo
 from .common import console, user_errors
@@ -24,7 +25,7 @@ def main(repo: str, seed: int, size: str) -> None:
     console.print(f"demo survey (seed {seed}, size {size}) in {demo.survey_dir}; truth: {demo.truth_path}")
     console.print(demo.report.summary())
     for path, reason in demo.report.quarantined:
-        console.print(f"  [yellow]quarantined[/] {path.name}: {reason}")
+        console.print(Text.assemble("  ", ("quarantined", "yellow"), f" {path.name}: {reason}"))
     table = Table("instrument", "band", "exposures", title="raws")
     counts: dict[tuple[str, str], int] = {}
     for ref in demo.butler.query_datasets("raw", DEFAULTS):
@@ -34,4 +35,5 @@ def main(repo: str, seed: int, size: str) -> None:
         table.add_row(inst, band, str(n))
     console.print(table)
     console.print(f"targets: {', '.join(t['name'] + ' (' + t['kind'] + ')' for t in truth['targets'])}")
-    console.print(f"input collection for pipelines: [bold]{DEFAULTS}[/] ({time.perf_counter() - t0:.1f} s)")
+    console.print(Text.assemble("input collection for pipelines: ", (DEFAULTS, "bold"),
+                                f" ({time.perf_counter() - t0:.1f} s)"))

@@ -7,6 +7,7 @@ import time
 import click
 import yaml
 from rich.table import Table
+from rich.text import Text
 
 from ..butler import Butler
 from ..graph.planner import Planner
@@ -38,6 +39,7 @@ def _split(values) -> list[str]:
 
 def build_graph(repo, pipeline_spec, inputs, output_run, where, bind, overrides, override_files,
                 skip_existing_in, clobber_outputs):
+    """The butler, pipeline and planner the shared planning options describe (openastro-plan and -submit)."""
     for name, value in (("-b/--butler", repo), ("-p/--pipeline", pipeline_spec), ("-o/--output-run", output_run)):
         if not value:
             raise click.UsageError(f"{name} is required")
@@ -50,6 +52,7 @@ def build_graph(repo, pipeline_spec, inputs, output_run, where, bind, overrides,
 
 
 def print_counts(graph, planner=None) -> None:
+    """Print the quanta per task of a planned graph (and, with --skip-existing-in, those already done)."""
     table = Table("task", "quanta", *(["skipped (done)"] if planner and planner.skip_existing_in else []),
                   title=f"quantum graph for {graph.output_run}")
     counts = graph.counts_by_task()
@@ -77,7 +80,7 @@ def main(repo, pipeline_spec, inputs, output_run, where, bind, overrides, overri
     if "config" in show and pipeline_spec:
         pipeline = load_pipeline(pipeline_spec, overrides, override_files)
         for t in pipeline:
-            console.print(f"[bold]{t.label}[/] ({t.class_path}, config hash {t.config_hash})")
+            console.print(Text.assemble((t.label, "bold"), f" ({t.class_path}, config hash {t.config_hash})"))
             console.print(yaml.safe_dump(t.config.model_dump(mode="json"), sort_keys=False).rstrip())
         if not repo:
             return
@@ -86,7 +89,7 @@ def main(repo, pipeline_spec, inputs, output_run, where, bind, overrides, overri
         for t in pipeline:
             conns = "; ".join(f"{c.kind} {c.name}={c.dataset_type}{'[]' if c.multiple else ''}"
                               for c in t.connections.values())
-            console.print(f"[bold]{t.label}[/] dims=({', '.join(t.dimensions)}): {conns}")
+            console.print(Text.assemble((t.label, "bold"), f" dims=({', '.join(t.dimensions)}): {conns}"))
     if pipeline_dot and pipeline_spec:
         written = dotviz.write(dotviz.pipeline_dot(load_pipeline(pipeline_spec, overrides, override_files)), pipeline_dot)
         console.print(f"pipeline graph written to {written}")

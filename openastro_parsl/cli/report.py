@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 
 import click
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from ..errors import OpenAstroError
-from ..execution.report import failed_quanta, find_quantum, open_run, report_json, run_state, write_html
+from ..execution.report import find_quantum, open_run, report_json, run_state, write_html
 from ..execution.status import STATES
 from .common import console, user_errors
 
@@ -34,7 +34,8 @@ def main(run_dir, failed, as_json, html_out, log, lines) -> None:
         if not hits:
             raise OpenAstroError(f"no {task} quantum matches {text!r} in this run")
         for row in hits[:5]:
-            console.print(f"[bold]{row['task']}[/] {row['data_id']} state={row['state']} quantum={row['id']}")
+            console.print(Text.assemble((row["task"], "bold"), f" {row['data_id']} state={row['state']} "
+                                        f"quantum={row['id']}"))
             for key in ("stderr", "stdout"):
                 path = Path(row[key])
                 console.print(f"--- {key}: {path}")
@@ -59,19 +60,18 @@ def main(run_dir, failed, as_json, html_out, log, lines) -> None:
         console.print(table)
         for task, reasons in data["no_work"].items():
             for reason, n in reasons.items():
-                console.print(f"no work: {task} x{n}: {escape(reason)}", soft_wrap=True)
+                console.print(f"no work: {task} x{n}: {reason}", soft_wrap=True)
     if not data["failed"]:
         console.print("no failed quanta")
         return
-    console.print(f"[red]{len(data['failed'])} failed quanta[/]")
+    console.print(Text(f"{len(data['failed'])} failed quanta", style="red"))
     for f in data["failed"]:
         did = ", ".join(f"{k}={v}" for k, v in f["data_id"].items())
-        console.print(f"\n[bold]{f['task']}[/] {escape('{' + did + '}')} {escape('[' + str(f['kind']) + ']')} "
-                      f"{escape(str(f['message']))}")
+        console.print(Text.assemble("\n", (f["task"], "bold"), f" {{{did}}} [{f['kind']}] {f['message']}"))
         console.print(f"  attempts {f['attempts']}, host {f['host']}, slurm job {f['slurm_job_id'] or '-'}")
         console.print(f"  stderr: {f['logs']['stderr']}\n  stdout: {f['logs']['stdout']}\n  records: {f['logs']['jsonl']}")
         for line in f["stderr_tail"]:
-            console.print(f"    | {line}", markup=False)
+            console.print(f"    | {line}")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -7,8 +7,8 @@ import sys
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from ..butler import Butler
 from ..execution.site import load_site
@@ -19,6 +19,7 @@ from .plan import build_graph, pipeline_options, print_counts
 
 
 def print_summary(summary) -> None:
+    """Print a run's summary table, then how to finish the run when it stopped, was interrupted or failed."""
     table = Table("task", "succeeded", "no work", "failed", "upstream failed", "skipped", "pending", "wall s", "cpu s",
                   "peak MB", title=f"run {summary.output_run}")
     for label, t in summary.per_task.items():
@@ -33,28 +34,32 @@ def print_summary(summary) -> None:
     if summary.extra.get("stopped"):
         err_console.print(f"error: the run stopped: {summary.extra['stopped']}. Quanta that finished are registered; "
                           f"free some space, then finish it with `openastro-submit --resume {summary.run_dir}`",
-                          markup=False, soft_wrap=True)
+                          soft_wrap=True)
     elif summary.extra.get("interrupted"):
         left = sum(t["pending"] + t["running"] for t in summary.per_task.values())
-        err_console.print(f"[yellow]interrupted ({summary.extra['interrupted']})[/]: {left} quanta not run, the run is "
-                          f"marked interrupted and nothing registered is lost; finish it with "
-                          f"`openastro-submit --resume {summary.run_dir}`", soft_wrap=True)
+        err_console.print(Text.assemble((f"interrupted ({summary.extra['interrupted']})", "yellow"),
+                                         f": {left} quanta not run, the run is marked interrupted and nothing "
+                                         f"registered is lost; finish it with `openastro-submit --resume "
+                                         f"{summary.run_dir}`"), soft_wrap=True)
     elif not summary.ok:
-        console.print(f"[red]not everything succeeded[/]: see `openastro-report {summary.run_dir} --failed`; "
-                      f"rerun what is left with `openastro-submit --resume {summary.run_dir}`")
+        console.print(Text.assemble(("not everything succeeded", "red"),
+                                    f": see `openastro-report {summary.run_dir} --failed`; rerun what is left "
+                                    f"with `openastro-submit --resume {summary.run_dir}`"))
 
 
 def _on_failure(info: dict) -> None:
     did = ", ".join(f"{k}={v}" for k, v in info["data_id"].items())
-    err_console.print(f"[red]FAILED[/] {info['task']} {escape('{' + did + '}')} {escape('[' + info['kind'] + ']')} "
-                      f"{escape(info['message'][:300])}\n       log: {info['stderr']}", soft_wrap=True)
+    err_console.print(Text.assemble(("FAILED", "red"), f" {info['task']} {{{did}}} [{info['kind']}] "
+                                                       f"{info['message'][:300]}\n       log: {info['stderr']}"),
+                      soft_wrap=True)
 
 
 def _notice(message: str) -> None:
-    err_console.print(f"note: {message}", markup=False, soft_wrap=True)
+    err_console.print(f"note: {message}", soft_wrap=True)
 
 
 def run_submission(sub: Submission) -> int:
+    """Run a submission with a live progress bar and print its summary; return the exit status."""
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[counts]}"),
                   TimeElapsedColumn(), console=console, transient=False, disable=not console.is_terminal) as progress:
         bar = progress.add_task("quanta", total=len(sub.graph.quanta), counts="")
@@ -101,6 +106,7 @@ def main(repo, pipeline_spec, inputs, output_run, where, bind, overrides, overri
             if save_qgraph:
                 graph.save(save_qgraph)
         print_counts(graph)
+        assert site_cfg is not None and site_source is not None  # loaded above whenever not resuming
         sub = Submission.start(butler, graph, site_cfg, site_source, notify=notify,
                                graph_source=f"quantum graph {qgraph}" if qgraph else "the quantum graph")
     sys.exit(run_submission(sub))

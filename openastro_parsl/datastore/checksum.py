@@ -1,5 +1,8 @@
-"""File checksums: how ingest deduplicates, `verify` proves files are what the registry says, and a quantum
-proves each input is still the file that was registered before it reads it."""
+"""File checksums: ingest's deduplication, `verify`, and the check of every input before a quantum reads it.
+
+Ingest deduplicates by checksum, `verify` proves files are what the registry says, and a quantum proves each input is
+still the file that was registered before it reads it.
+"""
 
 from __future__ import annotations
 
@@ -32,8 +35,10 @@ def file_checksum(path: str | Path) -> str:
 
 
 def verify_mode() -> str:
-    """How workers check inputs, from the environment (inherited by HTEX workers; export it in a site's
-    ``worker_init`` on a cluster): ``off``, ``fast`` (the default) or ``full``."""
+    """How workers check inputs: ``off``, ``fast`` (the default) or ``full``.
+
+    Read from the environment, which HTEX workers inherit; export it in a site's ``worker_init`` on a cluster.
+    """
     mode = os.environ.get(VERIFY_ENV, "").strip().lower() or "fast"
     if mode not in VERIFY_MODES:
         raise OpenAstroError(f"{VERIFY_ENV}={mode!r}: choose one of {', '.join(VERIFY_MODES)}")
@@ -48,8 +53,9 @@ _hashed: dict[tuple[int, ...], str] = {}
 
 def changed_checksum(path: str | Path, checksum: str, *, size: int | None = None, mtime_ns: int | None = None,
                      mode: str = "fast") -> str | None:
-    """None when ``path`` still holds the content of ``checksum``, else the checksum found ("missing" for a
-    file that is gone).
+    """None when ``path`` still holds the content of ``checksum``, else the checksum found.
+
+    A file that is gone gives "missing".
 
     ``fast`` trusts a file whose size and mtime are those recorded with the checksum (``size``/``mtime_ns``)
     or that this process hashed unchanged before; anything else is hashed, so a ``touch`` or a copy that kept

@@ -32,9 +32,12 @@ FSYNC = os.environ.get("OPENASTRO_FSYNC", "0") == "1"
 
 @lru_cache(maxsize=65536, typed=True)
 def _safe(part: Any) -> str:
-    """One path component for a run component or data-ID value, reversibly: ordinary text (letters, digits,
-    ``._+=-``) stays as it is and anything else is percent-encoded (UTF-8), so that two different values
-    never share a folder or file (folding ``:`` or ``é`` to ``_`` made different datasets overwrite each other)."""
+    """One path component for a run component or data-ID value, reversibly.
+
+    Ordinary text (letters, digits, ``._+=-``) stays as it is and anything else is percent-encoded (UTF-8), so that two
+    different values never share a folder or file (folding ``:`` or ``é`` to ``_`` made different datasets overwrite
+    each other).
+    """
     text = str(part)
     if text in (".", ".."):
         return text.replace(".", "%2E")
@@ -70,8 +73,11 @@ def run_relpath(run: str) -> str:
 
 
 def check_relpath(rel: str, what: str = "output path") -> str:
-    """Refuse a path that would leave the repository: absolute, empty, or with a '..' component (a graph
-    edited by hand, or planned elsewhere). Symbolic links the user made inside the repository are trusted."""
+    """Refuse a path that would leave the repository: absolute, empty, or with a '..' component.
+
+    Such a path comes from a graph edited by hand, or planned elsewhere. Symbolic links the user made inside the
+    repository are trusted.
+    """
     if not isinstance(rel, str) or not rel or os.path.isabs(rel) or ".." in rel.replace("\\", "/").split("/") \
             or "\0" in rel:
         raise DatastorePathError(f"{what} {rel!r} is not inside the repository: datastore paths must be relative "
@@ -87,6 +93,8 @@ def _location(path: str, checksum: str, st: os.stat_result, hashed: os.stat_resu
 
 
 class Datastore:
+    """The files of a repository under its root, written and read through one formatter per storage class."""
+
     def __init__(self, root: str | Path, formatter_overrides: Mapping[str, str] | None = None):
         self.root = Path(root).resolve()
         self.overrides = dict(formatter_overrides or {})
@@ -103,7 +111,8 @@ class Datastore:
         """Write ``obj`` atomically at its layout path; return its location record.
 
         Never replaces a file already there: it may belong to another dataset (the caller registers this one
-        only after the write, too late to save the other file)."""
+        only after the write, too late to save the other file).
+        """
         fmt = self.formatter(storage_class)
         rel = dataset_relpath(run, dataset_type, key_dims, data_id, fmt.extension)
         if (self.root / rel).exists() or (self.root / rel).is_symlink():
@@ -149,7 +158,8 @@ class Datastore:
         ``hashed`` is the source's stat taken when ``checksum`` was computed. The location's ``mtime_ns`` is
         the final file's (for ``direct`` and ``symlink`` the source itself; copies keep the source's mtime),
         recorded only while size and mtime still match ``hashed``: a file changed since it was hashed gets
-        None, so workers hash it (and find it is not the registered one)."""
+        None, so workers hash it (and find it is not the registered one).
+        """
         if transfer not in TRANSFER_MODES:
             raise OpenAstroError(f"unknown transfer mode {transfer!r}; choose from {', '.join(TRANSFER_MODES)}")
         src = Path(src).resolve()

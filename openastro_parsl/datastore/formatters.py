@@ -7,7 +7,6 @@ written, whatever the default later becomes.
 
 from __future__ import annotations
 
-import io
 import json
 import warnings
 from pathlib import Path
@@ -20,6 +19,8 @@ from .image import Image
 
 
 class Formatter:
+    """Writes and reads the objects of a storage class as files of one format (``name``, ``extension``)."""
+
     name: str = ""
     extension: str = ""
 
@@ -50,8 +51,11 @@ class FitsImageFormatter(Formatter):
         fits.HDUList(hdus).writeto(path, output_verify="silentfix")
 
     def read(self, path: Path, parameters: Mapping[str, Any] | None = None) -> Image:
-        """Read an Image; ``parameters={'bbox': (y0, y1, x0, x1)}`` reads only that section (memory-mapped);
-        ``{'lazy': True}`` returns memory-mapped planes in their stored dtype, read only where touched."""
+        """Read an Image, a section of it, or its planes memory-mapped.
+
+        ``parameters={'bbox': (y0, y1, x0, x1)}`` reads only that section (memory-mapped); ``{'lazy': True}`` returns
+        memory-mapped planes in their stored dtype, read only where touched.
+        """
         from astropy.io import fits
 
         bbox = (parameters or {}).get("bbox")
@@ -100,6 +104,8 @@ class FitsImageFormatter(Formatter):
 
 
 class ParquetTableFormatter(Formatter):
+    """Tables as Parquet, the default for ``Table``: typed columns, compact and quick to read."""
+
     name, extension = "parquet", ".parq"
 
     def write(self, obj: Any, path: Path) -> None:
@@ -117,6 +123,8 @@ class ParquetTableFormatter(Formatter):
 
 
 class EcsvTableFormatter(Formatter):
+    """Tables as ECSV: plain text a person can read and diff, for small tables."""
+
     name, extension = "ecsv", ".ecsv"
 
     def write(self, obj: Any, path: Path) -> None:
@@ -146,8 +154,10 @@ def _json_default(obj: Any) -> Any:
 
 
 def _finite_or_null(obj: Any) -> Any:
-    """NaN and infinities become null: JSON has no spelling for them, and science results carry them
-    (an undefined error bar) often enough that refusing them would fail good quanta."""
+    """NaN and infinities become null: JSON has no spelling for them.
+
+    Science results carry them (an undefined error bar) often enough that refusing them would fail good quanta.
+    """
     if isinstance(obj, (float, np.floating)):
         return float(obj) if np.isfinite(obj) else None
     if isinstance(obj, Mapping):
@@ -179,6 +189,8 @@ class JsonFormatter(Formatter):
 
 
 class NpzFormatter(Formatter):
+    """Named numpy arrays (or one array, stored as ``array``) as one compressed ``.npz``."""
+
     name, extension = "npz", ".npz"
 
     def write(self, obj: Any, path: Path) -> None:
@@ -187,7 +199,9 @@ class NpzFormatter(Formatter):
         if not isinstance(obj, Mapping):
             raise FormatterError(f"npz formatter writes a mapping of arrays, got {type(obj).__name__}")
         with open(path, "wb") as f:
-            np.savez_compressed(f, **{k: np.asarray(v) for k, v in obj.items()})
+            # allow_pickle=False as ``read`` has it: an object array that could not be read back fails here, and
+            # an array named "allow_pickle" cannot pass for numpy's keyword.
+            np.savez_compressed(f, allow_pickle=False, **{str(k): np.asarray(v) for k, v in obj.items()})
 
     def read(self, path: Path, parameters: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
         try:
@@ -240,6 +254,7 @@ STORAGE_CLASSES: dict[str, tuple[str, tuple[str, ...]]] = {
 
 
 def formatter_for(storage_class: str, overrides: Mapping[str, str] | None = None) -> Formatter:
+    """The formatter of a storage class: its default, or an allowed alternative chosen in ``overrides``."""
     try:
         default, alternatives = STORAGE_CLASSES[storage_class]
     except KeyError:
@@ -252,6 +267,7 @@ def formatter_for(storage_class: str, overrides: Mapping[str, str] | None = None
 
 
 def formatter_named(name: str) -> Formatter:
+    """The formatter registered under ``name``, as recorded with each dataset's location."""
     try:
         return FORMATTERS[name]
     except KeyError:

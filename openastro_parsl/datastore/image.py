@@ -21,6 +21,8 @@ MASK_BITS = {"BAD": 1, "SAT": 2, "CR": 4, "EDGE": 8, "NO_DATA": 16}
 
 @dataclass
 class Image:
+    """Pixels with their header (and WCS), an optional mask (``MASK_BITS``) and an optional variance plane."""
+
     data: np.ndarray
     header: fits.Header = field(default_factory=fits.Header)
     mask: np.ndarray | None = None

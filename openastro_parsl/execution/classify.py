@@ -35,6 +35,7 @@ def is_disk_full(text: str | BaseException) -> bool:
 
 
 def classify_manifest(manifest: dict) -> tuple[str | None, str]:
+    """The failure class and message of a finished quantum from its manifest; ``(None, "")`` when it succeeded."""
     if manifest.get("ok"):
         return None, ""
     err = manifest.get("error") or {}
@@ -70,8 +71,10 @@ _MANAGER = re.compile(r"loss of manager (\S+)")
 
 
 def learn_manager_job(exc: BaseException, row: Any, manager_jobs: dict[str, str]) -> None:
-    """Remember which SLURM job a lost manager ran in, from any of its quanta that had started (their logs
-    say), so that its quanta still waiting in the manager's queue are classified by the same job."""
+    """Remember which SLURM job a lost manager ran in, from any of its quanta that had started.
+
+    Their logs say; the manager's quanta still waiting in its queue are then classified by the same job.
+    """
     m = _MANAGER.search(str(exc))
     if m and m.group(1) not in manager_jobs:
         job, _ = _job_from_log(row)

@@ -21,6 +21,7 @@ class PreflightError(OpenAstroError):
 
 
 def check_executor(e: ExecutorConfig, source: str, check_python: bool = True) -> list[str]:
+    """Problems of one SLURM executor: tools on PATH, partition, walltime limit, account, ``worker_init``."""
     p = e.provider
     problems: list[str] = []
     where = f"{source}: executor {e.label!r}"
@@ -58,12 +59,16 @@ def check_executor(e: ExecutorConfig, source: str, check_python: bool = True) ->
 
 
 def fit_problems(e: ExecutorConfig, source: str) -> list[str]:
-    """Workers that cannot fit a node: Parsl's worker pool would start none of them and the submit would wait
-    forever. A SLURM node's size is cores_per_node / mem_per_node when given (Parsl tells the pool exactly that),
-    else the partition's largest node per sinfo; a local one is this machine (memory: what is available now,
-    which is what the pool divides)."""
+    """Workers that cannot fit a node: Parsl's pool would start none and the submit would wait forever.
+
+    A SLURM node's size is cores_per_node / mem_per_node when given (Parsl tells the pool exactly that), else the
+    partition's largest node per sinfo; a local one is this machine (memory: what is available now, which is what the
+    pool divides).
+    """
     p = e.provider
     where = f"{source}: executor {e.label!r}"
+    cores: int | None
+    mem: float | None  # GB
     if p.kind == "slurm":
         cores, mem = p.cores_per_node, p.mem_per_node
         of_cores = of_mem = f"of a node of partition {p.partition!r}"

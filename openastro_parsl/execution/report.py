@@ -1,5 +1,8 @@
-"""Reading a run directory back: failed quanta with their errors and log tails, one quantum's log,
-and a static HTML page (graph coloured by state, timeline) to hand to a colleague."""
+"""Reading a run directory back: failed quanta, one quantum's log, a static HTML page.
+
+Failed quanta come with their errors and log tails; the HTML page (graph coloured by state, timeline) is to hand to a
+colleague.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import OpenAstroError
-from ..registry.where import evaluate_where, parse_where, referenced_identifiers
+from ..registry.where import Node, evaluate_where, parse_where, referenced_identifiers
 from .runlock import run_liveness
 from .status import StatusStore
 from .submit import GRAPH_FILE, STATUS_FILE, summarize
 
 
 def open_run(run_dir: str | Path) -> StatusStore:
+    """The status store of a run directory; a one-line error when ``run_dir`` is not one."""
     run_dir = Path(run_dir)
     if not (run_dir / STATUS_FILE).exists():
         raise OpenAstroError(f"{run_dir} is not a run directory of openastro-submit (no {STATUS_FILE})")
@@ -26,8 +30,10 @@ def open_run(run_dir: str | Path) -> StatusStore:
 
 
 def run_state(status: StatusStore) -> str | None:
-    """The run's state as recorded, except that a run recorded ``running`` whose submit process is gone
-    (killed, its node lost) is ``dead``: nothing is moving it on until ``--resume``."""
+    """The run's state as recorded, or ``dead`` for a ``running`` run whose submit process is gone.
+
+    A killed submit (or one whose node was lost) moves nothing on until ``--resume``.
+    """
     state = status.meta("state")
     if state != "running":
         return state
@@ -38,6 +44,7 @@ def run_state(status: StatusStore) -> str | None:
 
 
 def tail(path: str | Path | None, lines: int = 20) -> list[str]:
+    """The last ``lines`` lines of a log file (none when there is no file)."""
     if not path or not Path(path).exists():
         return []
     with open(path, errors="replace") as f:
@@ -45,6 +52,7 @@ def tail(path: str | Path | None, lines: int = 20) -> list[str]:
 
 
 def failed_quanta(status: StatusStore, lines: int = 20, include_blocked: bool = False) -> list[dict[str, Any]]:
+    """The run's failed quanta (also those they blocked, with ``include_blocked``): error, logs, stderr tail."""
     states = ("failed", "upstream_failed") if include_blocked else ("failed",)
     out = []
     for row in status.rows(f"WHERE state IN ({','.join('?' * len(states))}) ORDER BY task, data_id", states):
@@ -67,6 +75,7 @@ def no_work_reasons(status: StatusStore) -> dict[str, dict[str, int]]:
 
 
 def find_quantum(status: StatusStore, task: str, data_id_text: str) -> list[Any]:
+    """The rows of ``task``'s quanta whose data ID matches ``data_id_text``, a ``where`` expression."""
     node = parse_where(data_id_text)
     rows = list(status.rows("WHERE task = ?", (task,)))
     if not rows:
@@ -75,15 +84,16 @@ def find_quantum(status: StatusStore, task: str, data_id_text: str) -> list[Any]
     if node is None:
         return rows
     dims = {d for d, _ in referenced_identifiers(node, {})}
-    hits = []
-    for r in rows:
-        did = json.loads(r["data_id"])
-        if dims <= set(did) and evaluate_where(node, lambda d, a: did.get(d), {}):
-            hits.append(r)
-    return hits
+    return [r for r in rows if _matches(node, dims, json.loads(r["data_id"]))]
+
+
+def _matches(node: Node, dims: set[str], data_id: dict[str, Any]) -> bool:
+    """Whether a quantum's data ID has every dimension ``node`` names, and the values it asks for."""
+    return dims <= set(data_id) and evaluate_where(node, lambda d, _a: data_id.get(d), {})
 
 
 def report_json(run_dir: Path, lines: int = 20) -> dict[str, Any]:
+    """The run as ``openastro-report --json`` prints it: summary, state, failed quanta, no-work reasons."""
     status = open_run(run_dir)
     summary = summarize(status, run_dir, status.meta("output_run", ""), 0.0).to_json()
     summary.pop("wall_s", None)
@@ -124,6 +134,7 @@ def _timeline_png(status: StatusStore) -> str | None:
 
 
 def write_html(run_dir: Path, out: Path) -> Path:
+    """Write the run's report as one static HTML page (graph coloured by state, timeline) to ``out``."""
     from ..graph import dot as dotviz
     from ..graph.quantum_graph import QuantumGraph
 

@@ -61,6 +61,7 @@ def holder_alive(info: dict[str, Any], mtime: float | None = None) -> bool:
 
 
 def lock_path(repo_root: Path, run: str) -> Path:
+    """Where the writer lock of output run ``run`` lives: ``REPO/submit/<run>/writer.lock``."""
     return Path(repo_root) / "submit" / run / LOCK_NAME
 
 
@@ -79,6 +80,7 @@ def read_lock(path: Path) -> tuple[dict[str, Any], float] | None:
 
 
 def describe(info: dict[str, Any]) -> str:
+    """The lock's holder in words (pid, host, start time, run directory), for refusals and notes."""
     since = info.get("started")
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since)) if isinstance(since, (int, float)) else "?"
     return (f"pid {info.get('pid', '?')} on host {info.get('host', '?')}, since {when}"

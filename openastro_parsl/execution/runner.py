@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
-import inspect
 import io
 import json
 import logging
@@ -89,8 +88,11 @@ def captured_output(stdout_path: Path, stderr_path: Path):
 
 
 def _check_input(d: dict, path: Path, mode: str) -> None:
-    """Refuse an input whose file is not the one registered (edited, replaced or gone since): a raw changed
-    in place would otherwise be processed silently. Outputs of this run's own quanta carry no checksum yet."""
+    """Refuse an input whose file is not the one registered (edited, replaced or gone since).
+
+    A raw changed in place would otherwise be processed silently. Outputs of this run's own quanta carry no
+    checksum yet.
+    """
     from ..datastore.checksum import InputChecksumError, changed_checksum
 
     if not d.get("checksum"):
@@ -126,11 +128,9 @@ def _read_inputs(payload: dict, root: Path) -> tuple[dict[str, Any], dict[str, l
 def _write_outputs(payload: dict, result: Any, root: Path, manifest: dict) -> None:
     """Write every declared output atomically; a task returning other outputs than it declares is an error."""
     from ..datastore.datastore import Datastore
+    from ..pipeline.task import check_outputs
 
-    expected, got = set(payload["outputs"]), set(result or {})
-    if got != expected:
-        raise RuntimeError(f"{payload['class_path']}.run returned outputs {sorted(got)}; its connections "
-                           f"declare {sorted(expected)}")
+    result = check_outputs(payload["class_path"], result, payload["outputs"])
     store = Datastore(root)
     for conn, spec in payload["outputs"].items():
         loc = store.write_at(result[conn], spec["path"], spec["formatter"], what=f"{spec['dataset_type']}")
@@ -152,7 +152,7 @@ def run_quanta_packed(blob: bytes) -> bytes:
 
 def run_quantum(payload: dict) -> dict:
     """Execute one quantum; return {quantum_id, ok, outputs, error, metrics...}. Runs in a Parsl worker."""
-    from ..pipeline.task import NoWorkFound, import_task
+    from ..pipeline.task import NoWorkFound, import_task, run_extras
 
     t0, c0 = time.time(), time.process_time()
     root = Path(payload["datastore_root"])
@@ -183,18 +183,8 @@ def run_quantum(payload: dict) -> dict:
             config = cls.Config.model_validate(payload["config"])
             task = cls(config, log=log)
             inputs, data_ids = _read_inputs(payload, root)
-            params = inspect.signature(task.run).parameters
-            if "data_ids" in params:
-                inputs["data_ids"] = data_ids
-            if "records" in params:
-                inputs["records"] = payload.get("records", {})
-            if "data_id" in params:
-                inputs["data_id"] = payload["data_id"]
-            if "checkpoint_dir" in params:
-                ckpt = payload.get("checkpoint_dir")
-                if ckpt:
-                    Path(ckpt).mkdir(parents=True, exist_ok=True)
-                inputs["checkpoint_dir"] = ckpt
+            inputs.update(run_extras(task, data_id=payload["data_id"], data_ids=data_ids,
+                                     records=payload.get("records", {}), checkpoint_dir=payload.get("checkpoint_dir")))
             try:
                 result = task.run(**inputs)
             except NoWorkFound as nothing:

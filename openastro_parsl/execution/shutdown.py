@@ -1,5 +1,4 @@
-"""Stopping a run cleanly: Ctrl-C / SIGTERM to the submit, a bounded Parsl cleanup, and an interchange that
-cannot outlive its submit process.
+"""Stopping a run cleanly: Ctrl-C / SIGTERM, a bounded Parsl cleanup, an interchange that dies with its submit.
 
 Parsl's HighThroughputExecutor has three kinds of processes: the submit (the DataFlowKernel), the
 interchange it starts, and the worker pools that blocks run (LocalProvider starts them in process groups of
@@ -27,8 +26,13 @@ import signal
 import sys
 import threading
 import time
+from types import FrameType
+from typing import Any, Callable
 
 logger = logging.getLogger(__name__)
+
+# What signal.signal() takes and gives back: a handler, SIG_DFL / SIG_IGN, or None (not installed from Python).
+_Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 CLEANUP_TIMEOUT_S = 15.0  # Parsl's own cleanup gets this long before the interchanges are stopped by force
 _FORCE_WAIT_S = 3.0
@@ -48,7 +52,7 @@ class Interrupts:
         self.count = 0
         self.stopping = False
         self.hurry = threading.Event()
-        self._old: dict[int, object] = {}
+        self._old: dict[int, _Handler] = {}
 
     def install(self) -> "Interrupts":
         if threading.current_thread() is threading.main_thread():
@@ -142,9 +146,11 @@ def _force_stop(dfk) -> None:
 
 
 def _kill_block(pid: int, script: str | None) -> None:
-    """SIGKILL the process group of a LocalProvider block, as its ``cancel`` would (with SIGTERM), but only
-    while ``pid`` is still that block's shell (its command line names the block's script): never a reused pid,
-    never our own group."""
+    """SIGKILL the process group of a LocalProvider block, as its ``cancel`` would (with SIGTERM).
+
+    Only while ``pid`` is still that block's shell (its command line names the block's script): never a reused pid,
+    never our own group.
+    """
     import psutil
 
     try:

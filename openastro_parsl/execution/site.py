@@ -32,6 +32,8 @@ class SiteError(OpenAstroError):
 
 
 class ProviderConfig(BaseModel):
+    """Where an executor's blocks run (this machine, or SLURM pilot jobs) and how big and long they are."""
+
     model_config = ConfigDict(extra="forbid")
     kind: Literal["local", "slurm"] = "local"
     # SLURM (ignored by local)
@@ -96,6 +98,8 @@ class ProviderConfig(BaseModel):
 
 
 class ExecutorConfig(BaseModel):
+    """One Parsl HighThroughputExecutor: its provider, its workers and their share, what it serves."""
+
     model_config = ConfigDict(extra="forbid")
     label: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")
     provider: ProviderConfig = Field(default_factory=ProviderConfig)
@@ -131,6 +135,8 @@ class ExecutorConfig(BaseModel):
 
 
 class SiteConfig(BaseModel):
+    """A site config (``site_configs/*.yaml``): executors, routing of tasks to them, retries."""
+
     model_config = ConfigDict(extra="forbid")
     description: str = ""
     executors: list[ExecutorConfig] = Field(min_length=1)
@@ -184,9 +190,12 @@ def load_site(path: str | Path | None) -> tuple[SiteConfig, str]:
 
 
 def check_shell_safe(path: str | Path, what: str = "run directory") -> None:
-    """Refuse a path a shell would interpret. Parsl pastes the run directory unquoted into shell commands we
-    cannot quote for it (``bash -c '... PATH ...'``, ``sbatch PATH``, ``#SBATCH --output=PATH``, the worker
-    command line): a name like ``$(cmd)`` would run ``cmd``, a space would break the launch."""
+    """Refuse a path a shell would interpret.
+
+    Parsl pastes the run directory unquoted into shell commands we cannot quote for it (``bash -c '... PATH ...'``,
+    ``sbatch PATH``, ``#SBATCH --output=PATH``, the worker command line): a name like ``$(cmd)`` would run ``cmd``, a
+    space would break the launch.
+    """
     text = os.path.abspath(path)
     if not _SHELL_SAFE_PATH.match(text):
         bad = "".join(sorted({c for c in text if not _SHELL_SAFE_PATH.match(c)}))
@@ -195,9 +204,11 @@ def check_shell_safe(path: str | Path, what: str = "run directory") -> None:
 
 
 def worker_address(e: ExecutorConfig) -> str:
-    """The one address the interchange listens on and the workers connect to: loopback for a local provider
-    (nothing else on the network can reach it), else the configured address or interface, else this host's
-    name. Listening on all interfaces would expose the workers' task port to every network of the host."""
+    """The one address the interchange listens on and the workers connect to.
+
+    Loopback for a local provider (nothing else on the network can reach it), else the configured address or interface,
+    else this host's name. Listening on all interfaces would expose the workers' task port to every network of the host.
+    """
     try:
         if e.interface:
             from parsl.addresses import address_by_interface
@@ -228,11 +239,13 @@ def parsl_config(site: SiteConfig, run_dir: Path):
     from parsl.jobs.error_handlers import windowed_error_handler
     from parsl.launchers import SingleNodeLauncher, SrunLauncher
     from parsl.providers import LocalProvider, SlurmProvider
+    from parsl.providers.base import ExecutionProvider
 
     check_shell_safe(run_dir)
     executors = []
     for e in site.executors:
         p = e.provider
+        provider: ExecutionProvider
         if p.kind == "local":
             provider = LocalProvider(init_blocks=p.init_blocks, min_blocks=p.min_blocks, max_blocks=p.max_blocks,
                                      worker_init=p.worker_init)
@@ -260,16 +273,21 @@ def parsl_config(site: SiteConfig, run_dir: Path):
 
 
 class _QuietFileHandler(logging.FileHandler):
-    """Parsl's log file, which drops a record it cannot write (a full disk) instead of printing a traceback to
-    the terminal for every one: the run reports the full disk once, itself."""
+    """Parsl's log file, which drops a record it cannot write (a full disk) rather than print a traceback.
+
+    The terminal would otherwise get a traceback for every record; the run reports the full disk once, itself.
+    """
 
     def handleError(self, record: logging.LogRecord) -> None:
         pass
 
 
 def _parsl_logging(directory: Path) -> None:
-    """Parsl's own log at INFO in the run directory. Its default is DEBUG, which costs the submit loop
-    several log records per task: at thousands of quanta a minute, a visible share of its time."""
+    """Parsl's own log at INFO in the run directory.
+
+    Its default is DEBUG, which costs the submit loop several log records per task: at thousands of quanta a minute, a
+    visible share of its time.
+    """
     import logging
 
     directory.mkdir(parents=True, exist_ok=True)

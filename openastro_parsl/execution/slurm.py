@@ -1,5 +1,7 @@
-"""What SLURM says: time strings, partition limits, how a job ended. One place for the pre-flight checks,
-the failure classifier and the local test cluster to ask."""
+"""What SLURM says: time strings, partition limits, how a job ended.
+
+One place for the pre-flight checks, the failure classifier and the local test cluster to ask.
+"""
 
 from __future__ import annotations
 
@@ -56,8 +58,10 @@ def partitions() -> list[str] | None:
 
 
 def job_state(job_id: str | int | None) -> str | None:
-    """How SLURM says a job is or ended (COMPLETED, CANCELLED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY...): sacct
-    first, then scontrol (which knows finished jobs only for MinJobAge seconds)."""
+    """How SLURM says a job is or ended (COMPLETED, CANCELLED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY...).
+
+    From sacct first, then scontrol (which knows finished jobs only for MinJobAge seconds).
+    """
     if not job_id:
         return None
     code, out = _run(["sacct", "-n", "-X", "-P", "-o", "State", "-j", str(job_id)])

@@ -33,6 +33,7 @@ def script() -> Path:
 
 
 def slurm_dir(directory: str | os.PathLike | None = None) -> Path:
+    """The local cluster's folder: ``directory``, else ``$OPENASTRO_SLURM_DIR``, else /tmp/openastro-slurm."""
     return Path(directory or os.environ.get("OPENASTRO_SLURM_DIR") or DEFAULT_DIR)
 
 
@@ -46,7 +47,7 @@ def _run_script(command: str, directory, timeout: float) -> subprocess.Completed
 
 def parse_env(text: str) -> dict[str, str]:
     """The ``export NAME=value`` lines that bin/slurm-local prints."""
-    return dict(m.groups() for m in re.finditer(r"^export (\w+)=(.*)$", text, re.M))
+    return {m.group(1): m.group(2) for m in re.finditer(r"^export (\w+)=(.*)$", text, re.M)}
 
 
 def start(directory: str | os.PathLike | None = None, timeout: float = 600) -> dict[str, str]:
@@ -65,12 +66,14 @@ def start(directory: str | os.PathLike | None = None, timeout: float = 600) -> d
 
 
 def stop(directory: str | os.PathLike | None = None, timeout: float = 180) -> None:
+    """Stop the local cluster's daemons (by their pid files)."""
     proc = _run_script("stop", directory, timeout)
     if proc.returncode != 0:
         raise SlurmUnavailable(proc.stderr.strip() or f"bin/slurm-local stop exited {proc.returncode}")
 
 
 def is_up(directory: str | os.PathLike | None = None) -> bool:
+    """Whether the local cluster is up and answering (``bin/slurm-local status``)."""
     try:
         return _run_script("status", directory, 60).returncode == 0
     except SlurmUnavailable:

@@ -33,6 +33,8 @@ _FIELDS = ("state", "attempts", "executor", "error_kind", "error_type", "message
 
 
 class StatusStore:
+    """A run's ``status.sqlite3``: one row per quantum, the run's metadata and a log of events."""
+
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
@@ -103,6 +105,13 @@ class StatusStore:
 
     def get(self, qid: str) -> sqlite3.Row | None:
         return self.conn.execute("SELECT * FROM quantum WHERE id = ?", (qid,)).fetchone()
+
+    def row(self, qid: str) -> sqlite3.Row:
+        """The row of a quantum the store holds; KeyError for one it does not."""
+        row = self.get(qid)
+        if row is None:
+            raise KeyError(f"quantum {qid} is not in {self.path}")
+        return row
 
     def set_meta(self, key: str, value: Any) -> None:
         self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value)))

@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import statistics
 import queue
 import re
 import socket
+import statistics
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
@@ -51,6 +51,7 @@ _PACKAGES = ("openastro-parsl", "parsl", "numpy", "scipy", "astropy", "sep", "ph
 
 
 def package_versions() -> dict[str, str]:
+    """Versions of the packages that shape results, recorded with every output as provenance."""
     out = {}
     for name in _PACKAGES:
         try:
@@ -61,10 +62,12 @@ def package_versions() -> dict[str, str]:
 
 
 def data_id_dirname(data_id: dict) -> str:
+    """A data ID as the folder name of its quanta's logs (``instrument=lco1m_exposure=1042``)."""
     return _SAFE.sub("_", "_".join(f"{k}={v}" for k, v in data_id.items())) or "none"
 
 
 def log_paths(run_dir: Path, task: str, data_id: dict, qid: str) -> dict[str, str]:
+    """The paths of one quantum's stdout, stderr and structured log (``.jsonl``)."""
     base = run_dir / "logs" / task / data_id_dirname(data_id) / qid
     return {"stdout": f"{base}.stdout", "stderr": f"{base}.stderr", "jsonl": f"{base}.jsonl"}
 
@@ -73,7 +76,8 @@ def holding_repo(run_dir: Path, output_run: str) -> Path | None:
     """The repository a run directory sits in (``REPO/submit/<output run>/<stamp>``), if it still sits in one.
 
     A run directory resumes into the repository that holds it, so resuming a copy of a repository never
-    writes into the original."""
+    writes into the original.
+    """
     try:
         root = run_dir.parents[len([p for p in output_run.split("/") if p])]
     except IndexError:
@@ -84,6 +88,7 @@ def holding_repo(run_dir: Path, output_run: str) -> Path | None:
 
 
 def new_run_dir(butler: Butler, output_run: str) -> Path:
+    """Make a new run directory, ``REPO/submit/<output run>/<timestamp>`` (suffixed when that is taken)."""
     stamp = time.strftime("%Y%m%dT%H%M%S")
     base = butler.root / "submit" / output_run / stamp
     n = 1
@@ -97,6 +102,8 @@ def new_run_dir(butler: Butler, output_run: str) -> Path:
 
 @dataclass
 class Summary:
+    """What a run did, per task and per failure kind; ``ok`` when nothing failed. Saved as summary.json."""
+
     run_dir: Path
     output_run: str
     per_task: dict[str, dict[str, Any]]
@@ -187,8 +194,11 @@ class Submission:
             reg.set_collection_meta(self.graph.output_run, "pipeline", self.graph.header.get("pipeline", ""))
 
     def _reconcile(self) -> dict[str, str]:
-        """States to start from. Quanta whose outputs are registered count as succeeded whatever the store
-        says (the submit may have died between the two writes); everything else not done runs again."""
+        """States to start from.
+
+        Quanta whose outputs are registered count as succeeded whatever the store says (the submit may have died between
+        the two writes); everything else not done runs again.
+        """
         states = self.status.states()
         unsure = [q for q, s in states.items() if s not in DONE]
         outputs = {q: [d for ids in self.graph.quanta[q].outputs.values() for d in ids] for q in unsure}
@@ -338,12 +348,15 @@ class Submission:
         return summary
 
     def _end(self, wall_s: float, interrupted: str | None) -> Summary:
-        """Write the run's final state and summary.json. Called before Parsl is cleaned up, which can block:
-        whatever happens then, the run is never left marked ``running``. Quanta cut short go back to
-        ``pending`` (their outputs were not registered), so ``--resume`` runs them again.
+        """Write the run's final state and summary.json.
+
+        Called before Parsl is cleaned up, which can block: whatever happens then, the run is never left marked
+        ``running``. Quanta cut short go back to ``pending`` (their outputs were not registered), so ``--resume`` runs
+        them again.
 
         A run stopped by a full disk ends ``failed``; the writes here are then best-effort (the status store
-        may sit on that disk), and what could not be written is what ``--resume`` reconciles anyway."""
+        may sit on that disk), and what could not be written is what ``--resume`` reconciles anyway.
+        """
         stopped = self._stopped
         if stopped:  # give back the space set aside at the start, so that the end state can be written
             (self.run_dir / RESERVE_FILE).unlink(missing_ok=True)
@@ -463,19 +476,19 @@ class Submission:
             if fut.exception() is not None:
                 for qid in qids:
                     learn_manager_job(fut.exception(), self.status.get(qid), self._manager_jobs)
-        outcomes = []
+        outcomes: list[tuple[str, dict[str, Any], str | None, str]] = []  # quantum, manifest, failure kind, message
         for qids, fut in items:
             exc = fut.exception()
             if exc is None:
-                for qid, manifest in zip(qids, pickle.loads(fut.result())):
+                for qid, manifest in zip(qids, pickle.loads(fut.result()), strict=True):
                     outcomes.append((qid, manifest, *classify_manifest(manifest)))
                     self._durations[self.graph.quanta[qid].task].append(manifest.get("wall") or 0.0)
                 continue
             for qid in qids:  # a lost worker or block takes the whole cluster with it
                 row = self.status.get(qid)
-                kind, message = classify_exception(exc, row, self._manager_jobs)
+                lost, message = classify_exception(exc, row, self._manager_jobs)
                 outcomes.append((qid, {"error": {"type": type(exc).__name__, "message": message},
-                                       "slurm_job_id": lost_job(exc, row, self._manager_jobs)}, kind, message))
+                                       "slurm_job_id": lost_job(exc, row, self._manager_jobs)}, lost, message))
         for qid, manifest, kind, message in outcomes:
             if kind is None and manifest.get("no_work"):
                 self._no_work(qid, manifest["no_work"], manifest)
@@ -516,7 +529,7 @@ class Submission:
         retryable = kind not in ("science", "registry")
         if retryable and self._attempts[qid] <= self.site.retries:
             if kind == "out_of_memory":
-                bigger = self._bigger_executor(self.status.get(qid)["executor"])
+                bigger = self._bigger_executor(self.status.row(qid)["executor"])
                 if bigger:
                     self._overrides[qid] = bigger
             self.status.event("retry", quantum=qid, kind=kind, attempt=self._attempts[qid], message=message[:500])
@@ -527,7 +540,7 @@ class Submission:
         err = manifest.get("error") or {}
         self._states[qid] = "failed"
         self._flush_running()
-        row = self.status.get(qid)
+        row = self.status.row(qid)
         self.status.update(qid, state="failed", error_kind=kind, error_type=err.get("type"), message=message,
                            ended=manifest.get("ended", time.time()), wall=manifest.get("wall"), cpu=manifest.get("cpu"),
                            maxrss_mb=manifest.get("maxrss_mb"), host=manifest.get("host"),
@@ -578,6 +591,7 @@ class Submission:
 
 
 def summarize(status: StatusStore, run_dir: Path, output_run: str, wall_s: float) -> Summary:
+    """The summary of a run, counted from its status store."""
     per_task: dict[str, dict[str, Any]] = {}
     kinds: dict[str, int] = defaultdict(int)
     skipped = status.meta("skipped", {}) or {}
@@ -615,8 +629,11 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _best_effort(fn: Callable, *args: Any, **kwargs: Any) -> Any:
-    """Call ``fn``, giving up quietly on I/O and SQLite errors: used while a run is stopped by a full disk,
-    where the status store and summary may be unwritable and one clear message beats a cascade."""
+    """Call ``fn``, giving up quietly on I/O and SQLite errors.
+
+    Used while a run is stopped by a full disk, where the status store and summary may be unwritable and one clear
+    message beats a cascade.
+    """
     import sqlite3
 
     try:
@@ -630,9 +647,11 @@ def _best_effort(fn: Callable, *args: Any, **kwargs: Any) -> Any:
 
 
 def _drain(q: queue.Queue, timeout: float, most: int, linger: float = 0.05) -> list:
-    """What finished so far, handled as one batch: waits up to ``timeout`` for the first completion, then up to
-    ``linger`` more for others, so that one registry and one status transaction serve many quanta (a commit
-    costs about as much as the bookkeeping of ten quanta)."""
+    """What finished so far, handled as one batch.
+
+    Waits up to ``timeout`` for the first completion, then up to ``linger`` more for others, so that one registry and
+    one status transaction serve many quanta (a commit costs about as much as the bookkeeping of ten quanta).
+    """
     try:
         items = [q.get(timeout=timeout)]
     except queue.Empty:

@@ -45,7 +45,7 @@ RENDER_FORMATS = ("svg", "png", "pdf")
 # -- DOT text helpers -------------------------------------------------------------------------
 
 def quote(value: Any) -> str:
-    """A DOT double-quoted string: backslashes and quotes escaped, line breaks as DOT's ``\\n``."""
+    r"""A DOT double-quoted string: backslashes and quotes escaped, line breaks as DOT's ``\n``."""
     text = str(value)
     text = text.replace("\\", "\\\\").replace('"', '\\"')
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\\n")
@@ -250,12 +250,12 @@ def _task_level_dot(graph: QuantumGraph, states: dict[str, str] | None, title: s
                 out_edges[(q.task, dt)] += 1
 
     dot = _Dot("quantum_graph", title)
-    for dt, ids in type_ids.items():
-        existing = sum(1 for d in ids if (n := graph.datasets.get(d)) is not None and n.exists)
-        label = f"{dt}\n{_plural(len(ids), 'dataset', 'datasets')}"
-        if 0 < existing < len(ids):
+    for dt, members in type_ids.items():
+        existing = sum(1 for d in members if (node := graph.datasets.get(d)) is not None and node.exists)
+        label = f"{dt}\n{_plural(len(members), 'dataset', 'datasets')}"
+        if 0 < existing < len(members):
             label += f" ({existing} existing)"
-        style = INPUT_STYLE if existing == len(ids) else DATASET_STYLE
+        style = INPUT_STYLE if existing == len(members) else DATASET_STYLE
         dot.node(f"dataset:{dt}", label=label, **style)
     for t in labels:
         attrs = dict(TASK_STYLE)

@@ -11,6 +11,7 @@ from .quantum_graph import QuantumGraph
 
 
 def explain_data_id(graph: QuantumGraph, planner, text: str) -> str:
+    """Which quanta of ``graph`` the data ID ``text`` feeds, or why it feeds none (``--explain``)."""
     node = parse_where(text)
     if node is None:
         return "nothing to explain: empty data ID"
@@ -35,7 +36,7 @@ def explain_data_id(graph: QuantumGraph, planner, text: str) -> str:
             continue
         report = planner.reports.get(label)
         reasons = []
-        for name, conn in info.connections.items():
+        for conn in info.connections.values():
             if conn["kind"] not in ("input", "prerequisite"):
                 continue
             avail = planner.available.get(conn["dataset_type"]) if conn["kind"] == "input" else None

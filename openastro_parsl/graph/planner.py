@@ -8,16 +8,14 @@ dimension values. No per-quantum query, so the cost grows linearly with the numb
 
 from __future__ import annotations
 
-import json
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from ..butler import Butler
 from ..datastore.datastore import dataset_relpath, run_relpath
 from ..errors import OpenAstroError
-from ..pipeline.connections import Connection
 from ..pipeline.pipeline import Pipeline, TaskDef
 from ..registry.names import validate_collection_name
 from ..registry.refs import CollectionType, DatasetRef, DatasetType
@@ -61,6 +59,8 @@ class TaskReport:
 
 
 class Planner:
+    """Builds the quantum graph of a pipeline over what the registry holds, checking it before anything runs."""
+
     def __init__(self, butler: Butler, pipeline: Pipeline, *, inputs: Sequence[str], output_run: str,
                  where: str = "", binds: Mapping[str, Any] | None = None,
                  skip_existing_in: Sequence[str] = (), clobber_outputs: bool = False, pipeline_spec: str = ""):
@@ -130,8 +130,11 @@ class Planner:
         return {k: v[0] for k, v in seen.items()}
 
     def _check_names(self) -> None:
-        """A new output run must follow the name grammar before anything is made for it; a collection that
-        does not exist gets the grammar's reason when that is why (existing names are read as they are)."""
+        """A new output run must follow the name grammar before anything is made for it.
+
+        A collection that does not exist gets the grammar's reason when that is why (existing names are read as they
+        are).
+        """
         if not self.registry.has_collection(self.output_run):
             validate_collection_name(self.output_run, "output run")
         for name in self.inputs + self.skip_existing_in:
@@ -139,13 +142,15 @@ class Planner:
                 validate_collection_name(name, "input collection")
 
     def _check_paths_free(self, datasets: dict[str, DatasetNode], quanta: dict[str, Quantum]) -> None:
-        """No planned output may land on a file registered to another dataset (say, of a run whose name
-        mapped to the same folder before names were checked): it would be overwritten before any registry
-        could refuse it. One range query over the output run's folder."""
+        """No planned output may land on a file registered to another dataset.
+
+        Such a file (say, of a run whose name mapped to the same folder before names were checked) would be overwritten
+        before any registry could refuse it. One range query over the output run's folder.
+        """
         taken = self.registry.registered_paths_under(run_relpath(self.output_run))
         if not taken:
             return
-        problems = []
+        problems: list[str] = []
         for q in quanta.values():
             for ids in q.outputs.values():
                 for i in ids:
@@ -181,12 +186,15 @@ class Planner:
         if not collections or self.registry.get_dataset_type(dataset_type, missing_ok=True) is None:
             return {}
         refs = self.registry.query_datasets(dataset_type, list(collections))
-        dt = refs[0].dataset_type if refs else None
-        return {self.universe.data_id_key(dt.dimensions, r.data_id): r for r in refs}
+        if not refs:
+            return {}
+        dims = refs[0].dataset_type.dimensions
+        return {self.universe.data_id_key(dims, r.data_id): r for r in refs}
 
     @staticmethod
     def _node_from_ref(ref: DatasetRef) -> DatasetNode:
-        return DatasetNode(ref.id, ref.name, dict(ref.data_id), ref.run, ref.path, ref.formatter, ref.checksum, True,
+        path, formatter = ref.location()
+        return DatasetNode(ref.id, ref.name, dict(ref.data_id), ref.run, path, formatter, ref.checksum, True,
                            ref.size, ref.mtime_ns)
 
     # -- main ---------------------------------------------------------------------------------
@@ -207,7 +215,7 @@ class Planner:
         types = self._check_dataset_types()
         self._check_output_run()
         available: dict[str, _Available] = {}
-        for name, conn in self.pipeline.overall_inputs().items():
+        for name in self.pipeline.overall_inputs():
             dt = types[name]
             applies = self.node is not None and self.where_dims <= set(self.universe.expanded(dt.dimensions))
             refs = []
@@ -269,9 +277,10 @@ class Planner:
                                        fmt, None, False)
                     out_nodes.append(node)
                     outputs[c.name] = [node.id]
-                if out_nodes and all(e is not None for e in existing_skip):
+                found = [e for e in existing_skip if e is not None]
+                if out_nodes and len(found) == len(existing_skip):
                     report.skipped_existing += 1
-                    for c, ref in zip(t.outputs(), existing_skip):
+                    for c, ref in zip(t.outputs(), found, strict=True):
                         node = self._node_from_ref(ref)
                         datasets[node.id] = node
                         available.setdefault(c.dataset_type, _Available()).nodes.append(node)
@@ -287,7 +296,7 @@ class Planner:
                 for ds in inputs.values():
                     for d in ds:
                         datasets.setdefault(d.id, d)
-                for c, node in zip(t.outputs(), out_nodes):
+                for c, node in zip(t.outputs(), out_nodes, strict=True):
                     datasets[node.id] = node
                     available.setdefault(c.dataset_type, _Available()).nodes.append(node)
         if missing_prereqs:
@@ -313,7 +322,7 @@ class Planner:
                 bucket = records.setdefault(dim, {})
                 for k in keys:
                     if k in table:
-                        bucket[",".join(f"{d}={v}" for d, v in zip(req, k))] = table[k]
+                        bucket[",".join(f"{d}={v}" for d, v in zip(req, k, strict=True))] = table[k]
         header = {
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "repo": str(self.butler.root),
             "repo_id": self.butler.repo_id,
@@ -342,7 +351,7 @@ class Planner:
             if not avail.nodes:
                 report.no_input.append(c.dataset_type)
             keys = {tuple(n.data_id.get(d) for d in shared) for n in avail.nodes}
-            rel = [dict(zip(shared, k)) for k in keys]
+            rel = [dict(zip(shared, k, strict=True)) for k in keys]
             rows, cols = self._join(rows, cols, rel, set(shared))
         # Dimensions no input carries come from their records; the most specific first (an overlap
         # dimension brings its patch), so no join is a needless cross product.

@@ -42,13 +42,17 @@ def dataset_uuid(run: str, dataset_type: str, data_id_key: str) -> str:
 
 
 def quantum_uuid(run: str, label: str, data_id_key: str) -> str:
+    """Deterministic id of a quantum: replanning or resuming a run names the same quantum the same."""
     return _uuid5(f"quantum:{run}:{label}:{data_id_key}")
 
 
 @contextmanager
 def paused_gc():
-    """Building or reading 100k-quantum graphs makes millions of small objects and no garbage cycles;
-    the cyclic collector would rescan them all repeatedly for nothing."""
+    """Pause the cyclic garbage collector while a big graph is built or read.
+
+    Building or reading 100k-quantum graphs makes millions of small objects and no garbage cycles; the cyclic collector
+    would rescan them all repeatedly for nothing.
+    """
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -63,14 +67,18 @@ class GraphFormatError(OpenAstroError):
 
 
 def _upgrade_v1(doc: dict[str, Any]) -> None:
-    """Version 1 rows lack size and mtime_ns: give them None ("not recorded", so workers hash those inputs),
-    so that a graph saved before, or a run directory made with it, still loads and resumes."""
+    """Version 1 rows lack size and mtime_ns: give them None ("not recorded", so workers hash those inputs).
+
+    So a graph saved before, or a run directory made with it, still loads and resumes.
+    """
     for block in doc["datasets"].values():
         block["rows"] = [row[:6] + [None, None] + row[6:] for row in block["rows"]]
 
 
 @dataclass(slots=True)
 class DatasetNode:
+    """A dataset a graph reads or writes: an existing one, or a predicted output (``exists`` False)."""
+
     id: str
     dataset_type: str
     data_id: dict[str, Any]
@@ -85,6 +93,8 @@ class DatasetNode:
 
 @dataclass(slots=True)
 class Quantum:
+    """One execution of one task on one data ID: the ids of its input and predicted output datasets."""
+
     id: str
     task: str
     data_id: dict[str, Any]
@@ -95,6 +105,8 @@ class Quantum:
 
 @dataclass
 class TaskInfo:
+    """What a graph keeps of a task: class, resolved config and its hash, dimensions, connections, resources."""
+
     label: str
     class_path: str
     config: dict[str, Any]
@@ -106,6 +118,8 @@ class TaskInfo:
 
 @dataclass
 class QuantumGraph:
+    """The DAG of quanta a submit executes, producers first; saved and loaded as gzipped JSON."""
+
     header: dict[str, Any]
     tasks: dict[str, TaskInfo]
     dataset_types: dict[str, dict[str, Any]]   # name -> {dimensions, storage_class, formatter}
@@ -118,11 +132,11 @@ class QuantumGraph:
         return len(self.quanta)
 
     def producers(self) -> dict[str, str]:
-        """dataset id -> id of the quantum that writes it."""
+        """Dataset id -> id of the quantum that writes it."""
         return {d: q.id for q in self.quanta.values() for ids in q.outputs.values() for d in ids}
 
     def upstream(self) -> dict[str, set[str]]:
-        """quantum id -> ids of the quanta whose outputs it reads."""
+        """Quantum id -> ids of the quanta whose outputs it reads."""
         prod = self.producers()
         return {q.id: {prod[d] for ids in q.inputs.values() for d in ids if d in prod} for q in self.quanta.values()}
 
@@ -196,9 +210,10 @@ class QuantumGraph:
 
     @classmethod
     def _load(cls, path: Path) -> "QuantumGraph":
-        """Any damage (truncated, empty, another gzip or JSON, a hand edit) is one GraphFormatError naming
-        the file, and outputs that would be written outside their run's folder are refused here, before a
-        submit makes anything."""
+        """Any damage (truncated, empty, another gzip or JSON, a hand edit) is one GraphFormatError naming the file.
+
+        Outputs that would be written outside their run's folder are refused here too, before a submit makes anything.
+        """
         try:
             if path.is_file() and path.stat().st_size == 0:
                 raise GraphFormatError(f"{path}: empty file (0 bytes), not a quantum graph")
@@ -235,7 +250,7 @@ class QuantumGraph:
             dims = block["dims"]
             n = len(dims)
             for row in block["rows"]:
-                did = dict(zip(dims, row[8:8 + n]))
+                did = dict(zip(dims, row[8:8 + n], strict=True))
                 datasets[row[0]] = DatasetNode(row[0], name, did, runs[row[1]], row[2], row[3], row[4], bool(row[5]),
                                                row[6], row[7])
                 ids.append(row[0])
@@ -243,7 +258,7 @@ class QuantumGraph:
         for label, block in doc["quanta"].items():
             dims = block["dims"]
             for qid, values, inputs, outputs, clobber in block["rows"]:
-                quanta_by_id[qid] = Quantum(qid, label, dict(zip(dims, values)),
+                quanta_by_id[qid] = Quantum(qid, label, dict(zip(dims, values, strict=True)),
                                             {c: [ids[i] for i in v] for c, v in inputs.items()},
                                             {c: [ids[i] for i in v] for c, v in outputs.items()}, clobber)
         quanta = {qid: quanta_by_id[qid] for qid in doc["order"]}
@@ -254,9 +269,11 @@ class QuantumGraph:
         return cls(doc["header"], tasks, doc["dataset_types"], datasets, quanta, doc.get("records", {}))
 
     def check_output_paths(self) -> None:
-        """Every predicted output lies in its own run's folder, at one path of its own: a graph edited by hand
-        (or planned for another repository layout) must not write over other runs' files or outside the
-        repository. Inputs are not checked: directly ingested files may live anywhere."""
+        """Every predicted output lies in its own run's folder, at one path of its own.
+
+        A graph edited by hand (or planned for another repository layout) must not write over other runs' files or
+        outside the repository. Inputs are not checked: directly ingested files may live anywhere.
+        """
         run = check_relpath(self.output_run, "output run")
         if "." in run.split("/"):
             raise DatastorePathError(f"output run {run!r} has a '.' component")

@@ -11,10 +11,10 @@ import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from astropy.io import fits
 import astropy.units as u
+from astropy.io import fits
 from astropy.time import Time
 from erfa import ErfaWarning
 from pydantic import BaseModel, ConfigDict, Field
@@ -45,7 +45,7 @@ class _Keys(BaseModel):
     pixel_scale: list[str] = Field(default_factory=list)
     pixel_size_um: list[str] = Field(default_factory=list)
     focal_length_mm: list[str] = Field(default_factory=list)
-    # Observation info for calibration (tasks/observation.py); defaults are the common conventions.
+    # Observation info for calibration (astro/observation.py); defaults are the common conventions.
     site_lat: list[str] = Field(default_factory=lambda: ["SITELAT", "LATITUDE", "LAT-OBS"])
     site_lon: list[str] = Field(default_factory=lambda: ["SITELONG", "LONGITUD", "LONG-OBS"])
     site_elev: list[str] = Field(default_factory=lambda: ["SITEELEV", "HEIGHT", "ALT-OBS"])
@@ -107,8 +107,8 @@ def _angle(value: Any, hours: bool) -> float:
     """Degrees from a number (already degrees) or a sexagesimal string (hours when ``hours``)."""
     if isinstance(value, (int, float)):
         return float(value)
-    from astropy.coordinates import Angle
     import astropy.units as u
+    from astropy.coordinates import Angle
 
     text = str(value).strip()
     try:

@@ -17,8 +17,9 @@ import networkx as nx
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..yamlconfig import ConfigError, describe_validation_error, load_yaml, validate
+from ..yamlconfig import describe_validation_error, load_yaml, validate
 from .connections import Connection
+from .moved import current_path
 from .task import PipelineError, PipelineTask, TaskConfig, config_hash, import_task
 
 
@@ -92,6 +93,8 @@ class _RawTask:
 
 @dataclass
 class Pipeline:
+    """Configured tasks in dataflow order, with the file's subsets; what the planner expands."""
+
     description: str
     tasks: list[TaskDef]
     subsets: dict[str, list[str]] = field(default_factory=dict)
@@ -154,7 +157,8 @@ def _read_file(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict[str, _RawT
         entry = _TaskEntry(**{"class": entry}) if isinstance(entry, str) else entry
         if label in tasks:  # a local entry refines an imported one: same label, local config on top
             base = tasks[label]
-            config = copy.deepcopy(base.config) if base.class_path == entry.class_ else {}
+            same = current_path(base.class_path) == current_path(entry.class_)  # old and new paths alike
+            config = copy.deepcopy(base.config) if same else {}
             _merge(config, entry.config)
         else:
             config = copy.deepcopy(entry.config)
@@ -224,7 +228,7 @@ def load_pipeline(spec: str | Path, overrides: list[str] | tuple[str, ...] = (),
                                     f"nor a task label ({', '.join(raw_tasks)})")
         raw_tasks = {k: v for k, v in raw_tasks.items() if k in labels}
 
-    extra: dict[str, list[tuple[str, Any]]] = {}
+    extra: dict[str, list[tuple[str, Any, str]]] = {}  # label -> (key, value, where it came from)
     for text in overrides:
         label, key, value = parse_override(text)
         if label not in raw_tasks:
@@ -284,7 +288,7 @@ def _order(defs: list[TaskDef], source: str) -> list[TaskDef]:
                 raise PipelineError(f"{source}: dataset type {c.dataset_type!r} is produced by both "
                                     f"{producer[c.dataset_type]!r} and {t.label!r}")
             producer[c.dataset_type] = t.label
-    g = nx.DiGraph()
+    g: nx.DiGraph[str] = nx.DiGraph()
     index = {t.label: i for i, t in enumerate(defs)}
     for t in defs:
         g.add_node(t.label)

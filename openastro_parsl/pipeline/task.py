@@ -8,25 +8,28 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import inspect
 import json
 import logging
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Iterable, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import OpenAstroError
-from .connections import Connection, Connections
+from .connections import Connection, Connections, PipelineError, check_dataset_types
+from .moved import current_path
+
+# The keywords the runner gives ``run`` besides its inputs, each only when ``run`` names it (``run_extras``).
+RUN_EXTRAS = ("data_id", "data_ids", "records", "checkpoint_dir")
 
 
-class PipelineError(OpenAstroError):
-    """A pipeline or task definition is invalid."""
+class NoWorkFound(Exception):
+    """Raised by ``run`` when its data ID has nothing to do.
 
-
-class NoWorkFound(OpenAstroError):
-    """Raised by ``run`` when its data ID has nothing to do (a frame that did not plate-solve, a target with no
-    transit): the quantum ends ``no_work`` with this message as its reason, writes no outputs, and is not a
-    failure. Downstream quanta that need its outputs end ``no_work`` too; gathering (``multiple``) inputs go on
-    with the datasets that do exist.
+    A frame that did not plate-solve, a target with no transit: the quantum ends ``no_work`` with this message
+    as its reason, writes no outputs, and is not a failure. Downstream quanta that need its outputs end
+    ``no_work`` too; gathering (``multiple``) inputs go on with the datasets that do exist. Not an
+    ``OpenAstroError``: it is an outcome, never a user's mistake for a CLI to print.
     """
 
 
@@ -57,6 +60,10 @@ class PipelineTask:
     Connections: ClassVar[type[Connections]] = Connections
     resources: ClassVar[Resources] = Resources()
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        _check_task(cls)
+
     def __init__(self, config: TaskConfig | None = None, log: logging.Logger | None = None):
         self.config = config if config is not None else self.Config()
         self.log = log or logging.getLogger(f"openastro.task.{type(self).__name__}")
@@ -78,12 +85,51 @@ class PipelineTask:
         if unknown:
             raise PipelineError(f"{cls.__name__}: config.connections renames unknown connection(s) {sorted(unknown)}; "
                                 f"known: {', '.join(conns)}")
-        return {name: (c.renamed(renames[name]) if name in renames else c) for name, c in conns.items()}
+        renamed = {name: (c.renamed(renames[name]) if name in renames else c) for name, c in conns.items()}
+        if renames:
+            check_dataset_types(f"{cls.__name__} with config.connections {renames}", renamed)
+        return renamed
+
+
+def _check_task(cls: type[PipelineTask]) -> None:
+    """Refuse a task whose declaration cannot work, naming the class and connection.
+
+    At import, not on a worker hours into a run. The Connections class has checked each connection already.
+    """
+    name, dims = cls.__qualname__, cls.dimensions
+    if isinstance(dims, str):
+        raise PipelineError(f"{name}.dimensions is the string {dims!r}; write a tuple, e.g. ({dims!r},)")
+    if not all(isinstance(d, str) and d for d in dims):
+        raise PipelineError(f"{name}.dimensions must be dimension names, not {dims!r}")
+    if len(set(dims)) != len(tuple(dims)):
+        raise PipelineError(f"{name}.dimensions {tuple(dims)!r} name a dimension twice")
+    for attr, base in (("Config", TaskConfig), ("Connections", Connections)):
+        value = getattr(cls, attr)
+        if not (isinstance(value, type) and issubclass(value, base)):
+            raise PipelineError(f"{name}.{attr} must be a subclass of {base.__name__}, not {value!r}")
+    if not isinstance(cls.resources, Resources):
+        raise PipelineError(f"{name}.resources must be a Resources(...), not {cls.resources!r}")
+    conns = cls.Connections.all()
+    inputs = [n for n, c in conns.items() if c.kind != "output"]
+    for conn in conns:
+        if conn in RUN_EXTRAS:
+            raise PipelineError(f"{name}: connection {conn!r} is named like the runner's own keyword {conn!r} "
+                                f"({', '.join(RUN_EXTRAS)}); rename it")
+    params = list(inspect.signature(cls.run).parameters.values())[1:]  # without self
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return
+    for conn in inputs:
+        if conn not in {p.name for p in params}:
+            raise PipelineError(f"{name}.run has no parameter for its input connection {conn!r}")
+    for p in params:
+        if p.default is p.empty and p.kind is not p.VAR_POSITIONAL and p.name not in inputs + list(RUN_EXTRAS):
+            raise PipelineError(f"{name}.run requires {p.name!r}, which is neither one of its input connections "
+                                f"({', '.join(inputs) or 'none'}) nor one of {', '.join(RUN_EXTRAS)}")
 
 
 def import_task(path: str, where: str = "") -> type[PipelineTask]:
     """Import ``package.module.Class``; errors say which pipeline entry asked for it."""
-    module_name, _, cls_name = path.rpartition(".")
+    module_name, _, cls_name = current_path(path).rpartition(".")  # a path of an earlier layout: moved.py
     prefix = f"{where}: " if where else ""
     if not module_name:
         raise PipelineError(f"{prefix}class {path!r} is not a dotted path like package.module.Class")
@@ -103,3 +149,31 @@ def config_hash(config: TaskConfig) -> str:
     """A short stable digest of a config, recorded with every output as provenance."""
     text = json.dumps(config.model_dump(mode="json"), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def run_extras(task: PipelineTask, **available: Any) -> dict[str, Any]:
+    """Those of ``available`` (keywords of ``RUN_EXTRAS``) that ``task.run`` names.
+
+    A task asks for its data ID, its inputs' data IDs, dimension records or a checkpoint folder only when it
+    uses them. A checkpoint folder handed over exists. Shared by the runner and ``openastro_parsl.testing``, so
+    both call ``run`` alike.
+    """
+    params = inspect.signature(task.run).parameters
+    extras = {k: v for k, v in available.items() if k in RUN_EXTRAS and k in params}
+    if extras.get("checkpoint_dir"):
+        Path(extras["checkpoint_dir"]).mkdir(parents=True, exist_ok=True)
+    return extras
+
+
+def check_outputs(task: str, result: Any, declared: Iterable[str]) -> Mapping[str, Any]:
+    """``result`` of ``task.run``, refused unless it maps exactly the ``declared`` output connections.
+
+    Anything else would register a partial or unexpected set of datasets.
+    """
+    result = {} if result is None else result
+    if not isinstance(result, Mapping):
+        raise RuntimeError(f"{task}.run returned a {type(result).__name__}, not a mapping of its outputs")
+    expected, got = set(declared), set(result)
+    if got != expected:
+        raise RuntimeError(f"{task}.run returned outputs {sorted(got)}; its connections declare {sorted(expected)}")
+    return result

@@ -19,8 +19,7 @@ RESERVED_FIRST = frozenset({"submit", "quarantine", "butler.yaml", "instruments.
 GRAMMAR = (f"collection names are components separated by '/', each 1-{MAX_COMPONENT} letters, digits, '_', '-' "
            f"or '.' (not '.' or '..'), with no leading, trailing or doubled '/', at most {MAX_TOTAL} characters "
            f"in all, and not starting with the repository's own {', '.join(sorted(RESERVED_FIRST))}")
-_COMPONENT = re.compile(r"[A-Za-z0-9_.-]+")
-_BAD_CHAR = re.compile(r"[^A-Za-z0-9_.-]")
+_BAD_CHAR = re.compile(r"[^A-Za-z0-9_.-]")  # outside a component's alphabet
 
 
 def _show(text: str) -> str:
@@ -46,8 +45,9 @@ def validate_collection_name(name: object, what: str = "collection") -> str:
         where = f"component {i}" + (f" ({_show(part)})" if part else "")
         if not part:
             raise bad(f"component {i} is empty ('//')")
-        if not _COMPONENT.fullmatch(part):
-            raise bad(f"{where} contains {_char(_BAD_CHAR.search(part).group())}")
+        bad_char = _BAD_CHAR.search(part)
+        if bad_char is not None:
+            raise bad(f"{where} contains {_char(bad_char.group())}")
         if part in (".", ".."):
             raise bad(f"{where} is {part!r}")
         if len(part) > MAX_COMPONENT:

@@ -6,8 +6,12 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Mapping
 
+from ..errors import MissingDatasetError
+
 
 class CollectionType(str, Enum):
+    """RUN (written by one run), CHAINED (an ordered search path) or TAGGED (hand-picked datasets)."""
+
     RUN = "RUN"
     CHAINED = "CHAINED"
     TAGGED = "TAGGED"
@@ -15,6 +19,8 @@ class CollectionType(str, Enum):
 
 @dataclass(frozen=True)
 class DatasetType:
+    """A dataset type: a name, the dimensions of its data IDs, the storage class of its datasets."""
+
     name: str
     dimensions: tuple[str, ...]
     storage_class: str
@@ -25,6 +31,8 @@ class DatasetType:
 
 @dataclass(frozen=True)
 class CollectionInfo:
+    """A collection as the registry describes it; ``children`` is a CHAINED collection's search path."""
+
     name: str
     type: CollectionType
     doc: str = ""
@@ -49,6 +57,15 @@ class DatasetRef:
     @property
     def name(self) -> str:
         return self.dataset_type.name
+
+    def location(self) -> tuple[str, str]:
+        """The dataset's file (relative to the datastore root, or absolute) and formatter.
+
+        A ref the registry hands out always has both; one made by hand may not.
+        """
+        if self.path is None or self.formatter is None:
+            raise MissingDatasetError(f"{self} has no file in the datastore")
+        return self.path, self.formatter
 
     def data_id_str(self) -> str:
         return ", ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in self.data_id.items())

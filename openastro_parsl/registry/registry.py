@@ -10,18 +10,21 @@ import fnmatch
 import json
 import time
 import uuid
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Literal, Mapping, Sequence, overload
 
-from sqlalchemy import BigInteger, and_, create_engine, event, func, inspect, literal, or_, select, text as sql_text
+from sqlalchemy import BigInteger, and_, create_engine, event, func, inspect, literal, or_, select
+from sqlalchemy import text as sql_text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
+from sqlalchemy.sql.expression import FromClause
 
 from ..errors import ConflictError, DataIdError, MissingDatasetError, RepositoryError, WhereError
 from .names import validate_collection_name
 from .refs import CollectionInfo, CollectionType, DatasetRef, DatasetType
-from .schema import MAGIC, MTIME_COLUMN, PATH_INDEX, SCHEMA_VERSION, Schema, build_schema
+from .schema import MAGIC, MTIME_COLUMN, PATH_INDEX, SCHEMA_VERSION, build_schema
 from .universe import DimensionUniverse
 from .where import compile_where, parse_where, referenced_identifiers
 
@@ -39,6 +42,7 @@ _DAMAGED = ("file is not a database", "database disk image is malformed", "file 
 
 
 def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite gets WAL and foreign keys, and one-line errors for a damaged file."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 60})
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -65,8 +69,11 @@ _SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 def check_sqlite_file(path: Path) -> None:
-    """Name what is wrong with a registry file before SQLite sees it: SQLite would re-create a missing one,
-    take an empty one for a new database, and call anything else just 'not a database'."""
+    """Name what is wrong with a registry file before SQLite sees it.
+
+    SQLite would re-create a missing one, take an empty one for a new database, and call anything else just 'not a
+    database'.
+    """
     if not path.exists():
         raise RepositoryError(f"no registry database at {path}: the file is missing (deleted or moved?) and a "
                               "repository cannot be opened without it; restore it from a backup")
@@ -138,7 +145,7 @@ class Registry:
                 names = inspect(conn).get_table_names()
                 if "meta" not in names:
                     raise RepositoryError(f"{where} is not an openastro-parsl registry (no 'meta' table: a foreign database?)")
-                rows = dict(conn.execute(sql_text("SELECT key, value FROM meta")).all())
+                rows: dict[str, str] = {k: v for k, v in conn.execute(sql_text("SELECT key, value FROM meta"))}
         except DatabaseError as exc:
             raise RepositoryError(f"registry database {where} cannot be read: {exc.orig}") from None
         if rows.get("magic") != MAGIC:
@@ -152,8 +159,10 @@ class Registry:
         return DimensionUniverse(rows["universe"], f"{where} (stored universe)")
 
     def _ensure_path_index(self) -> None:
-        """Repositories made before datastore paths were checked lack the index that makes the check fast
-        (and, where their paths are still distinct, unique); add it once. A read-only one just goes slower."""
+        """Add the index that makes the datastore path check fast, once, to repositories made before it.
+
+        Where their paths are still distinct it is also unique. A read-only repository just goes slower.
+        """
         t = self.schema.dataset_location
         with self.engine.connect() as c:
             have = {ix["name"] for ix in inspect(c).get_indexes(t.name)}
@@ -170,9 +179,11 @@ class Registry:
             pass
 
     def _ensure_mtime_column(self) -> bool:
-        """Repositories made before input stats were recorded lack ``dataset_location.mtime_ns``; add it
-        (nullable: their rows stay NULL, "hash it"). Old code ignores the extra column, so the schema version
-        stays. False when it cannot be added (a read-only file): refs then carry no mtime."""
+        """Add ``dataset_location.mtime_ns`` to repositories made before input stats were recorded.
+
+        Nullable: their rows stay NULL, "hash it". Old code ignores the extra column, so the schema version stays. False
+        when it cannot be added (a read-only file): refs then carry no mtime.
+        """
         t = self.schema.dataset_location
 
         def present() -> bool:
@@ -240,12 +251,12 @@ class Registry:
             # Look up existing rows by primary key in chunks (SQLite caps bound parameters).
             for i in range(0, len(keyset), 300):
                 chunk = keyset[i:i + 300]
-                cond = or_(*[and_(*[table.c[k] == v for k, v in zip(pk, key)]) for key in chunk])
+                cond = or_(*[and_(*[table.c[k] == v for k, v in zip(pk, key, strict=True)]) for key in chunk])
                 for r in c.execute(select(table).where(cond)).mappings():
                     existing[tuple(r[k] for k in pk)] = dict(r)
             new_rows = []
-            seen = {}
-            for key, row in zip(keyset, rows):
+            seen: dict[tuple[Any, ...], dict[str, Any]] = {}
+            for key, row in zip(keyset, rows, strict=True):
                 old = existing.get(key) or seen.get(key)
                 if old is not None:
                     diff = {k: (old.get(k), v) for k, v in row.items() if v is not None and old.get(k) is not None
@@ -253,12 +264,14 @@ class Registry:
                             and not (isinstance(v, float) and abs(old[k] - v) < 1e-9 * max(1, abs(v)))}
                     if diff:
                         what = ", ".join(f"{k}: stored {a!r} vs new {b!r}" for k, (a, b) in diff.items())
-                        raise ConflictError(f"{dimension} {dict(zip(pk, key))} already exists with different values ({what})")
+                        raise ConflictError(f"{dimension} {dict(zip(pk, key, strict=True))} already exists with "
+                                            f"different values ({what})")
                     # Values unknown so far (NULL) may be filled in later: a field first seen in a header
                     # gets its centre when the survey defines it.
                     fill = {k: v for k, v in row.items() if v is not None and old.get(k) is None}
                     if fill and key in existing:
-                        c.execute(table.update().where(*[table.c[k] == v for k, v in zip(pk, key)]).values(**fill))
+                        match = [table.c[k] == v for k, v in zip(pk, key, strict=True)]
+                        c.execute(table.update().where(*match).values(**fill))
                         old.update(fill)
                     continue
                 seen[key] = row
@@ -312,7 +325,7 @@ class Registry:
                 if row is None:
                     raise DataIdError(f"no {dim} record for {{{', '.join(f'{k}={did[k]!r}' for k in keys)}}}; "
                                       f"ingest or define it first")
-                for x, v in zip(needs, row):
+                for x, v in zip(needs, row, strict=True):
                     did[x] = v
 
         if conn is not None:
@@ -358,6 +371,12 @@ class Registry:
             for row in conn.execute(select(t)):
                 dims = tuple(d for d in row.dimensions.split(",") if d)
                 self._dataset_types[row.name] = (row.id, DatasetType(row.name, dims, row.storage_class))
+
+    @overload
+    def get_dataset_type(self, name: str, missing_ok: Literal[False] = False) -> DatasetType: ...
+
+    @overload
+    def get_dataset_type(self, name: str, missing_ok: bool) -> DatasetType | None: ...
 
     def get_dataset_type(self, name: str, missing_ok: bool = False) -> DatasetType | None:
         if name not in self._dataset_types:
@@ -410,7 +429,8 @@ class Registry:
                             conn: Connection | None = None) -> bool:
         """Create a collection; True if created, False if it already existed with the same type.
 
-        Only a new name is checked against the grammar (``names.py``): collections made before it stay usable."""
+        Only a new name is checked against the grammar (``names.py``): collections made before it stay usable.
+        """
         existing = self._collection(name, conn) if isinstance(name, str) and name else None
         if existing is not None:
             if existing[1] != type:
@@ -420,7 +440,9 @@ class Registry:
 
         def _do(c: Connection) -> None:
             res = c.execute(self.schema.collection.insert().values(name=name, type=type.value, doc=doc))
-            self._collections[name] = (res.inserted_primary_key[0], type)
+            key = res.inserted_primary_key
+            assert key is not None  # an INSERT of one row always has its primary key
+            self._collections[name] = (key[0], type)
 
         if conn is not None:
             _do(conn)
@@ -582,8 +604,7 @@ class Registry:
                 dup = c.execute(select(t.c.data_id_key).where(
                     t.c.dataset_type_id == dt_id, t.c.run_id == run_id, t.c.data_id_key.in_(keys[:900]))).scalars().first()
                 if dup is None:  # duplicated inside the batch itself
-                    seen = set()
-                    dup = next(k for k in keys if k in seen or seen.add(k))
+                    dup = next(k for k, n in Counter(keys).items() if n > 1)
                 raise ConflictError(f"{dt.name} {{{dup}}} already exists in run {run!r}") from None
             c.execute(self.schema.dataset_location.insert(), locs)
             return refs
@@ -617,8 +638,10 @@ class Registry:
         return f"{dataset_id}" if row is None else f"{row.name} {{{row.data_id_key}}} in run {row.run!r} ({dataset_id})"
 
     def registered_paths_under(self, folder: str) -> dict[str, str]:
-        """Datastore paths registered under ``folder`` (relative to the root) -> dataset id. A range on the
-        path index, so the planner can check a new run's folder holds nobody else's files at little cost."""
+        """Datastore paths registered under ``folder`` (relative to the root) -> dataset id.
+
+        A range on the path index, so the planner can check a new run's folder holds nobody else's files at little cost.
+        """
         l = self.schema.dataset_location
         prefix = folder.rstrip("/") + "/"
         upper = prefix[:-1] + chr(ord("/") + 1)
@@ -626,9 +649,11 @@ class Registry:
             return dict(c.execute(select(l.c.path, l.c.dataset_id).where(l.c.path >= prefix, l.c.path < upper)).all())
 
     def record_quanta(self, run: str, quanta: Sequence[Mapping[str, Any]]) -> list[DatasetRef]:
-        """Register finished quanta in one transaction: their outputs (replacing ``clobber``ed old ones)
-        and provenance. All or nothing. Each item holds quantum_id, task, task_class, data_id_key,
-        config_hash, outputs [(dataset type, data ID, location, id)], input_ids, provenance, clobber."""
+        """Register finished quanta in one transaction: their outputs and provenance, all or nothing.
+
+        Outputs replace ``clobber``ed old ones. Each item holds quantum_id, task, task_class, data_id_key, config_hash,
+        outputs [(dataset type, data ID, location, id)], input_ids, provenance, clobber.
+        """
         with self.transaction() as c:
             run_id, _ = self._require_collection(run, c)
             clobber = [i for q in quanta for i in q.get("clobber", ())]
@@ -674,7 +699,7 @@ class Registry:
             qid = c.execute(select(io.c.quantum_id).where(io.c.dataset_id == dataset_id, io.c.role == "output")).scalar()
             if qid is None:
                 return None
-            row = c.execute(select(q).where(q.c.id == qid)).mappings().first()
+            row = c.execute(select(q).where(q.c.id == qid)).mappings().one()  # quantum_io refers to it
             inputs = list(c.execute(select(io.c.dataset_id).where(io.c.quantum_id == qid, io.c.role == "input")).scalars())
         out = dict(row)
         out["packages"] = json.loads(out["packages"] or "{}")
@@ -805,7 +830,7 @@ class Registry:
         return refs[0] if refs else None
 
     def find_by_checksum(self, checksums: Iterable[str]) -> dict[str, DatasetRef]:
-        d, l = self.schema.dataset, self.schema.dataset_location
+        l = self.schema.dataset_location
         checksums = list(checksums)
         out: dict[str, DatasetRef] = {}
         with self.engine.connect() as c:
@@ -813,7 +838,8 @@ class Registry:
                 q = select(*self._ref_columns()).select_from(self._base_select()).where(
                     l.c.checksum.in_(checksums[i:i + 500]))
                 for ref in self._refs_from(c.execute(q)):
-                    out.setdefault(ref.checksum, ref)
+                    if ref.checksum is not None:  # never, for a registered location
+                        out.setdefault(ref.checksum, ref)
         return out
 
     def all_locations(self) -> Iterator[DatasetRef]:
@@ -857,8 +883,10 @@ class Registry:
     # -- data IDs -----------------------------------------------------------------------------
     def query_data_ids(self, dimensions: Sequence[str], where: str = "", binds: Mapping[str, Any] | None = None,
                        *, datasets: str | None = None, collections: str | Sequence[str] | None = None) -> list[dict]:
-        """Distinct data IDs over ``dimensions`` that exist in the dimension records (and, with ``datasets``,
-        for which a dataset of that type exists in ``collections``)."""
+        """Distinct data IDs over ``dimensions`` that exist in the dimension records.
+
+        With ``datasets``: only those for which a dataset of that type exists in ``collections``.
+        """
         if not dimensions:
             raise DataIdError("query_data_ids needs at least one dimension")
         node = parse_where(where or "")
@@ -868,7 +896,7 @@ class Registry:
         want = self.universe.data_id_order(list(dimensions))
         cover = set(self.universe.expanded(list(dimensions) + sorted(refd)))
         tables = self._covering_tables(cover)
-        from_ = None
+        from_: FromClause | None = None
         cols: dict[str, Any] = {}
         for dim in tables:
             table = self.schema.dimensions[dim]
@@ -884,7 +912,7 @@ class Registry:
             for d, c in own.items():
                 cols.setdefault(d, c)
         attr_tables = {d: self.schema.dimensions[d] for d in tables}
-        joins = {}
+        joins: dict[str, FromClause] = {}
 
         def column(dim: str, attr: str | None):
             if dim not in cols:
@@ -900,23 +928,24 @@ class Registry:
         clause = None
         if node is not None:
             clause = compile_where(node, types=self.universe.where_types, column=column, binds=binds or {}, text=where)
-        for dim, table in joins.items():
+        assert from_ is not None, "no dimension table to query"  # every query covers at least one dimension
+        for dim, alias in joins.items():
             keys = self.universe.required([dim])
             key_col = self.universe[dim].key_name
-            from_ = from_.join(table, and_(*[(table.c[key_col] if k == dim else table.c[k]) == cols[k] for k in keys]))
+            from_ = from_.join(alias, and_(*[(alias.c[key_col] if k == dim else alias.c[k]) == cols[k] for k in keys]))
         conds = [clause] if clause is not None else []
         if datasets is not None:
             if collections is None:
                 raise DataIdError("restricting data IDs by dataset type needs --collections")
             refs = self.query_datasets(datasets, collections)
-            keys = {tuple(r.data_id.get(d) for d in want if d in r.data_id) for r in refs}
+            with_dataset = {tuple(r.data_id.get(d) for d in want if d in r.data_id) for r in refs}
             dims_in = [d for d in want if refs and d in refs[0].data_id]
         q = select(*[cols[d].label(d) for d in want]).select_from(from_).where(*conds).distinct().order_by(
             *[cols[d] for d in want])
-        with self.engine.connect() as c:
-            result = [dict(r._mapping) for r in c.execute(q)]
+        with self.engine.connect() as conn:
+            result = [dict(r._mapping) for r in conn.execute(q)]
         if datasets is not None:
-            result = [r for r in result if tuple(r[d] for d in dims_in) in keys]
+            result = [r for r in result if tuple(r[d] for d in dims_in) in with_dataset]
         return result
 
     def _covering_tables(self, cover: set[str]) -> list[str]:

@@ -8,11 +8,23 @@ value needs no join; only dimension attributes (``exposure.day_obs``) join the d
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
 
 from sqlalchemy import (
-    BigInteger, Column, Float, ForeignKey, ForeignKeyConstraint, Index, Integer, MetaData, String, Table, Text,
+    BigInteger,
+    Column,
+    Float,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
     UniqueConstraint,
 )
+from sqlalchemy.types import TypeEngine
 
 from .universe import DimensionUniverse
 
@@ -22,15 +34,18 @@ PATH_INDEX = "dataset_location_path"  # unique: two datasets never share a file 
 # Nullable, added on open to older repositories: NULL means "not recorded", so a worker hashes the file.
 MTIME_COLUMN = "mtime_ns"
 
-_SQL_TYPES = {str: lambda: String(128), int: BigInteger, float: Float}
+_SQL_TYPES: dict[type, Callable[[], TypeEngine[Any]]] = {str: lambda: String(128), int: BigInteger, float: Float}
 
 
 def sql_type(py: type):
+    """The SQL column type for values of Python type ``py`` (dimension keys and metadata)."""
     return _SQL_TYPES[py]()
 
 
 @dataclass
 class Schema:
+    """The registry's tables, as built for one dimension universe."""
+
     metadata: MetaData
     meta: Table
     dimensions: dict[str, Table]
@@ -46,10 +61,12 @@ class Schema:
 
 
 def dimension_table_name(name: str) -> str:
+    """The table holding the records of dimension ``name``."""
     return f"dim_{name}"
 
 
 def build_schema(universe: DimensionUniverse) -> Schema:
+    """The registry's tables for ``universe``: one per dimension, then datasets, collections, provenance."""
     md = MetaData()
     meta = Table("meta", md, Column("key", String(64), primary_key=True), Column("value", Text, nullable=False))
 

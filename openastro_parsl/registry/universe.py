@@ -48,6 +48,8 @@ class _UniverseSpec(BaseModel):
 
 @dataclass(frozen=True)
 class Dimension:
+    """One dimension: its key, the dimensions it requires and implies, the metadata its records carry."""
+
     name: str
     doc: str
     key_name: str
@@ -74,7 +76,7 @@ class DimensionUniverse:
         self.text = text
         self.name = spec.name
         self.version = spec.version
-        graph = nx.DiGraph()
+        graph: nx.DiGraph[str] = nx.DiGraph()
         for name, dim in spec.dimensions.items():
             graph.add_node(name)
             for other in dim.requires + dim.implies:

@@ -24,7 +24,7 @@ import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import Grouping
@@ -98,18 +98,24 @@ class InList:
 
 @dataclass(frozen=True)
 class Not:
+    """``NOT operand``."""
+
     operand: Node
     column: int
 
 
 @dataclass(frozen=True)
 class And:
+    """``a AND b AND ...``."""
+
     operands: tuple[Node, ...]
     column: int
 
 
 @dataclass(frozen=True)
 class Or:
+    """``a OR b OR ...``."""
+
     operands: tuple[Node, ...]
     column: int
 
@@ -170,6 +176,12 @@ def _a_type(pytype: type) -> str:
 _IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 _NUMBER_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
 _WORD_RE = re.compile(r"[A-Za-z0-9_.]*", re.ASCII)
+
+
+def _word_end(text: str, pos: int) -> int:
+    """Where the run of word characters and dots starting at ``pos`` ends."""
+    match = _WORD_RE.match(text, pos)  # matches the empty string too: never None
+    return match.end() if match else pos
 _DIGITS = "0123456789"
 _KEYWORDS = frozenset({"AND", "OR", "NOT", "IN"})
 _OPERATORS = ("<=", ">=", "!=", "<>", "=", "<", ">")  # two-character operators first
@@ -239,7 +251,7 @@ class _Parser:
                     _fail(f"expected an attribute name after '{word}.'", j + 2, text)
                 k = attr_match.end()
                 if k < n and text[k] == ".":
-                    full = text[i : _WORD_RE.match(text, k).end()]
+                    full = text[i : _word_end(text, k)]
                     _fail(
                         f"too many '.' in '{full}'", k + 1, text, "write a dimension or dimension.attribute"
                     )
@@ -283,9 +295,11 @@ class _Parser:
     def _lex_number(self, start: int) -> _Token:
         text = self.text
         match = _NUMBER_RE.match(text, start)
+        if match is None:  # the caller saw a number start here
+            _fail("expected a number", start + 1, text)
         raw, j = match.group(), match.end()
         if j < len(text) and (text[j].isalnum() or text[j] in "_."):
-            bad = text[start : max(_WORD_RE.match(text, j).end(), j + 1)]
+            bad = text[start : max(_word_end(text, j), j + 1)]
             _fail(f"invalid number '{bad}'", start + 1, text)
         value: int | float
         if any(c in raw for c in ".eE"):
@@ -392,9 +406,9 @@ class _Parser:
     @staticmethod
     def _operand(token: _Token) -> Operand:
         if token.kind == "ident":
-            dimension, attribute = token.value  # type: ignore[misc]
+            dimension, attribute = cast("tuple[str, str | None]", token.value)  # as the lexer makes them
             return Identifier(dimension, attribute, token.column)
-        return Literal(token.value, token.column)  # type: ignore[arg-type]
+        return Literal(cast("str | int | float", token.value), token.column)
 
     def _value_token(self, after: str) -> _Token:
         token = self.token
@@ -502,7 +516,7 @@ def referenced_identifiers(
 # Name resolution and type checking, shared by the SQL compiler and the Python evaluator
 
 _FLIPPED = {"=": "=", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
-_PY_OPS: dict[str, Callable[[object, object], object]] = {
+_PY_OPS: dict[str, Callable[[Any, Any], Any]] = {
     "=": operator.eq,
     "!=": operator.ne,
     "<": operator.lt,
@@ -636,10 +650,11 @@ class _Resolver:
             ok = pytype is bool
         elif pytype is int:
             ok = isinstance(value, numbers.Integral)
-            value = int(value) if ok else value  # type: ignore[call-overload]
+            if isinstance(value, numbers.Integral):
+                value = int(value)
         elif pytype is float:
             ok = isinstance(value, numbers.Real)
-            if ok and not isinstance(value, (int, float)):
+            if isinstance(value, numbers.Real) and not isinstance(value, (int, float)):
                 value = float(value)  # e.g. numpy scalars, so the DB driver can bind them
         else:
             ok = isinstance(value, pytype)
@@ -754,7 +769,7 @@ def compile_where(
             return sa.not_(emit(r.operand))
         if isinstance(r, _RCompare):
             right = col(r.right) if isinstance(r.right, _Dim) else r.right.value  # a Python value -> bound param
-            return _PY_OPS[r.op](col(r.left), right)  # type: ignore[return-value]
+            return _PY_OPS[r.op](col(r.left), right)  # SQLAlchemy overloads the operators
         values = list(r.values)
         return col(r.left).not_in(values) if r.negated else col(r.left).in_(values)
 
@@ -762,12 +777,16 @@ def compile_where(
 
 
 def _merge_equalities(operands: tuple[_Resolved, ...]) -> list[_Resolved]:
-    """``x = 1 OR x = 2 OR x IN (3, 4)`` as ``x IN (1, 2, 3, 4)``: the same rows (also under SQL's NULL logic),
-    one list instead of thousands of terms when a script writes its data IDs out one by one."""
+    """Merge the ORed equalities and IN lists of one dimension into one IN list.
+
+    ``x = 1 OR x = 2 OR x IN (3, 4)`` becomes ``x IN (1, 2, 3, 4)``: the same rows (also under SQL's NULL logic), one
+    list instead of thousands of terms when a script writes its data IDs out one by one.
+    """
     lists: dict[tuple[str, str | None], list[object]] = {}
     out: list[_Resolved] = []
     for r in operands:
-        dim, values = None, None
+        dim: _Dim | None = None
+        values: list[object] = []
         if isinstance(r, _RCompare) and r.op == "=" and isinstance(r.right, _Val) and r.right.value is not None:
             dim, values = r.left, [r.right.value]
         elif isinstance(r, _RIn) and not r.negated:
@@ -786,8 +805,11 @@ def _merge_equalities(operands: tuple[_Resolved, ...]) -> list[_Resolved]:
 
 
 def _balanced(combine, parts: list[ColumnElement[bool]]) -> ColumnElement[bool]:
-    """``combine`` of many terms as a balanced, parenthesised tree: SQLite parses a flat ``a OR b OR ...`` into
-    a chain one level deeper per term and refuses chains past 1,000 ("expression tree is too large")."""
+    """``combine`` of many terms as a balanced, parenthesised tree.
+
+    SQLite parses a flat ``a OR b OR ...`` into a chain one level deeper per term and refuses chains past 1,000
+    ("expression tree is too large").
+    """
     if len(parts) <= 64:
         return combine(*parts)
     mid = len(parts) // 2
@@ -795,8 +817,10 @@ def _balanced(combine, parts: list[ColumnElement[bool]]) -> ColumnElement[bool]:
 
 
 class _Parens(Grouping):
-    """Parentheses SQLAlchemy keeps: a plain Grouping passes on its element's operator, so ``or_`` would flatten
-    it back into one long chain."""
+    """Parentheses SQLAlchemy keeps.
+
+    A plain Grouping passes on its element's operator, so ``or_`` would flatten it back into one long chain.
+    """
 
     inherit_cache = True
 

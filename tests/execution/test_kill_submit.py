@@ -1,4 +1,5 @@
-"""The submit process itself killed with SIGKILL mid-run; --resume finishes the run without duplicates."""
+"""The submit process itself killed with SIGKILL mid-run; --resume finishes the run without duplicates (on this
+machine and on the local SLURM: the ``site_path`` fixture)."""
 
 import os
 import signal
@@ -25,10 +26,12 @@ def _succeeded(status_db: Path) -> int:
         return 0
 
 
-def test_resume_after_sigkill_of_submit(tmp_path):
+def test_resume_after_sigkill_of_submit(tmp_path, site_path):
+    """On SLURM the killed submit's pilot job outlives it for a while (until its workers miss the interchange's
+    heartbeats): the resume's new block queues behind it and the run still finishes, each quantum once."""
     butler = make_small_repo(tmp_path, n=8)
     cmd = [sys.executable, "-m", "openastro_parsl.cli.submit_entry", "-b", str(butler.root), "-p", f"{FAULTY}#frameStats",
-           "-i", "defaults", "-o", "u/t/killed", "-c", "frameStats:sleep_s=1.0"]
+           "-i", "defaults", "-o", "u/t/killed", "-c", "frameStats:sleep_s=1.0", "--site", str(site_path)]
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     runs = butler.root / "submit" / "u" / "t" / "killed"
     deadline = time.time() + 120
@@ -49,8 +52,8 @@ def test_resume_after_sigkill_of_submit(tmp_path):
     first_ids = {r[0] for r in con.execute("SELECT id FROM quantum WHERE state='succeeded'")}
     con.close()
 
-    resume = subprocess.run([sys.executable, "-m", "openastro_parsl.cli.submit_entry", "--resume", str(status_db.parent)],
-                            capture_output=True, text=True, timeout=300)
+    resume = subprocess.run([sys.executable, "-m", "openastro_parsl.cli.submit_entry", "--resume", str(status_db.parent),
+                             "--site", str(site_path)], capture_output=True, text=True, timeout=300)
     assert resume.returncode == 0, resume.stdout + resume.stderr
     butler = Butler(butler.root)
     refs = butler.query_datasets("frameStats", "u/t/killed", find_first=False)

@@ -14,15 +14,6 @@ from openastro_parsl.execution import slurm_local
 from openastro_parsl.execution.slurm import job_state as _slurm_job_state, parse_time
 
 
-@pytest.fixture(scope="module")
-def slurm():
-    try:
-        env = slurm_local.start()
-    except slurm_local.SlurmUnavailable as e:
-        pytest.skip(f"SLURM cannot be started here: {e}")
-    return env
-
-
 def run(*args: str, timeout: float = 30) -> str:
     proc = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{' '.join(args)} exited {proc.returncode}: {proc.stderr.strip()}"

@@ -32,22 +32,6 @@ SLURM_LOCAL = ROOT / "site_configs" / "slurm-local.yaml"
 FAULTY = ROOT / "tests" / "pipelines" / "faulty.yaml"
 
 
-@pytest.fixture(scope="module")
-def slurm():
-    try:
-        env = slurm_local.start()
-    except slurm_local.SlurmUnavailable as e:
-        pytest.skip(f"SLURM cannot be started here: {e}")
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    yield env
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-
-
 def site_file(tmp_path: Path, **changes) -> Path:
     """slurm-local.yaml with some keys changed (provider keys under `provider`)."""
     site = yaml.safe_load(SLURM_LOCAL.read_text())

@@ -1,4 +1,5 @@
-"""End-to-end execution through a real Parsl HighThroughputExecutor on this machine."""
+"""End-to-end execution through a real Parsl HighThroughputExecutor: on this machine, and (the tests taking the
+``site`` fixture) in pilot jobs on the local single-node SLURM too."""
 
 import json
 from pathlib import Path
@@ -17,16 +18,16 @@ from testdata import QA, make_small_repo
 FAULTY = Path(__file__).resolve().parents[1] / "pipelines" / "faulty.yaml"
 
 
-def _run(butler, spec, overrides=(), output_run="u/t/run", **kw):
+def _run(butler, spec, overrides=(), output_run="u/t/run", site=None, **kw):
     graph = Planner(butler, load_pipeline(spec, overrides), inputs=["defaults"], output_run=output_run, **kw).plan()
-    site, src = load_site(None)
+    site, src = site or load_site(None)
     sub = Submission.start(butler, graph, site, src)
     return sub, sub.run()
 
 
-def test_pipeline_runs_registers_with_provenance_and_logs(tmp_path):
+def test_pipeline_runs_registers_with_provenance_and_logs(tmp_path, site):
     butler = make_small_repo(tmp_path)
-    sub, summary = _run(butler, QA)
+    sub, summary = _run(butler, QA, site=site)
     assert summary.ok
     assert {k: v["succeeded"] for k, v in summary.per_task.items()} == {"frameStats": 6, "fieldQa": 2, "targetCoverage": 2}
     refs = butler.query_datasets("*", "u/t/run")
@@ -46,13 +47,16 @@ def test_pipeline_runs_registers_with_provenance_and_logs(tmp_path):
     assert len(logs) == 6
     rec = json.loads(logs[0].read_text().splitlines()[0])
     assert rec["task"] == "frameStats" and rec["quantum"] and rec["data_id"]["instrument"] == "lco1m"
+    on_slurm = site[0].executors[0].provider.kind == "slurm"
+    assert all(bool(r["slurm_job_id"]) == on_slurm for r in sub.status.rows())
+    assert bool(prov["slurm_job_id"]) == on_slurm
 
 
-def test_failure_report_and_resume(tmp_path):
+def test_failure_report_and_resume(tmp_path, site):
     butler = make_small_repo(tmp_path)
     marker = tmp_path / "fail-now"
     marker.touch()
-    sub, summary = _run(butler, FAULTY, [f"frameStats:fail_exposures=[101]", f"frameStats:marker={marker}"])
+    sub, summary = _run(butler, FAULTY, ["frameStats:fail_exposures=[101]", f"frameStats:marker={marker}"], site=site)
     assert not summary.ok
     t = summary.per_task
     assert (t["frameStats"]["succeeded"], t["frameStats"]["failed"]) == (5, 1)
@@ -92,12 +96,13 @@ def test_failure_report_and_resume(tmp_path):
     assert sum(r["attempts"] for r in rows.values() if r["task"] == "frameStats") == 7  # 6 first time + 1 rerun
 
 
-def test_worker_death_is_infrastructure_and_retried(tmp_path):
+def test_worker_death_is_infrastructure_and_retried(tmp_path, site):
     butler = make_small_repo(tmp_path, n=2)
     marker = tmp_path / "die-once"
     marker.touch()
     sub, summary = _run(butler, f"{FAULTY}#frameStats",
-                        ["frameStats:fail_exposures=[100]", f"frameStats:marker={marker}", "frameStats:fault=kill_worker"])
+                        ["frameStats:fail_exposures=[100]", f"frameStats:marker={marker}", "frameStats:fault=kill_worker"],
+                        site=site)
     assert summary.ok, summary.to_json()
     retries = [d for t, k, d in sub.status.events() if k == "retry"]
     assert len(retries) == 1 and retries[0]["kind"] == "worker_lost"
@@ -105,25 +110,26 @@ def test_worker_death_is_infrastructure_and_retried(tmp_path):
     assert sorted(attempts.values()) == [1, 2]
 
 
-def test_memory_error_is_classified(tmp_path):
+def test_memory_error_is_classified(tmp_path, site):
     butler = make_small_repo(tmp_path, n=1)
     marker = tmp_path / "oom"
     marker.touch()
     sub, summary = _run(butler, f"{FAULTY}#frameStats",
-                        ["frameStats:fail_exposures=[100]", f"frameStats:marker={marker}", "frameStats:fault=memory"])
+                        ["frameStats:fail_exposures=[100]", f"frameStats:marker={marker}", "frameStats:fault=memory"],
+                        site=site)
     assert not summary.ok and summary.failures_by_kind == {"out_of_memory": 1}
     (row,) = list(sub.status.rows())
     assert row["attempts"] == 2 and row["error_type"] == "MemoryError"  # retried once (site retries: 1), then failed
 
 
-def test_no_work_is_not_a_failure_and_propagates(tmp_path):
+def test_no_work_is_not_a_failure_and_propagates(tmp_path, site):
     """A task raising NoWorkFound (a frame that did not plate-solve): its per-exposure consumer has no work
     either, the gathering task goes on with the other frames, the run is ok and resume reruns nothing."""
     butler = make_small_repo(tmp_path)
     marker = tmp_path / "armed"
     marker.touch()
     sub, summary = _run(butler, FAULTY, ["frameStats:fail_exposures=[101]", f"frameStats:marker={marker}",
-                                         "frameStats:fault=no_work"])
+                                         "frameStats:fault=no_work"], site=site)
     assert summary.ok
     t = summary.per_task
     assert (t["frameStats"]["succeeded"], t["frameStats"]["no_work"]) == (5, 1)
@@ -141,16 +147,16 @@ def test_no_work_is_not_a_failure_and_propagates(tmp_path):
     assert len(butler.query_datasets("*", "u/t/run")) == n_refs
 
 
-def test_tiny_quanta_travel_in_clusters(tmp_path):
+def test_tiny_quanta_travel_in_clusters(tmp_path, site):
     """Quanta far shorter than Parsl's per-task overhead are sent a few at a time once their duration is
     known; each still has its own logs, status row and registered outputs."""
     from openastro_parsl.execution.site import SiteConfig
 
     butler = make_small_repo(tmp_path, n=60)
     graph = Planner(butler, load_pipeline(str(QA) + "#frames"), inputs=["defaults"], output_run="u/t/tiny").plan()
-    site, src = load_site(None)
-    site = SiteConfig.model_validate({**site.model_dump(), "max_in_flight": 4})
-    sub = Submission.start(butler, graph, site, src)
+    config, src = site
+    config = SiteConfig.model_validate({**config.model_dump(), "max_in_flight": 4})
+    sub = Submission.start(butler, graph, config, src)
     summary = sub.run()
     assert summary.ok and summary.per_task["frameStats"]["succeeded"] == 60
     (end,) = [d for _, kind, d in sub.status.events() if kind == "end"]

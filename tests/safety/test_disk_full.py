@@ -1,7 +1,6 @@
 """A disk that fills up during a run ends it `failed` with one message; nothing registered is lost and
 --resume finishes it once there is space. Runs on a real, small tmpfs (needs root to mount it)."""
 
-import os
 import shutil
 import sqlite3
 import subprocess

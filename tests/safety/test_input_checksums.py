@@ -8,21 +8,17 @@ import shutil
 from pathlib import Path
 
 import pytest
-from astropy.table import Table
 from click.testing import CliRunner
 
-from openastro_parsl.butler import Butler
 from openastro_parsl.cli.report import main as report_main
 from openastro_parsl.datastore.checksum import VERIFY_ENV, changed_checksum, file_checksum, verify_mode
 from openastro_parsl.errors import OpenAstroError
 from openastro_parsl.execution.site import load_site
 from openastro_parsl.execution.submit import Submission
 from openastro_parsl.graph.planner import Planner
-from openastro_parsl.ingest.ingest import ingest_raws
 from openastro_parsl.pipeline.pipeline import load_pipeline
-from openastro_parsl.registry.refs import DatasetType
 
-from testdata import QA, lco_header, write_frame
+from testdata import QA, lco_header, make_transfer_mode_repo, write_frame
 
 
 def _tamper(path: Path, keep_mtime: bool = False) -> None:
@@ -38,23 +34,6 @@ def _tamper(path: Path, keep_mtime: bool = False) -> None:
     assert os.stat(path).st_size == st.st_size
 
 
-def _repo(tmp_path: Path) -> tuple[Butler, list[Path]]:
-    """Six lco1m frames (100..105, g for even ids): two copied, two symlinked, two ingested in place."""
-    butler = Butler.create(tmp_path / "repo")
-    src = tmp_path / "incoming"
-    src.mkdir()
-    frames = [write_frame(src / f"f{i}.fits", lco_header(100 + i, "rp" if i % 2 else "gp"), seed=i) for i in range(6)]
-    for mode, pair in (("copy", frames[:2]), ("symlink", frames[2:4]), ("direct", frames[4:])):
-        assert len(ingest_raws(butler, pair, transfer=mode).ingested) == 2
-    butler.registry.sync_dimension_records("field", [{"name": "demo1", "ra": 150.1, "dec": 2.2}])
-    butler.registry.sync_dimension_records(
-        "target", [{"name": "T1", "field": "demo1", "ra": 150.1, "dec": 2.2, "kind": "transit_host"}])
-    butler.put(Table({"id": [1], "ra": [150.1], "dec": [2.2], "g": [12.0], "r": [11.5]}),
-               DatasetType("refcat", ("field",), "Table"), {"field": "demo1"}, run="refcats")
-    butler.set_chain("defaults", ["raw/all", "refcats"])
-    return butler, frames
-
-
 def _run(butler, output_run):
     graph = Planner(butler, load_pipeline(str(QA)), inputs=["defaults"], output_run=output_run).plan()
     site, src = load_site(None)
@@ -68,7 +47,7 @@ def _path(butler, exposure):
 
 
 def test_changed_raws_fail_only_their_quanta_in_every_transfer_mode(tmp_path):
-    butler, frames = _repo(tmp_path)
+    butler, frames = make_transfer_mode_repo(tmp_path)
     changed = {e: _path(butler, e) for e in (100, 102, 104)}        # copy, symlink, direct; all band g
     for path, _ in changed.values():
         _tamper(path)
@@ -102,7 +81,7 @@ def test_changed_raws_fail_only_their_quanta_in_every_transfer_mode(tmp_path):
 
 def test_verification_mode_reaches_the_workers(tmp_path, monkeypatch):
     """off: the setting is honoured by the workers; full: an edit that keeps size and mtime is still caught."""
-    butler, _ = _repo(tmp_path)
+    butler, _ = make_transfer_mode_repo(tmp_path)
     path, _ = _path(butler, 101)
     _tamper(path, keep_mtime=True)
     monkeypatch.setenv(VERIFY_ENV, "off")

@@ -13,7 +13,6 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-from astropy.table import Table
 from sqlalchemy import inspect
 
 from openastro_parsl.butler import REGISTRY_FILE, Butler
@@ -27,26 +26,9 @@ from openastro_parsl.ingest.ingest import ingest_raws
 from openastro_parsl.pipeline.pipeline import load_pipeline
 from openastro_parsl.registry.refs import DatasetType
 
-from testdata import QA, lco_header, make_small_repo, write_frame
+from testdata import QA, lco_header, make_small_repo, make_transfer_mode_repo, write_frame
 
 MODES = {100: "copy", 101: "copy", 102: "symlink", 103: "symlink", 104: "direct", 105: "direct"}
-
-
-def _repo(tmp_path: Path) -> tuple[Butler, list[Path]]:
-    """Six lco1m frames (exposures 100..105, g for even ids), ingested two each by copy, symlink and direct."""
-    butler = Butler.create(tmp_path / "repo")
-    src = tmp_path / "incoming"
-    src.mkdir()
-    frames = [write_frame(src / f"f{i}.fits", lco_header(100 + i, "rp" if i % 2 else "gp"), seed=i) for i in range(6)]
-    for mode, pair in (("copy", frames[:2]), ("symlink", frames[2:4]), ("direct", frames[4:])):
-        assert len(ingest_raws(butler, pair, transfer=mode).ingested) == 2
-    butler.registry.sync_dimension_records("field", [{"name": "demo1", "ra": 150.1, "dec": 2.2}])
-    butler.registry.sync_dimension_records(
-        "target", [{"name": "T1", "field": "demo1", "ra": 150.1, "dec": 2.2, "kind": "transit_host"}])
-    butler.put(Table({"id": [1], "ra": [150.1], "dec": [2.2], "g": [12.0], "r": [11.5]}),
-               DatasetType("refcat", ("field",), "Table"), {"field": "demo1"}, run="refcats")
-    butler.set_chain("defaults", ["raw/all", "refcats"])
-    return butler, frames
 
 
 def _assert_stat(butler, ref) -> None:
@@ -108,7 +90,7 @@ def _as_version_1(path: Path) -> None:
 
 # -- (a) registration ---------------------------------------------------------------------------------
 def test_ingest_and_put_record_size_and_mtime_of_the_final_file(tmp_path):
-    butler, frames = _repo(tmp_path)
+    butler, frames = make_transfer_mode_repo(tmp_path)
     refs = butler.query_datasets("raw", "raw/all")
     assert len(refs) == 6
     for ref in refs + butler.query_datasets("refcat", "refcats"):
@@ -151,7 +133,7 @@ def test_a_file_changed_after_hashing_gets_no_mtime(tmp_path):
 
 # -- (b) the graph ------------------------------------------------------------------------------------
 def test_graph_carries_size_and_mtime_of_inputs_and_saves_them(tmp_path):
-    butler, _ = _repo(tmp_path)
+    butler, _ = make_transfer_mode_repo(tmp_path)
     graph = _plan(butler, "u/t/g")
     refs = {r.id: r for r in butler.query_datasets("raw", "raw/all") + butler.query_datasets("refcat", "refcats")}
     inputs = [n for n in graph.datasets.values() if n.exists]
@@ -198,7 +180,7 @@ def test_version_1_graph_loads_without_size_and_mtime(tmp_path):
 # -- (c) through Parsl --------------------------------------------------------------------------------
 def test_untouched_inputs_are_not_hashed_and_outputs_are_registered_with_their_stat(tmp_path, monkeypatch):
     monkeypatch.delenv(VERIFY_ENV, raising=False)  # the default: fast
-    butler, _ = _repo(tmp_path)
+    butler, _ = make_transfer_mode_repo(tmp_path)
     sub, summary = _run(butler, "u/t/clean")
     assert summary.ok and summary.per_task["frameStats"]["succeeded"] == 6
     assert _hashed(sub.run_dir) == []    # 12 raw and 2 refcat reads, none hashed
@@ -210,7 +192,7 @@ def test_untouched_inputs_are_not_hashed_and_outputs_are_registered_with_their_s
 
 
 def test_fast_mode_trusts_same_size_and_mtime_full_mode_does_not(tmp_path, monkeypatch):
-    butler, _ = _repo(tmp_path)
+    butler, _ = make_transfer_mode_repo(tmp_path)
     kept, moved = _raw(butler, 101), _raw(butler, 104)     # copy and direct
     _tamper(butler.path(kept), kept.mtime_ns)              # restores the recorded mtime: invisible to fast
     _tamper(butler.path(moved), moved.mtime_ns + 10**9)    # a new mtime: fast hashes it

@@ -5,7 +5,6 @@ import json
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from openastro_parsl.cli.report import status_main
 from openastro_parsl.execution import runlock
 from openastro_parsl.execution.runlock import RunLock, RunLockedError
 
-from testdata import make_small_repo
+from testdata import make_small_repo, succeeded_count
 
 FAULTY = Path(__file__).resolve().parents[1] / "pipelines" / "faulty.yaml"
 SUBMIT = [sys.executable, "-m", "openastro_parsl.cli.submit_entry"]
@@ -102,16 +101,6 @@ def test_heartbeat_refreshes_the_lock(tmp_path, monkeypatch):
         lock.release()
 
 
-def _succeeded(status_db: Path) -> int:
-    try:
-        con = sqlite3.connect(status_db, timeout=5)
-        n = con.execute("SELECT COUNT(*) FROM quantum WHERE state='succeeded'").fetchone()[0]
-        con.close()
-        return n
-    except sqlite3.Error:
-        return 0
-
-
 def _plan(butler, run, path, sleep_s=1.0):
     from openastro_parsl.graph.planner import Planner
     from openastro_parsl.pipeline.pipeline import load_pipeline
@@ -131,7 +120,7 @@ def _start_slow_submit(butler, run, qgraph=None):
     deadline = time.time() + 120
     while time.time() < deadline:
         dbs = list(runs.glob("*/status.sqlite3")) if runs.exists() else []
-        if dbs and _succeeded(dbs[0]) >= 1:
+        if dbs and succeeded_count(dbs[0]) >= 1:
             return proc, dbs[0].parent
         assert proc.poll() is None, proc.stdout.read()
         time.sleep(0.2)
