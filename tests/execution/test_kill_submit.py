@@ -11,19 +11,9 @@ from pathlib import Path
 
 from openastro_parsl.butler import Butler
 
-from testdata import make_small_repo
+from testdata import make_small_repo, succeeded_count
 
 FAULTY = Path(__file__).resolve().parents[1] / "pipelines" / "faulty.yaml"
-
-
-def _succeeded(status_db: Path) -> int:
-    try:
-        con = sqlite3.connect(status_db, timeout=5)
-        n = con.execute("SELECT COUNT(*) FROM quantum WHERE state='succeeded'").fetchone()[0]
-        con.close()
-        return n
-    except sqlite3.Error:
-        return 0
 
 
 def test_resume_after_sigkill_of_submit(tmp_path, site_path):
@@ -38,7 +28,7 @@ def test_resume_after_sigkill_of_submit(tmp_path, site_path):
     status_db = None
     while time.time() < deadline:
         dbs = list(runs.glob("*/status.sqlite3")) if runs.exists() else []
-        if dbs and _succeeded(dbs[0]) >= 2:
+        if dbs and succeeded_count(dbs[0]) >= 2:
             status_db = dbs[0]
             break
         assert proc.poll() is None, proc.stdout.read()
@@ -46,7 +36,7 @@ def test_resume_after_sigkill_of_submit(tmp_path, site_path):
     assert status_db is not None, "the run never got going"
     os.killpg(proc.pid, signal.SIGKILL)  # the submit process and every Parsl process it started
     proc.wait()
-    done_before = _succeeded(status_db)
+    done_before = succeeded_count(status_db)
     assert 2 <= done_before < 8
     con = sqlite3.connect(status_db)
     first_ids = {r[0] for r in con.execute("SELECT id FROM quantum WHERE state='succeeded'")}
