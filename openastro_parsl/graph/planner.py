@@ -317,7 +317,7 @@ class Planner:
         for label, info in tasks.items():
             for dim in info.dimensions:
                 req = self.universe.required([dim])
-                keys = {tuple(q.data_id[d] for d in req) for q in quanta.values() if q.task == label}
+                keys = dict.fromkeys(tuple(q.data_id[d] for d in req) for q in quanta.values() if q.task == label)
                 table = self._records_of(dim)
                 bucket = records.setdefault(dim, {})
                 for k in keys:
@@ -350,7 +350,9 @@ class Planner:
             shared_of[c.name] = shared
             if not avail.nodes:
                 report.no_input.append(c.dataset_type)
-            keys = {tuple(n.data_id.get(d) for d in shared) for n in avail.nodes}
+            # ordered, not a set: string hashing differs per process, and the quanta's order (hence every
+            # gathered input list and the order of floating-point sums in the tasks) would differ between plans
+            keys = dict.fromkeys(tuple(n.data_id.get(d) for d in shared) for n in avail.nodes)
             rel = [dict(zip(shared, k, strict=True)) for k in keys]
             rows, cols = self._join(rows, cols, rel, set(shared))
         # Dimensions no input carries come from their records; the most specific first (an overlap
