@@ -358,18 +358,18 @@ class Submission:
         may sit on that disk), and what could not be written is what ``--resume`` reconciles anyway.
         """
         stopped = self._stopped
-        if stopped:  # give back the space set aside at the start, so that the end state can be written
-            (self.run_dir / RESERVE_FILE).unlink(missing_ok=True)
+        call = _best_effort if stopped else _call
+        # give back the space set aside at the start: after a full disk the end state must still fit
+        (self.run_dir / RESERVE_FILE).unlink(missing_ok=True)
         if interrupted or stopped:
             cut = [q for qids in self._inflight.values() for q in qids]
             self._states.update(dict.fromkeys(cut, "pending"))
-            guard = _best_effort if stopped else (lambda f, *a, **k: f(*a, **k))
-            guard(self.status.update_many, cut, state="pending")
-            guard(self.status.event, "interrupted" if interrupted else "stopped", signal=interrupted,
-                  reason=stopped, running=len(cut))
+            call(self.status.update_many, cut, state="pending")
+            call(self.status.event, "interrupted" if interrupted else "stopped", signal=interrupted,
+                 reason=stopped, running=len(cut))
         if self.progress:
             self.progress(_count(self._states), len(self._states))
-        summary = _best_effort(self.summary, wall_s) if stopped else self.summary(wall_s)
+        summary = call(self.summary, wall_s)
         if summary is None:  # the status store could not even be read back
             summary = Summary(self.run_dir, self.graph.output_run, {}, {}, wall_s, False)
         if interrupted:
@@ -377,15 +377,10 @@ class Submission:
         if stopped:
             summary.ok = False
             summary.extra["stopped"] = stopped
-            _best_effort(self.status.set_meta, "state", "failed")
-            _best_effort(self.status.set_meta, "stopped", stopped)
-            _best_effort(self.status.event, "end", ok=False, parsl_tasks=self._parsl_tasks)
-            _best_effort((self.run_dir / SUMMARY_FILE).write_text, json.dumps(summary.to_json(), indent=1))
-            return summary
-        self.status.set_meta("state", "interrupted" if interrupted else "finished")
-        self.status.event("end", ok=summary.ok, parsl_tasks=self._parsl_tasks)
-        (self.run_dir / SUMMARY_FILE).write_text(json.dumps(summary.to_json(), indent=1))
-        (self.run_dir / RESERVE_FILE).unlink(missing_ok=True)
+            call(self.status.set_meta, "stopped", stopped)
+        call(self.status.set_meta, "state", "failed" if stopped else "interrupted" if interrupted else "finished")
+        call(self.status.event, "end", ok=summary.ok, parsl_tasks=self._parsl_tasks)
+        call((self.run_dir / SUMMARY_FILE).write_text, json.dumps(summary.to_json(), indent=1))
         return summary
 
     def _next_cluster(self) -> list[str]:
@@ -626,6 +621,10 @@ def _count(states: dict[str, str]) -> dict[str, int]:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"[:500]
+
+
+def _call(fn: Callable, *args: Any, **kwargs: Any) -> Any:
+    return fn(*args, **kwargs)
 
 
 def _best_effort(fn: Callable, *args: Any, **kwargs: Any) -> Any:
