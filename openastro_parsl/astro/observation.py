@@ -17,7 +17,8 @@ import numpy as np
 from astropy.io import fits
 
 from ..errors import OpenAstroError
-from ..ingest.translator import Translator, _angle, load_translators, translate_header
+from ..ingest.cards import angle_deg as _angle
+from ..ingest.translator import Translator, load_translators, translate_header
 
 __all__ = ["ObservationError", "ObservationInfo", "observation_info"]
 
@@ -46,6 +47,8 @@ class ObservationInfo:
     read_noise: float | None  # e-
     saturation_adu: float | None
     assumed: tuple[str, ...] = ()  # quantities taken from defaults, not the header
+    obs_type: str = "science"  # science / bias / dark / flat / other, from the frame-type card
+    reduced: bool = False  # already bias/dark/flat corrected by its observatory (LCO BANZAI e91): skip ISR
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -132,6 +135,7 @@ def observation_info(header: fits.Header, *, translators: list[Translator] | Non
         mjd_start=float(start.mjd), mjd_mid=float(start.mjd + exptime / 2.0 / 86400.0), exptime=exptime,
         airmass=rec.get("airmass"), site_lat=lat, site_lon=lon, site_elev=site_elev,
         gain=gain, read_noise=read_noise, saturation_adu=saturation, assumed=tuple(assumed),
+        obs_type=translated.obs_type, reduced=translated.reduced,
     )
 
 

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 from rich.table import Table
 from rich.text import Text
 
 from ..butler import Butler
+from ..errors import OpenAstroError
+from ..ingest.fields import apply_assignments, plan_assignments
 from ..ingest.ingest import ingest_raws
+from ..ingest.suggest import relevant_cards, suggestion_yaml
+from ..ingest.translator import load_translators, with_default_field
 from .common import console, parse_binds, user_errors
 
 TRANSFERS = ["copy", "symlink", "direct", "move"]
@@ -36,14 +42,68 @@ def create(repo: str, universe: str | None, db: str | None) -> None:
 @click.argument("files", nargs=-1, required=True, type=click.Path())
 @click.option("--run", default="raw/all", show_default=True, help="RUN collection to ingest into.")
 @click.option("--transfer", type=click.Choice(TRANSFERS), default="copy", show_default=True)
+@click.option("--field", "field_name", help="Field (already defined, with ra/dec) for frames whose header names no "
+              "object; frames that name one keep theirs.")
 @user_errors
-def ingest(repo: str, files: tuple[str, ...], run: str, transfer: str) -> None:
-    """Ingest raw FITS FILES (or directories of them) into REPO."""
+def ingest(repo: str, files: tuple[str, ...], run: str, transfer: str, field_name: str | None) -> None:
+    """Ingest raw FITS FILES (or directories of them) into REPO.
+
+    A frame no header translator recognises is quarantined; the cards it carries and an instruments.yaml
+    entry that would read it are printed (and saved beside it in REPO/quarantine/ as NAME.instruments.yaml).
+    """
     butler = Butler(repo)
-    report = ingest_raws(butler, files, run=run, transfer=transfer)
+    translators = load_translators(butler.root)
+    if field_name is not None:
+        translators = with_default_field(butler.registry, translators, field_name)
+    report = ingest_raws(butler, files, run=run, transfer=transfer, translators=translators)
     for path, reason in report.quarantined:
         console.print(Text.assemble(("quarantined", "yellow"), f" {path}: {reason}"))
+    for path, header in report.unmatched:
+        _explain_unmatched(path, header)
     console.print(report.summary())
+
+
+def _explain_unmatched(path: Path, header) -> None:
+    console.print(f"  {path.name}: the cards it carries:")
+    for line in relevant_cards(header):
+        console.print(f"    {line}")
+    try:
+        text = suggestion_yaml(header)
+    except OpenAstroError as exc:
+        console.print(f"  no translator can be suggested: {exc}")
+        return
+    saved = path.with_name(path.name + ".instruments.yaml")
+    saved.write_text(text)
+    console.print(f"  a translator that reads it (REPO/instruments.yaml; saved as {saved}):")
+    console.print(text.rstrip())
+
+
+@main.command("assign-fields")
+@click.argument("repo", type=click.Path())
+@click.option("--collections", required=True, help="Comma-separated collections holding the wcsSolution datasets.")
+@click.option("--radius", default=1.0, show_default=True, type=float, help="Largest distance (deg) from the "
+              "frame's solved centre to a field's centre.")
+@click.option("--dry-run", is_flag=True, help="Show what would move, change nothing.")
+@user_errors
+def assign_fields(repo: str, collections: str, radius: float, dry_run: bool) -> None:
+    """Move plate-solved exposures of field 'unassigned' to the nearest defined field within --radius.
+
+    The exposure records and every dataset of those exposures change in one transaction; plan again afterwards
+    and the frames join their field's co-adds and light curves.
+    """
+    butler = Butler(repo)
+    report = plan_assignments(butler, [c.strip() for c in collections.split(",") if c.strip()], radius)
+    for a in report.moved:
+        console.print(f"{a.instrument} {a.exposure}: centre {a.centre[0]:.4f} {a.centre[1]:+.4f} -> field "
+                      f"{a.field} ({a.separation_deg:.3f} deg)")
+    for a in report.too_far:
+        console.print(f"{a.instrument} {a.exposure}: centre {a.centre[0]:.4f} {a.centre[1]:+.4f}, nearest field "
+                      f"{a.separation_deg:.2f} deg away: left unassigned")
+    for inst, exp, why in report.unsolved:
+        console.print(f"{inst} {exp}: left unassigned ({why})")
+    if not dry_run:
+        apply_assignments(butler.registry, report.moved)
+    console.print(("would move: " if dry_run else "") + report.summary())
 
 
 @main.command("query-collections")

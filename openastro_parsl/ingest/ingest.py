@@ -17,7 +17,7 @@ from astropy.io import fits
 from ..datastore.checksum import file_checksum
 from ..errors import OpenAstroError
 from ..registry.refs import DatasetRef, DatasetType
-from .translator import Translator, load_translators, translate_header
+from .translator import Translator, UnmatchedHeader, load_translators, translate_header
 
 RAW = DatasetType("raw", ("instrument", "exposure"), "RawImage")
 QUARANTINE_DIR = "quarantine"
@@ -28,6 +28,8 @@ class IngestReport:
     ingested: list[DatasetRef] = field(default_factory=list)
     duplicates: list[tuple[Path, DatasetRef | Path]] = field(default_factory=list)
     quarantined: list[tuple[Path, str]] = field(default_factory=list)
+    # frames no translator recognises: (quarantined path, header) for `ingest/suggest.py` to explain
+    unmatched: list[tuple[Path, fits.Header]] = field(default_factory=list)
 
     def summary(self) -> str:
         return (f"ingested {len(self.ingested)}, skipped {len(self.duplicates)} already ingested, "
@@ -122,6 +124,8 @@ def ingest_raws(butler, files: Iterable[str | Path], *, run: str = "raw/all", tr
             _, tr = translate_header(header, translators)
         except OpenAstroError as exc:
             report.quarantined.append((_quarantine(butler.root, p, str(exc), keep), str(exc)))
+            if isinstance(exc, UnmatchedHeader):
+                report.unmatched.append((report.quarantined[-1][0], exc.header))
             continue
         seen[checksum] = p
         existing = registry.query_datasets("raw", [run], data_id={k: tr.data_id[k] for k in key_dims})
