@@ -4,8 +4,11 @@
   in the chosen bitmask dropped, times from BTJD / BKJD (``TIME`` + ``BJDREFI`` + ``BJDREFF`` of the
   LIGHTCURVE header, already barycentric in TDB) to BJD_TDB Julian dates. The result is a ``lightcurve``
   Table (docs/datasets.md), so it can be put into a repository and fed to ``periodSearch``/``transitSearch``.
-- CSV transit-time tables ``planet, epoch, time, error`` (e.g. an ETD export): validated, one
-  ``transitTimes`` Table per planet with its linear ephemeris and O-C.
+- Ground-based and archival tables (CSV/ECSV with a column mapping, AAVSO downloads; parsed by ``lcformats``):
+  ``table_lightcurves`` turns their rows into the same ``lightcurve`` Tables, one per band, times on
+  BJD_TDB (``lctime``).
+- Transit-time tables (``transit_times``): one ``transitTimes`` Table per planet with its linear ephemeris
+  and O-C.
 
 The quality bitmasks are the missions' documented flags; "default" drops cadences that are certainly bad
 (same choice as lightkurve's ``default``), "hard" also cosmic rays and stray light, "hardest" any flag.
@@ -13,7 +16,6 @@ The quality bitmasks are the missions' documented flags; "default" drops cadence
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -149,74 +151,64 @@ def _mission(primary, hdr, path) -> str:
     raise LightCurveFileError(f"{path}: TELESCOP={tel!r} is neither TESS nor Kepler")
 
 
-TRANSIT_COLUMNS = ("planet", "epoch", "time", "error")
+def table_lightcurves(obs, *, target: str, ra: float | None, dec: float | None, time_system: str | None,
+                      time_offset: float = 0.0, site=None, band_map: dict[str, str] | None = None) -> dict[str, Table]:
+    """``lightcurve`` Tables, one per band, from a table file's ``Observations`` (``lcformats``).
 
-
-def read_transit_times_csv(path, *, time_offset: float | None = None) -> Table:
-    """Read a ``planet, epoch, time, error`` CSV (times in days, errors in days) into a Table.
-
-    Times must be BJD_TDB Julian dates (values above 2.4e6); a truncated convention (BJD - 2450000, MJD,
-    BTJD ...) needs ``time_offset`` (added to every time), and a file of such values without one is refused
-    rather than guessed. Errors name the file and the line.
+    Times go to BJD_TDB (``lctime``; the format's own system, else ``time_system``). Magnitudes are kept as
+    given (calibrated or differential), flux is relative to the median of each instrument in the band (as the
+    survey's light curves and the mission reader have it), its error propagated; a flux column gives flux
+    relative to that median and ``mag = -2.5 log10(flux)``. ``exposure`` holds the file's line of each row.
     """
-    path = Path(path)
+    from .lctime import SYSTEMS, Site, TimeSystemError, normalise_system, to_bjd_tdb
+
+    system = obs.time_system or time_system
+    if not system:
+        raise LightCurveFileError(f"{obs.path}: say which time system the times are in with --time-system "
+                                  f"({', '.join(SYSTEMS)})")
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise LightCurveFileError(f"{path}: cannot read ({exc})") from None
-    rows = [r for r in csv.reader(line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#"))]
-    if not rows:
-        raise LightCurveFileError(f"{path}: empty")
-    header = [h.strip().lower() for h in rows[0]]
-    missing = [c for c in TRANSIT_COLUMNS if c not in header]
-    if missing:
-        raise LightCurveFileError(f"{path}: header {rows[0]} lacks column(s) {missing}; expected {list(TRANSIT_COLUMNS)}")
-    idx = {c: header.index(c) for c in TRANSIT_COLUMNS}
-    planets, epochs, times, errors = [], [], [], []
-    for lineno, row in enumerate(rows[1:], start=2):
-        if len(row) < len(header):
-            raise LightCurveFileError(f"{path}:{lineno}: {len(row)} fields, header has {len(header)}")
-        try:
-            epoch_f = float(row[idx["epoch"]])
-            t = float(row[idx["time"]])
-            e = float(row[idx["error"]])
-        except ValueError:
-            raise LightCurveFileError(f"{path}:{lineno}: epoch, time and error must be numbers: {row}") from None
-        if epoch_f != int(epoch_f):
-            raise LightCurveFileError(f"{path}:{lineno}: epoch {row[idx['epoch']]!r} is not an integer")
-        if not (np.isfinite(t) and np.isfinite(e) and e > 0):
-            raise LightCurveFileError(f"{path}:{lineno}: time must be finite and error positive: {row}")
-        planets.append(row[idx["planet"]].strip())
-        epochs.append(int(epoch_f))
-        times.append(t + (time_offset or 0.0))
-        errors.append(e)
-    if not times:
-        raise LightCurveFileError(f"{path}: no data rows")
-    times_a = np.array(times)
-    if time_offset is None and np.min(times_a) < 2.4e6:
-        raise LightCurveFileError(f"{path}: times like {times_a.min():.4f} are not BJD_TDB Julian dates; pass "
-                                  "time_offset (e.g. 2450000 for BJD-2450000, 2400000.5 for MJD, 2457000 for BTJD)")
-    table = Table({"planet": planets, "epoch": np.array(epochs, dtype=np.int64), "time": times_a,
-                   "error": np.array(errors)})
-    for planet in set(planets):
-        sel = table["planet"] == planet
-        dup = np.unique(table["epoch"][sel], return_counts=True)
-        if np.any(dup[1] > 1):
-            raise LightCurveFileError(f"{path}: planet {planet!r} has epoch(s) {dup[0][dup[1] > 1].tolist()} twice")
-    table.meta.update({"time_system": "BJD_TDB", "time_format": "jd", "source_file": path.name})
-    return table
-
-
-def transit_times_tables(table: Table) -> dict[str, Table]:
-    """One ``transitTimes`` Table (epoch, t_obs, t_obs_err, t_pred, oc, oc_err + ephemeris meta) per planet."""
-    from ..tasks.lightcurve.transit import oc_table
-
+        system = normalise_system(system)
+    except TimeSystemError as exc:
+        raise LightCurveFileError(str(exc)) from None
+    site = site or Site()
+    try:
+        time = to_bjd_tdb(obs.time, system, offset=time_offset, ra=ra, dec=dec, site=site)
+    except TimeSystemError as exc:
+        raise LightCurveFileError(f"{obs.path}: {exc}: give the target's --ra/--dec, or define it first with "
+                                  "`openastro-butler define-targets REPO FILE`") from None
+    if np.min(time) < 2.4e6:
+        raise LightCurveFileError(f"{obs.path}:{int(obs.line[np.argmin(time)])}: time {np.min(obs.time)} in "
+                                  f"{system} is not a full Julian date; add --time-offset (e.g. 2450000)")
+    mapping = dict(band_map or {})
+    bands = np.array([mapping.get(b, b) for b in obs.band], dtype=str)
     out = {}
-    for planet in sorted(set(table["planet"])):
-        sel = table[table["planet"] == planet]
-        if len(sel) < 2:
-            raise LightCurveFileError(f"planet {planet!r}: a linear ephemeris needs 2 transit times, got {len(sel)}")
-        oc = oc_table(np.asarray(sel["epoch"]), np.asarray(sel["time"]), np.asarray(sel["error"]))
-        oc.meta.update({"planet": planet, "source_file": table.meta.get("source_file")})
-        out[planet] = oc
+    for band in sorted(set(bands.tolist())):
+        sel = np.flatnonzero(bands == band)
+        sel = sel[np.argsort(time[sel], kind="stable")]
+        value, err, inst = obs.value[sel], obs.error[sel], obs.instrument[sel]
+        flux, flux_err, mag, mag_err = (np.empty(len(sel)) for _ in range(4))
+        scales = {}
+        for name in sorted(set(inst.tolist())):
+            m = inst == name
+            if obs.kind == "mag":
+                ref = float(np.median(value[m]))
+                flux[m] = 10 ** (-0.4 * (value[m] - ref))
+                flux_err[m] = flux[m] * err[m] * np.log(10) / 2.5
+                mag[m], mag_err[m] = value[m], err[m]
+            else:
+                ref = float(np.median(value[m]))
+                flux[m], flux_err[m] = value[m] / ref, err[m] / ref
+                mag[m] = -2.5 * np.log10(flux[m])
+                mag_err[m] = 2.5 / np.log(10) * err[m] / value[m]
+            scales[name] = ref
+        table = Table({"time": time[sel], "mag": mag, "mag_err": mag_err, "flux": flux, "flux_err": flux_err,
+                       "instrument": inst.astype(str), "exposure": obs.line[sel].astype(np.int64),
+                       "site": np.full(len(sel), site.name), "outlier": np.zeros(len(sel), dtype=bool)})
+        table.meta.update({"target": target, "band": band, "ra": ra, "dec": dec, "time_system": "BJD_TDB",
+                           "time_format": "jd", "source_file": obs.path.name, "source_format": obs.fmt,
+                           "source_time_system": system, "time_offset": float(time_offset), "site": site.name,
+                           "input": obs.kind, "flux_reference": scales,
+                           "source_bands": sorted(set(obs.band[sel].tolist())), "skipped": dict(obs.skipped),
+                           "ensemble": False})
+        out[band] = table
     return out

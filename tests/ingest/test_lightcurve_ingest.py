@@ -7,8 +7,8 @@ import pytest
 from astropy.io import fits
 from testdata import REAL_DATA
 
-from openastro_parsl.ingest.lightcurves import (BITMASKS, LightCurveFileError, read_mission_lightcurve,
-                                                read_transit_times_csv, transit_times_tables)
+from openastro_parsl.ingest.lightcurves import BITMASKS, LightCurveFileError, read_mission_lightcurve
+from openastro_parsl.ingest.transit_times import read_transit_times_csv, transit_times_tables
 
 TESS = REAL_DATA / "hlsp_tess-data-alerts_tess_phot_00025155310-s01_tess_v1_lc.fits"
 KEPLER = REAL_DATA / "kplr010666592-2009131110544_slc.fits"
@@ -96,12 +96,12 @@ def test_transit_times_csv(tmp_path):
 
 
 @pytest.mark.parametrize("body,match", [
-    ("planet,epoch,time\nb,1,2459000.1\n", "lacks column"),
-    ("planet,epoch,time,error\nb,1,2459000.1,abc\n", r":2: epoch, time and error must be numbers"),
+    ("planet,epoch,time\nb,1,2459000.1\n", "no error column"),
+    ("planet,epoch,time,error\nb,1,2459000.1,abc\n", r":2: error 'abc' is not a number"),
     ("planet,epoch,time,error\nb,1.5,2459000.1,0.001\n", "not an integer"),
     ("planet,epoch,time,error\nb,1,2459000.1,-0.001\n", "error positive"),
-    ("planet,epoch,time,error\nb,1,59000.1,0.001\nb,2,59002.9,0.001\n", "time_offset"),
-    ("planet,epoch,time,error\nb,1,2459000.1,0.001\nb,1,2459000.2,0.001\n", "twice"),
+    ("planet,epoch,time,error\nb,1,59000.1,0.001\nb,2,59002.9,0.001\n", "--time-offset"),
+    ("planet,epoch,time,error\nb,1,2459000.1,0.001\nb,1,2459000.2,0.001\n", "the same transit twice: planet b epoch 1 on lines 2, 3"),
 ])
 def test_transit_times_csv_errors(tmp_path, body, match):
     path = tmp_path / "bad.csv"
