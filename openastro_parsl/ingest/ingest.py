@@ -21,6 +21,7 @@ from .translator import Translator, UnmatchedHeader, load_translators, translate
 
 RAW = DatasetType("raw", ("instrument", "exposure"), "RawImage")
 QUARANTINE_DIR = "quarantine"
+RAW_SUFFIXES = (".fits", ".fit", ".fts", ".fits.fz", ".fz", ".fits.gz", ".fit.gz", ".fts.gz")
 
 
 @dataclass
@@ -64,8 +65,8 @@ def read_header_checked(path: Path) -> fits.Header:
 
 
 def _quarantine(root: Path, src: Path, reason: str, keep: bool = False) -> Path:
-    """Set a refused file aside with its reason. ``keep`` copies instead of moving: with ``direct`` and
-    ``symlink`` ingest the file stays the user's (and may already back a registered dataset)."""
+    """Set a refused file aside with its reason. ``keep`` copies instead of moving: unless the user asked for
+    ``move``, the file stays theirs (with ``direct`` and ``symlink`` it may already back a registered dataset)."""
     qdir = root / QUARANTINE_DIR
     qdir.mkdir(parents=True, exist_ok=True)
     dest = qdir / src.name
@@ -92,12 +93,12 @@ def ingest_raws(butler, files: Iterable[str | Path], *, run: str = "raw/all", tr
     registry.register_dataset_type(RAW)
     registry.register_run(run)
     report = IngestReport()
-    keep = transfer in ("direct", "symlink")
+    keep = transfer != "move"  # only `move` hands the file over; the other modes leave the user's file where it is
     paths = [Path(f) for f in files]
     expanded: list[Path] = []
     for p in paths:
         if p.is_dir():
-            expanded.extend(sorted(x for x in p.rglob("*") if x.is_file() and x.suffix.lower() in (".fits", ".fit", ".fts", ".fz")))
+            expanded.extend(sorted(x for x in p.rglob("*") if x.is_file() and x.name.lower().endswith(RAW_SUFFIXES)))
         elif not p.exists():
             report.quarantined.append((p, "file does not exist"))
         else:

@@ -53,7 +53,7 @@ def test_corrupt_files_are_quarantined_and_the_rest_ingested(butler, tmp_path):
         assert (qdir / name).exists()
         line = (qdir / f"{name}.reason").read_text()
         assert line.count("\n") == 1 and name in line
-    assert not truncated.exists()  # moved, not copied
+    assert truncated.exists()  # copied: only --transfer move hands the user's file over
 
 
 def test_same_data_id_different_file_is_quarantined(butler, tmp_path):

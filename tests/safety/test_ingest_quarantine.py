@@ -69,3 +69,32 @@ def test_direct_ingest_never_moves_the_users_files(butler, tmp_path):
     assert good.exists() and again.exists() and bad.exists()
     assert (butler.root / "quarantine" / "c.fits.reason").exists()
     assert butler.verify()[1] == []
+
+
+def test_only_move_hands_a_refused_file_over(butler, tmp_path):
+    """The default `--transfer copy` leaves the user's files alone, refused ones included (a real ESO frame was
+    moved out of a checkout this way); `move` moves a refused file into the quarantine."""
+    src = tmp_path / "night"
+    src.mkdir()
+    kept = write_frame(src / "k.fits", _without(lco_header(1), "INSTRUME"), seed=1)
+    moved = write_frame(src / "m.fits", _without(lco_header(2), "INSTRUME"), seed=2)
+    assert len(ingest_raws(butler, [kept], transfer="copy").quarantined) == 1
+    assert kept.exists() and (butler.root / "quarantine" / "k.fits").exists()
+    assert len(ingest_raws(butler, [moved], transfer="move").quarantined) == 1
+    assert not moved.exists() and (butler.root / "quarantine" / "m.fits").exists()
+
+
+def test_a_directory_of_compressed_frames_is_ingested(butler, tmp_path):
+    """`.fits.gz` and `.fits.fz` in a directory are frames too (the suffix alone, `.gz`, said they were not)."""
+    import gzip
+    import shutil
+
+    src = tmp_path / "night"
+    src.mkdir()
+    plain = write_frame(tmp_path / "a.fits", lco_header(1), seed=1)
+    with open(plain, "rb") as fin, gzip.open(src / "a.fits.gz", "wb") as fout:
+        shutil.copyfileobj(fin, fout)
+    (src / "notes.txt").write_text("not a frame")
+    rep = ingest_raws(butler, [src])
+    assert [r.data_id["exposure"] for r in rep.ingested] == [1] and not rep.quarantined
+    assert butler.verify()[1] == []
