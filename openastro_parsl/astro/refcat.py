@@ -38,6 +38,10 @@ GAIA_DR3 = "gaia_dr3"
 GAIA_EPOCH = 2016.0
 GAIA_SERVER = "https://gea.esac.esa.int/"
 GSPC_LIMIT_G = 17.65  # faintest G in the synthetic photometry standard catalogue
+GAIA_SERVER_ENV = "OPENASTRO_GAIA_SERVER"  # another archive (a mirror; a closed port in tests)
+# What a plan lacking a field's catalogue tells the user to run (PrerequisiteInput hint; the planner fills it in).
+REFCAT_HINT = ("add it with `openastro-butler ingest-refcat {repo} FILE --field {field}` or "
+               "`openastro-butler fetch-refcat {repo} --field {field}`")
 _MAG_PER_FRAC = 2.5 / np.log(10.0)
 
 
@@ -178,7 +182,7 @@ class RefcatCache:
         with self._connect() as con:
             rows = con.execute(sql + " ORDER BY region_id", args).fetchall()
         keys = ("region_id", "catalogue", "ra", "dec", "radius", "mag_limit", "n_rows", "fetched_at")
-        return [dict(zip(keys, r)) for r in rows]
+        return [dict(zip(keys, r, strict=True)) for r in rows]
 
     def find(self, catalogue: str, region: Region, mag_limit: float) -> int | None:
         """The smallest cached region of ``catalogue`` containing ``region`` with a limit at least as faint."""
@@ -242,33 +246,53 @@ Fetch = Callable[[float, float, float, float], Table]
 
 def query_refcat(ra: float, dec: float, radius_deg: float, *, cache: RefcatCache | str | Path | None = None,
                  fetch: Fetch | None = None, catalogue: str = GAIA_DR3, mag_limit: float = GSPC_LIMIT_G,
-                 offline: bool = False) -> Table:
+                 offline: bool = False, refresh: bool = False) -> Table:
     """The catalogue cone around (ra, dec): from the cache when a cached region contains it, else fetched
-    (``fetch(ra, dec, radius_deg, mag_limit) -> Table``, by default Gaia DR3), stored, and returned.
+    (``fetch(ra, dec, radius_deg, mag_limit) -> Table``, by default Gaia DR3 from ``gaia_server()``), stored, and
+    returned.
 
-    ``offline`` forbids fetching. An unreachable archive or ``offline`` with the cone uncached raises
-    ``RefcatUnavailable``.
+    ``offline`` forbids fetching. ``refresh`` fetches even a cached cone, falling back to the cache when the archive
+    is unreachable. An unreachable archive or ``offline`` with the cone uncached raises ``RefcatUnavailable``. The
+    table's meta says where it came from: ``refcat_source`` (``cache``, ``archive`` or ``offline-cache``, the
+    latter with ``refcat_offline_reason``) and ``refcat_cache`` (the cache file).
     """
     cache = cache if isinstance(cache, RefcatCache) else RefcatCache(cache)
     region = Region(float(ra) % 360.0, float(dec), float(radius_deg))
     hit = cache.find(catalogue, region, mag_limit)
-    if hit is not None:
-        return cache.get(hit, region, mag_limit)
+
+    def from_cache(source: str, reason: str = "") -> Table:
+        assert hit is not None
+        table = cache.get(hit, region, mag_limit)
+        table.meta.update({"refcat_source": source, "refcat_cache": str(cache.path)})
+        if reason:
+            table.meta["refcat_offline_reason"] = reason
+        return table
+
+    if hit is not None and (offline or not refresh):
+        return from_cache("offline-cache" if offline else "cache", "--offline" if offline else "")
     what = f"{catalogue} cone ra={region.ra:.5f} dec={region.dec:.5f} r={region.radius:.4f} deg (G < {mag_limit})"
     if offline:
         raise RefcatUnavailable(f"{what} is not in the cache {cache.path} and fetching is off; use a local "
                                 f"reference catalogue or fetch it once with a network")
-    fetch = fetch or gaia_dr3_fetch
+    if fetch is None:
+        server = gaia_server()
+
+        def fetch(ra_: float, dec_: float, r_: float, m_: float) -> Table:
+            return gaia_dr3_fetch(ra_, dec_, r_, m_, server=server)
     try:
         table = fetch(region.ra, region.dec, region.radius, mag_limit)
     except Exception as exc:
         if is_network_error(exc):
-            raise RefcatUnavailable(f"{what} is not in the cache {cache.path} and the archive is unreachable "
-                                    f"({type(exc).__name__}: {exc}); use a local reference catalogue or fetch it "
-                                    f"once with a network") from None
+            reason = f"archive unreachable ({type(exc).__name__}: {str(exc)[:200]})"
+            if hit is not None:
+                return from_cache("offline-cache", reason)
+            raise RefcatUnavailable(f"{what} is not in the cache {cache.path} and the {reason}; use a local "
+                                    f"reference catalogue or fetch it once with a network") from None
         raise
     rid = cache.put(catalogue, region, mag_limit, table)
-    return cache.get(rid, region, mag_limit)
+    out = cache.get(rid, region, mag_limit)
+    out.meta.update({"refcat_source": "archive", "refcat_cache": str(cache.path)})
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -314,3 +338,79 @@ def gaia_dr3_fetch(ra: float, dec: float, radius_deg: float, mag_limit: float = 
     gaia = GaiaClass(gaia_tap_server=server, gaia_data_server=server, show_server_messages=False)
     job = gaia.launch_job_async(GAIA_ADQL.format(ra=ra, dec=dec, radius=radius_deg, mag_limit=mag_limit))
     return gaia_to_refcat(job.get_results())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Magnitudes in other systems -> SDSS g, r (published transformations, with their scatter and colour range)
+
+
+@dataclass(frozen=True)
+class Transformation:
+    """A published transformation of one photometric system to SDSS g, r."""
+
+    system: str
+    inputs: tuple[str, ...]           # the magnitudes it needs, in order
+    colour: str                       # the colour it is a function of, as written in the reference
+    colour_range: tuple[float, float]  # where it was fitted: rows outside are dropped
+    scatter: tuple[float, float]      # rms of the fit for g and r (mag), added in quadrature to the errors
+    reference: str
+
+
+JOHNSON = Transformation(
+    "johnson", ("B", "V"), "B-V", (-0.2, 1.5), (0.02, 0.03),
+    "Jester et al. 2005, AJ 130, 873, Table 1 (all stars with Rc-Ic < 1.15): g = V + 0.60 (B-V) - 0.12, "
+    "r = V - 0.42 (B-V) + 0.11; B-V kept within -0.2..1.5, the main-sequence stars of that Rc-Ic range")
+# Riello et al. 2021, A&A 649, A3, Table C.2 (ranges: Table C.1); also the Gaia (E)DR3 documentation, 5.5.1.
+# G - g and G - r as polynomials in x = BP - RP, lowest order first.
+_GAIA_G_MINUS_G = (0.2199, -0.6365, -0.1548, 0.0064)
+_GAIA_G_MINUS_R = (-0.09837, 0.08592, 0.1907, -0.1701, 0.02263)
+GAIA = Transformation(
+    "gaia", ("G", "BP", "RP"), "BP-RP", (0.3, 3.0), (0.0745, 0.03776),
+    "Riello et al. 2021, A&A 649, A3, Tables C.1-C.2: G-g = 0.2199 - 0.6365x - 0.1548x^2 + 0.0064x^3 "
+    "(0.3 < x < 3.0), G-r = -0.09837 + 0.08592x + 0.1907x^2 - 0.1701x^3 + 0.02263x^4 (0 < x < 3.0), x = BP-RP")
+TRANSFORMATIONS = {t.system: t for t in (JOHNSON, GAIA)}
+
+
+def _poly(coeffs: tuple[float, ...], x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A polynomial (lowest order first) and its derivative at ``x``."""
+    value = np.polynomial.polynomial.polyval(x, coeffs)
+    slope = np.polynomial.polynomial.polyval(x, np.polynomial.polynomial.polyder(coeffs))
+    return value, slope
+
+
+def to_sdss(system: str, mags: dict[str, np.ndarray], errs: dict[str, np.ndarray]
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """SDSS g, r, g_err, r_err and the rows within the transformation's colour range.
+
+    ``mags`` / ``errs`` hold the system's input magnitudes by name (``B``, ``V``; ``G``, ``BP``, ``RP``). Errors are
+    propagated through the relation (inputs taken as independent) and the fit's scatter is added in quadrature.
+    """
+    t = TRANSFORMATIONS[system]
+    if system == "johnson":
+        b, v, eb, ev = mags["B"], mags["V"], errs["B"], errs["V"]
+        colour = b - v
+        g = v + 0.60 * colour - 0.12     # = 0.40 V + 0.60 B - 0.12
+        r = v - 0.42 * colour + 0.11     # = 1.42 V - 0.42 B + 0.11
+        g_var = (0.40 * ev) ** 2 + (0.60 * eb) ** 2
+        r_var = (1.42 * ev) ** 2 + (0.42 * eb) ** 2
+    elif system == "gaia":
+        G, bp, rp = mags["G"], mags["BP"], mags["RP"]
+        colour = bp - rp
+        pg, dg = _poly(_GAIA_G_MINUS_G, colour)
+        pr, dr = _poly(_GAIA_G_MINUS_R, colour)
+        g, r = G - pg, G - pr
+        colour_var = errs["BP"] ** 2 + errs["RP"] ** 2
+        g_var = errs["G"] ** 2 + dg ** 2 * colour_var
+        r_var = errs["G"] ** 2 + dr ** 2 * colour_var
+    else:
+        raise RefcatError(f"unknown photometric system {system!r}; known: sdss, {', '.join(TRANSFORMATIONS)}")
+    lo, hi = t.colour_range
+    inside = np.isfinite(colour) & (colour >= lo) & (colour <= hi)
+    g_err = np.sqrt(g_var + t.scatter[0] ** 2)
+    r_err = np.sqrt(r_var + t.scatter[1] ** 2)
+    return g, r, g_err, r_err, inside
+
+
+def gaia_server() -> str:
+    """The Gaia archive to ask: ``$OPENASTRO_GAIA_SERVER`` (a mirror; a closed port in tests), else ESA's."""
+    return os.environ.get(GAIA_SERVER_ENV) or GAIA_SERVER

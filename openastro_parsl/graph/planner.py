@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 from ..butler import Butler
 from ..datastore.datastore import dataset_relpath, run_relpath
 from ..errors import OpenAstroError
 from ..pipeline.pipeline import Pipeline, TaskDef
+from ..registry.calibs import NIGHT_DIMENSION, ValidityIndex, certified
 from ..registry.names import validate_collection_name
 from ..registry.refs import CollectionType, DatasetRef, DatasetType
 from ..registry.where import evaluate_where, parse_where, referenced_identifiers
@@ -58,6 +59,51 @@ class TaskReport:
     no_input: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class _MissingPrereq:
+    """A prerequisite a quantum lacks; those of one data ID (several tasks) become one line of the error."""
+
+    dataset_type: str
+    data_id: tuple[tuple[str, Any], ...]
+    task: str
+    problem: str
+    hint: str = ""
+
+
+class _Blank(dict):
+    """Format values for a hint: a placeholder the data ID does not fill stays as written."""
+
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def _missing_lines(missing: Sequence[str | _MissingPrereq], repo: str) -> list[str]:
+    """One line per missing dataset (naming every task that needs it, then the connection's hint), in order."""
+    groups: dict[Any, list[str]] = {}
+    hints: dict[Any, str] = {}
+    for m in missing:
+        key = m if isinstance(m, str) else (m.dataset_type, m.data_id, m.problem)
+        tasks = groups.setdefault(key, [])
+        if isinstance(m, _MissingPrereq):
+            if m.task not in tasks:
+                tasks.append(m.task)
+            hints[key] = hints.get(key) or m.hint  # tasks of one dataset type share a hint; the first one given
+    lines = []
+    for key, tasks in groups.items():
+        if isinstance(key, str):
+            lines.append(key)
+            continue
+        dataset_type, data_id, problem = key
+        hint = hints.get(key, "")
+        ident = ", ".join(f"{d}={v!r}" for d, v in data_id)
+        who = f"task {tasks[0]!r}" if len(tasks) == 1 else "tasks " + ", ".join(repr(t) for t in tasks)
+        line = f"{dataset_type} {{{ident}}} needed by {who}: {problem}"
+        if hint:
+            line += "; " + hint.format_map(_Blank({**{d: v for d, v in data_id}, "repo": repo}))
+        lines.append(line)
+    return lines
+
+
 class Planner:
     """Builds the quantum graph of a pipeline over what the registry holds, checking it before anything runs."""
 
@@ -79,6 +125,7 @@ class Planner:
         self.where_dims = {d for d, _ in referenced_identifiers(self.node, self.binds)} if self.node else set()
         self.reports: dict[str, TaskReport] = {}
         self._records: dict[str, dict[tuple, dict]] = {}
+        self._calib_cache: dict[tuple, ValidityIndex] = {}  # (dataset type, shared dims) -> certified, by night
 
     # -- helpers ------------------------------------------------------------------------------
     def _records_of(self, dim: str) -> dict[tuple, dict]:
@@ -93,7 +140,7 @@ class Planner:
             self._records[dim] = out
         return self._records[dim]
 
-    def _where_ok(self, data_id: Mapping[str, Any]) -> bool:
+    def _where_ok(self, data_id: Mapping[str, Any], node: Any = None) -> bool:
         def values(dim: str, attr: str | None):
             if attr is None or attr == self.universe[dim].key_name:
                 return data_id.get(dim)
@@ -101,7 +148,7 @@ class Planner:
             rec = self._records_of(dim).get(key)
             return None if rec is None else rec.get(attr)
 
-        return evaluate_where(self.node, values, self.binds)
+        return evaluate_where(self.node if node is None else node, values, self.binds)
 
     def _check_dataset_types(self) -> dict[str, DatasetType]:
         """Every dataset type used agrees across tasks and with the registry; problems name the task."""
@@ -109,17 +156,18 @@ class Planner:
         problems = []
         for t in self.pipeline:
             for c in t.connections.values():
-                dt = DatasetType(c.dataset_type, self.universe.sorted(c.dimensions), c.storage_class)
-                if c.dataset_type in seen and seen[c.dataset_type][0] != dt:
-                    other, who = seen[c.dataset_type]
-                    problems.append(f"task {t.label!r} connection {c.name!r} declares {dt.describe()} but task "
-                                    f"{who!r} declares {other.describe()}")
-                    continue
-                seen.setdefault(c.dataset_type, (dt, t.label))
-                registered = self.registry.get_dataset_type(c.dataset_type, missing_ok=True)
-                if registered is not None and registered != dt:
-                    problems.append(f"task {t.label!r} connection {c.name!r} declares {dt.describe()} but the registry "
-                                    f"has {registered.describe()}")
+                for name in c.dataset_types:  # an input's alternatives are checked alike
+                    dt = DatasetType(name, self.universe.sorted(c.dimensions), c.storage_class)
+                    if name in seen and seen[name][0] != dt:
+                        other, who = seen[name]
+                        problems.append(f"task {t.label!r} connection {c.name!r} declares {dt.describe()} but task "
+                                        f"{who!r} declares {other.describe()}")
+                        continue
+                    seen.setdefault(name, (dt, t.label))
+                    registered = self.registry.get_dataset_type(name, missing_ok=True)
+                    if registered is not None and registered != dt:
+                        problems.append(f"task {t.label!r} connection {c.name!r} declares {dt.describe()} but the registry "
+                                        f"has {registered.describe()}")
             extra = set(self.universe.expanded(t.dimensions))
             for c in t.outputs():
                 if not set(c.dimensions) <= extra:
@@ -208,6 +256,12 @@ class Planner:
             raise PlanningError("no input collections given (-i)")
         if not len(self.pipeline):
             raise PlanningError("the pipeline selection holds no tasks")
+        # A task its config switches off (quantum_where None: isr for no instrument) is not part of the plan.
+        off = [t.label for t in self.pipeline if t.quantum_where is None]
+        if off:
+            if len(off) == len(self.pipeline):
+                raise PlanningError(f"every task of the selection is switched off by its config: {', '.join(off)}")
+            self.pipeline = replace(self.pipeline, tasks=[t for t in self.pipeline if t.label not in off])
         self._check_names()
         self.registry.resolve_collections(self.inputs)  # every input collection exists
         if self.skip_existing_in:
@@ -223,7 +277,7 @@ class Planner:
                 refs = self.registry.query_datasets(name, self.inputs, self.where if applies else "", self.binds)
             available[name] = _Available([self._node_from_ref(r) for r in refs], where_applied=applies)
         prereq_cache: dict[str, _Available] = {}
-        missing_prereqs: list[str] = []
+        missing_prereqs: list[str | _MissingPrereq] = []
         datasets: dict[str, DatasetNode] = {}  # only what some quantum reads or writes
         quanta: dict[str, Quantum] = {}
         tasks: dict[str, TaskInfo] = {}
@@ -249,6 +303,8 @@ class Planner:
                      "lazy": c.lazy} for n, c in t.connections.items()},
                 t.resources.model_dump())
             for c in t.prerequisites():
+                if c.calibration:
+                    continue  # by validity range: _calib_index
                 if c.dataset_type not in prereq_cache:
                     refs = (self.registry.query_datasets(c.dataset_type, self.inputs)
                             if self.registry.get_dataset_type(c.dataset_type, missing_ok=True) else [])
@@ -300,9 +356,9 @@ class Planner:
                     datasets[node.id] = node
                     available.setdefault(c.dataset_type, _Available()).nodes.append(node)
         if missing_prereqs:
-            missing_prereqs = list(dict.fromkeys(missing_prereqs))
-            shown = missing_prereqs[:50]
-            more = f"\n  ... and {len(missing_prereqs) - 50} more" if len(missing_prereqs) > 50 else ""
+            missing_lines = _missing_lines(missing_prereqs, str(self.butler.root))
+            shown = missing_lines[:50]
+            more = f"\n  ... and {len(missing_lines) - 50} more" if len(missing_lines) > 50 else ""
             raise PlanningError("missing prerequisite inputs (in collections " + ", ".join(self.inputs) + "):\n  "
                                 + "\n  ".join(shown) + more)
         if partial_problems:
@@ -335,7 +391,7 @@ class Planner:
         return QuantumGraph(header, tasks, dataset_types, datasets, quanta, records)
 
     def _plan_task(self, t: TaskDef, available: dict[str, _Available], prereqs: dict[str, _Available],
-                   report: TaskReport, missing_prereqs: list[str]) -> list[tuple[dict, dict[str, list[DatasetNode]]]]:
+                   report: TaskReport, missing_prereqs: list) -> list[tuple[dict, dict[str, list[DatasetNode]]]]:
         """Quantum data IDs of one task and each one's inputs."""
         E = self.universe.expanded(t.dimensions)
         Eset = set(E)
@@ -344,8 +400,9 @@ class Planner:
         rows: list[dict] | None = None
         cols: set[str] = set()
         shared_of: dict[str, tuple[str, ...]] = {}
+        merged = {c.name: self._alternatives(c, available) for c in regular}
         for c in regular:
-            avail = available.get(c.dataset_type, _Available())
+            avail = merged[c.name]
             shared = tuple(d for d in self.universe.expanded(c.dimensions) if d in Eset)
             shared_of[c.name] = shared
             if not avail.nodes:
@@ -368,14 +425,19 @@ class Planner:
         rows = rows or []
         report.candidates = len(rows)
         where_needed = self.node is not None and self.where_dims <= Eset and not (
-            regular and all(available.get(c.dataset_type, _Available()).where_applied for c in regular))
+            regular and all(merged[c.name].where_applied for c in regular))
+        task_node = self._task_where(t, Eset)
+        calib = {c.name: self._calib_index(c, tuple(d for d in self.universe.expanded(c.dimensions) if d in Eset), t)
+                 for c in t.prerequisites() if c.calibration}
         result = []
-        indexes = {c.name: available.get(c.dataset_type, _Available()).index(shared_of[c.name]) for c in regular}
+        indexes = {c.name: merged[c.name].index(shared_of[c.name]) for c in regular}
         for row in rows:
             data_id = {d: row.get(d) for d in order}
             if where_needed and not self._where_ok(data_id):
                 report.dropped_by_where += 1
                 continue
+            if task_node is not None and not self._where_ok(data_id, task_node):
+                continue  # outside the task's own selection (quantum_where): not a candidate of this task
             inputs: dict[str, list[DatasetNode]] = {}
             ok = True
             for c in regular:
@@ -389,17 +451,99 @@ class Planner:
                 continue
             for c in t.prerequisites():
                 shared = tuple(d for d in self.universe.expanded(c.dimensions) if d in Eset)
+                if c.calibration:
+                    node, problem = self._calib_find(c, shared, calib[c.name], row, t.label)
+                    if node is None:
+                        missing_prereqs.append(problem)
+                        ok = False
+                    else:
+                        inputs[c.name] = [node]
+                    continue
                 found = prereqs[c.dataset_type].index(shared).get(tuple(row.get(d) for d in shared), [])
                 if not found or (not c.multiple and len(found) > 1):
-                    ident = ", ".join(f"{d}={row.get(d)!r}" for d in shared)
                     problem = "none found" if not found else f"{len(found)} found, 1 expected"
-                    missing_prereqs.append(f"{c.dataset_type} {{{ident}}} needed by task {t.label!r}: {problem}")
+                    missing_prereqs.append(_MissingPrereq(c.dataset_type, tuple((d, row.get(d)) for d in shared),
+                                                          t.label, problem, c.hint))
                     ok = False
                     continue
                 inputs[c.name] = found
             if ok:
                 result.append((data_id, inputs))
         return result
+
+    # -- calibrations, alternatives, a task's own selection ------------------------------------
+    def _alternatives(self, c, available: dict[str, _Available]) -> _Available:
+        """The datasets an input reads: per data ID, of the first of its dataset types that has one.
+
+        In the inputs or among earlier tasks' outputs; one pass over each type's datasets, once per task.
+        """
+        if not c.alternatives:
+            return available.get(c.dataset_type, _Available())
+        key_dims = self.universe.required(c.dimensions)
+        out = _Available(where_applied=all(available.get(n, _Available()).where_applied for n in c.dataset_types))
+        taken: set[tuple] = set()
+        for name in c.dataset_types:
+            added = set()
+            for n in available.get(name, _Available()).nodes:
+                key = tuple(n.data_id.get(d) for d in key_dims)
+                if key not in taken:
+                    out.nodes.append(n)
+                    added.add(key)
+            taken |= added
+        return out
+
+    def _task_where(self, t: TaskDef, dims: set[str]) -> Any:
+        """The parsed ``quantum_where`` of a task, its names checked against the task's dimensions."""
+        text = t.quantum_where
+        if not text:
+            return None
+        try:
+            node = parse_where(text)
+        except OpenAstroError as exc:
+            raise PlanningError(f"task {t.label!r}: its own selection {text!r} is not a where expression: {exc}") from None
+        outside = {d for d, _ in referenced_identifiers(node, {})} - dims
+        if outside:
+            raise PlanningError(f"task {t.label!r}: its own selection {text!r} names {sorted(outside)}, not dimensions "
+                                f"of the task")
+        return node
+
+    def _calib_index(self, c, shared: tuple[str, ...], t: TaskDef) -> ValidityIndex:
+        """Certified datasets of a calibration prerequisite by (shared data ID values, night).
+
+        Read and indexed once per dataset type and shared dimensions, so each quantum's lookup costs a dictionary
+        hit and a bisection.
+        """
+        dim, _ = NIGHT_DIMENSION
+        if dim not in self.universe.expanded(t.dimensions):
+            raise PlanningError(f"task {t.label!r}: calibration prerequisite {c.name!r} is looked up by the night of "
+                                f"an {dim}, which is not a dimension of the task")
+        key = (c.dataset_type, shared)
+        if key not in self._calib_cache:
+            index: ValidityIndex = ValidityIndex()
+            for rank, cert in certified(self.registry, c.dataset_type, self.inputs):
+                node = self._node_from_ref(cert.ref)
+                index.add(tuple(node.data_id.get(d) for d in shared), rank, cert.begin, cert.end, node)
+            self._calib_cache[key] = index
+        return self._calib_cache[key]
+
+    def _calib_find(self, c, shared: tuple[str, ...], index: ValidityIndex, row: Mapping[str, Any],
+                    label: str) -> tuple[DatasetNode | None, str]:
+        """The certified dataset valid for the night of this row's exposure, or why there is none."""
+        dim, attr = NIGHT_DIMENSION
+        req = self.universe.required([dim])
+        rec = self._records_of(dim).get(tuple(row.get(d) for d in req))
+        night = None if rec is None else rec.get(attr)
+        key = tuple(row.get(d) for d in shared)
+        node = index.find(key, int(night)) if night is not None else None
+        if node is not None:
+            return node, ""
+        ident = ", ".join(f"{d}={row.get(d)!r}" for d in shared)
+        have = index.ranges(key)
+        why = (f"certified only for {', '.join(f'{b}-{e}' for b, e in have)}" if have
+               else "none certified in the CALIBRATION collections of the inputs")
+        hint = getattr(c, "hint", "") or "run pipelines/calib.yaml, then openastro-butler certify-calibrations"
+        return None, (f"{c.dataset_type} {{{ident}}} needed by task {label!r} for {dim} {row.get(dim)} (night {night}): "
+                      f"{why}; {hint}")
 
     @staticmethod
     def _join(rows: list[dict] | None, cols: set[str], rel: list[dict], rel_cols: set[str]) -> tuple[list[dict], set[str]]:

@@ -9,7 +9,7 @@ and connection named, not as a puzzling plan or a failed quantum much later.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Iterable, Iterator, Mapping
+from typing import Iterable, Iterator, Mapping, Sequence
 
 from ..errors import OpenAstroError
 
@@ -31,9 +31,31 @@ class Connection:
     name: str = ""       # filled in from the attribute name
     minimum: int = 1     # fewest datasets a `multiple` input needs for the quantum to run
     lazy: bool = False   # read memory-mapped (images): a gathering task touches one chunk at a time
+    hint: str = ""       # prerequisites: what to run when one is missing ({dimension} and {repo} filled in)
+    # A prerequisite found by validity range: the dataset certified in a CALIBRATION collection for the night
+    # of the quantum's exposure (registry/calibs.py), not by data ID alone.
+    calibration: bool = False
+    # Further dataset types of a regular input, in order: a data ID the first type lacks (in the inputs and
+    # among the pipeline's outputs) takes the next (`connections: {raw: [postIsrImage, raw]}`).
+    alternatives: tuple[str, ...] = ()
 
-    def renamed(self, dataset_type: str) -> "Connection":
-        return replace(self, dataset_type=dataset_type)
+    @property
+    def dataset_types(self) -> tuple[str, ...]:
+        """The dataset type and its alternatives, in the order a data ID looks for them."""
+        return (self.dataset_type,) + self.alternatives
+
+    def renamed(self, dataset_type: str | Sequence[str]) -> "Connection":
+        """The connection reading (or writing) another dataset type; a list names alternatives in order."""
+        if isinstance(dataset_type, str):
+            return replace(self, dataset_type=dataset_type, alternatives=())
+        names = list(dataset_type)
+        if not names or not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
+            raise PipelineError(f"connection {self.name!r}: a list of dataset types must name distinct types, "
+                                f"got {names!r}")
+        if len(names) > 1 and self.kind != "input":
+            raise PipelineError(f"connection {self.name!r}: only a regular input can name alternative dataset "
+                                f"types ({names!r}); it is a {self.kind}")
+        return replace(self, dataset_type=names[0], alternatives=tuple(names[1:]))
 
 
 def _dims(value: Iterable[str]) -> tuple[str, ...]:
@@ -56,9 +78,18 @@ def Input(dataset_type: str, dimensions: Iterable[str], storage_class: str, *, m
 
 
 def PrerequisiteInput(dataset_type: str, dimensions: Iterable[str], storage_class: str, *,
-                      multiple: bool = False, doc: str = "") -> Connection:
-    """An input that must already exist in the input collections (a reference catalogue, a calibration)."""
-    return Connection(dataset_type, _dims(dimensions), storage_class, multiple, doc, "prerequisite")
+                      multiple: bool = False, doc: str = "", calibration: bool = False,
+                      hint: str = "") -> Connection:
+    """An input that must already exist in the input collections (a reference catalogue, a calibration).
+
+    ``calibration=True``: the dataset certified (``openastro-butler certify-calibrations``) with a validity
+    range holding the night of the quantum's exposure, looked up in the CALIBRATION collections of the inputs.
+    ``hint``: what a user whose plan lacks one should run, e.g. ``"openastro-butler ingest-refcat {repo} FILE
+    --field {field}"``; the planner prints it after the missing data ID with ``{repo}`` and the data ID's
+    dimensions filled in.
+    """
+    return Connection(dataset_type, _dims(dimensions), storage_class, multiple, doc, "prerequisite",
+                      calibration=calibration, hint=hint)
 
 
 def Output(dataset_type: str, dimensions: Iterable[str], storage_class: str, *, doc: str = "") -> Connection:
@@ -95,7 +126,7 @@ def check_dataset_types(where: str, connections: Mapping[str, Connection]) -> No
     dataset type would be written to one file. Also run after ``config.connections`` renames, which can make
     either happen.
     """
-    read = {c.dataset_type: n for n, c in connections.items() if c.kind != "output"}
+    read = {t: n for n, c in connections.items() if c.kind != "output" for t in c.dataset_types}
     written: dict[str, str] = {}
     for n, c in connections.items():
         if c.kind != "output":

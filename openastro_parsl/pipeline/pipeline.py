@@ -72,6 +72,11 @@ class TaskDef:
     def config_hash(self) -> str:
         return config_hash(self.config)
 
+    @property
+    def quantum_where(self) -> str | None:
+        """The task's own restriction of its quanta (``PipelineTask.quantum_where``): '' none, None no quanta."""
+        return self.task_class.quantum_where(self.config)
+
     def inputs(self) -> list[Connection]:
         return [c for c in self.connections.values() if c.kind == "input"]
 
@@ -121,8 +126,9 @@ class Pipeline:
         out: dict[str, Connection] = {}
         for t in self.tasks:
             for c in t.inputs():
-                if c.dataset_type not in produced:
-                    out.setdefault(c.dataset_type, c)
+                for name in c.dataset_types:  # alternatives too: a data ID may find only the last
+                    if name not in produced:
+                        out.setdefault(name, c if name == c.dataset_type else c.renamed(name))
         return out
 
 
@@ -293,11 +299,12 @@ def _order(defs: list[TaskDef], source: str) -> list[TaskDef]:
     for t in defs:
         g.add_node(t.label)
         for c in t.inputs() + t.prerequisites():
-            if c.dataset_type in producer:
-                if c.kind == "prerequisite":
-                    raise PipelineError(f"{source}: task {t.label!r} takes {c.dataset_type!r} as a prerequisite "
-                                        f"input, but task {producer[c.dataset_type]!r} produces it; make it a regular input")
-                g.add_edge(producer[c.dataset_type], t.label)
+            for name in c.dataset_types:
+                if name in producer:
+                    if c.kind == "prerequisite":
+                        raise PipelineError(f"{source}: task {t.label!r} takes {name!r} as a prerequisite "
+                                            f"input, but task {producer[name]!r} produces it; make it a regular input")
+                    g.add_edge(producer[name], t.label)
     try:
         order = list(nx.lexicographical_topological_sort(g, key=index.__getitem__))
     except nx.NetworkXUnfeasible:

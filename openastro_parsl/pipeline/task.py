@@ -37,8 +37,9 @@ class TaskConfig(BaseModel):
     """Base of every task's Config: unknown keys are errors, assignments are validated."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
-    connections: dict[str, str] = Field(default_factory=dict,
-                                        description="Rename a connection's dataset type: {connection: dataset type}.")
+    connections: dict[str, str | list[str]] = Field(
+        default_factory=dict, description="Rename a connection's dataset type: {connection: dataset type}; a regular "
+                                          "input may name a list, tried in order per data ID ([postIsrImage, raw]).")
 
 
 class Resources(BaseModel):
@@ -75,6 +76,16 @@ class PipelineTask:
     def resources_for(cls, config: TaskConfig) -> Resources:
         """The resource hint for a configured task (override when config sets e.g. the cores of a pool)."""
         return cls.resources
+
+    @classmethod
+    def quantum_where(cls, config: TaskConfig) -> str | None:
+        """A where expression every quantum of the configured task must also satisfy.
+
+        '' for no restriction, None for no quanta at all (the task switched off by its config, and left out of
+        the plan). For a task that applies to part of the data only (ISR, for the instruments whose frames need
+        it): the planner plans no quanta outside it, so a pipeline can hold the task for every repository.
+        """
+        return ""
 
     @classmethod
     def connections(cls, config: TaskConfig | None = None) -> dict[str, Connection]:

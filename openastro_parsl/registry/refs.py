@@ -10,11 +10,16 @@ from ..errors import MissingDatasetError
 
 
 class CollectionType(str, Enum):
-    """RUN (written by one run), CHAINED (an ordered search path) or TAGGED (hand-picked datasets)."""
+    """The kinds of collection.
+
+    RUN (written by one run), CHAINED (an ordered search path), TAGGED (hand-picked datasets) or CALIBRATION
+    (master calibrations, each certified for a range of nights: ``registry/calibs.py``).
+    """
 
     RUN = "RUN"
     CHAINED = "CHAINED"
     TAGGED = "TAGGED"
+    CALIBRATION = "CALIBRATION"
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import json
 import time
 import uuid
 from collections import Counter
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal, Mapping, Sequence, overload
 
@@ -24,7 +24,7 @@ from sqlalchemy.sql.expression import FromClause
 from ..errors import ConflictError, DataIdError, MissingDatasetError, RepositoryError, WhereError
 from .names import validate_collection_name
 from .refs import CollectionInfo, CollectionType, DatasetRef, DatasetType
-from .schema import MAGIC, MTIME_COLUMN, PATH_INDEX, SCHEMA_VERSION, build_schema
+from .schema import MAGIC, MTIME_COLUMN, PATH_INDEX, SCHEMA_VERSION, build_schema, dimension_table_name, sql_type
 from .universe import DimensionUniverse
 from .where import compile_where, parse_where, referenced_identifiers
 
@@ -100,6 +100,23 @@ def check_sqlite_file(path: Path) -> None:
         raise RepositoryError(f"registry database {path} is truncated ({size} bytes)")
 
 
+def _record_diff(old: Mapping[str, Any], new: Mapping[str, Any], fill: bool = False) -> dict[str, tuple[Any, Any]]:
+    """Values of ``new`` that differ from ``old``: {column: (stored, new)}; None in ``new`` means "not given".
+
+    A stored NULL counts as a difference only with ``fill`` (updates fill it in; a sync fills it silently).
+    Floats equal to 1e-9 (relative) are the same value: they went through SQLite and back.
+    """
+    out = {}
+    for k, v in new.items():
+        a = old.get(k)
+        if v is None or (a is None and not fill) or a == v:
+            continue
+        if isinstance(v, float) and isinstance(a, (int, float)) and abs(a - v) < 1e-9 * max(1, abs(v)):
+            continue
+        out[k] = (a, v)
+    return out
+
+
 class Registry:
     """Dimensions, dataset types, collections and datasets in one SQL database (SQLite by default)."""
 
@@ -156,7 +173,31 @@ class Registry:
             raise RepositoryError(
                 f"{where} has registry schema version {version}, made by {age} openastro-parsl; "
                 f"this version reads schema {SCHEMA_VERSION} only (create a new repository or use a matching version)")
-        return DimensionUniverse(rows["universe"], f"{where} (stored universe)")
+        return self._upgraded(DimensionUniverse(rows["universe"], f"{where} (stored universe)"))
+
+    def _upgraded(self, stored: DimensionUniverse) -> DimensionUniverse:
+        """The packaged universe, when it only adds metadata to ``stored``: its columns are added on open.
+
+        One transaction: ALTER TABLE ADD COLUMN (nullable: old records read "unknown") and the new universe text.
+        A custom universe, or a repository that cannot be written, keeps its own (new metadata is then refused by
+        name when written).
+        """
+        packaged = DimensionUniverse.default()
+        added = packaged.metadata_added_since(stored)
+        if not added:
+            return stored
+        try:
+            with self.engine.begin() as c:
+                for dim, attr, py in added:
+                    table = dimension_table_name(dim)
+                    have = {col["name"] for col in inspect(c).get_columns(table)}
+                    if attr not in have:
+                        kind = sql_type(py).compile(dialect=self.engine.dialect)
+                        c.execute(sql_text(f'ALTER TABLE {table} ADD COLUMN "{attr}" {kind}'))
+                c.execute(sql_text("UPDATE meta SET value = :v WHERE key = 'universe'"), {"v": packaged.text})
+        except DatabaseError:  # read-only (or being upgraded by another process, which then wins)
+            return stored
+        return packaged
 
     def _ensure_path_index(self) -> None:
         """Add the index that makes the datastore path check fast, once, to repositories made before it.
@@ -221,47 +262,22 @@ class Registry:
 
         Returns the number inserted.
         """
-        dim = self.universe[dimension]
         table = self.schema.dimensions[dimension]
-        cols = set(self._record_columns(dimension))
         pk = [c.name for c in table.primary_key.columns]
-        rows = []
-        for rec in records:
-            unknown = set(rec) - cols - {dimension}
-            if unknown:
-                raise DataIdError(f"{dimension} record {dict(rec)} has unknown field(s) {sorted(unknown)}; "
-                                  f"known: {sorted(cols)}")
-            row = {k: v for k, v in rec.items() if k != dimension}
-            if dimension in rec:
-                row[dim.key_name] = rec[dimension]
-            for other in dim.related:
-                if other in row and row[other] is not None:
-                    row[other] = self.universe.coerce(other, row[other])
-            if row.get(dim.key_name) is None:
-                raise DataIdError(f"{dimension} record {dict(rec)} lacks its key {dim.key_name!r}")
-            row[dim.key_name] = self.universe.coerce(dimension, row[dim.key_name])
-            rows.append(row)
+        rows = self._record_rows(dimension, records)
         if not rows:
             return 0
 
         def _do(c: Connection) -> int:
             inserted = 0
             keyset = [tuple(r.get(k) for k in pk) for r in rows]
-            existing = {}
-            # Look up existing rows by primary key in chunks (SQLite caps bound parameters).
-            for i in range(0, len(keyset), 300):
-                chunk = keyset[i:i + 300]
-                cond = or_(*[and_(*[table.c[k] == v for k, v in zip(pk, key, strict=True)]) for key in chunk])
-                for r in c.execute(select(table).where(cond)).mappings():
-                    existing[tuple(r[k] for k in pk)] = dict(r)
+            existing = self._existing_records(c, dimension, keyset)
             new_rows = []
             seen: dict[tuple[Any, ...], dict[str, Any]] = {}
             for key, row in zip(keyset, rows, strict=True):
                 old = existing.get(key) or seen.get(key)
                 if old is not None:
-                    diff = {k: (old.get(k), v) for k, v in row.items() if v is not None and old.get(k) is not None
-                            and old.get(k) != v
-                            and not (isinstance(v, float) and abs(old[k] - v) < 1e-9 * max(1, abs(v)))}
+                    diff = _record_diff(old, row)
                     if diff:
                         what = ", ".join(f"{k}: stored {a!r} vs new {b!r}" for k, (a, b) in diff.items())
                         raise ConflictError(f"{dimension} {dict(zip(pk, key, strict=True))} already exists with "
@@ -285,6 +301,99 @@ class Registry:
             return _do(conn)
         with self.transaction() as c:
             return _do(c)
+
+    def update_dimension_records(self, dimension: str, records: Iterable[Mapping[str, Any]],
+                                 conn: Connection | None = None) -> dict[str, int]:
+        """Insert new records and update changed ones (same key): the path for re-running a campaign set-up.
+
+        A value given as None leaves the stored one as it is. Changing what a record implies (a target's field)
+        is refused while datasets were registered with the old value: they would contradict the record. Returns
+        the counts ``inserted``, ``updated``, ``unchanged``.
+        """
+        dim = self.universe[dimension]
+        table = self.schema.dimensions[dimension]
+        pk = [c.name for c in table.primary_key.columns]
+        rows = self._record_rows(dimension, records)
+        counts = {"inserted": 0, "updated": 0, "unchanged": 0}
+
+        def _do(c: Connection) -> dict[str, int]:
+            keyset = [tuple(r.get(k) for k in pk) for r in rows]
+            existing = self._existing_records(c, dimension, keyset)
+            new_rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+            for key, row in zip(keyset, rows, strict=True):
+                if key in new_rows:  # given twice: the last one wins
+                    new_rows[key].update({k: v for k, v in row.items() if v is not None})
+                    continue
+                old = existing.get(key)
+                if old is None:
+                    new_rows[key] = row
+                    continue
+                diff = _record_diff(old, row, fill=True)
+                if not diff:
+                    counts["unchanged"] += 1
+                    continue
+                for other in dim.implies:
+                    if other in diff:
+                        self._refuse_implied_change(c, dimension, dict(zip(pk, key, strict=True)), other, diff[other])
+                match = [table.c[k] == v for k, v in zip(pk, key, strict=True)]
+                c.execute(table.update().where(*match).values(**{k: b for k, (_, b) in diff.items()}))
+                existing[key] = {**old, **{k: b for k, (_, b) in diff.items()}}
+                counts["updated"] += 1
+            if new_rows:
+                c.execute(table.insert(), list(new_rows.values()))
+                counts["inserted"] = len(new_rows)
+            return counts
+
+        if conn is not None:
+            return _do(conn)
+        with self.transaction() as c:
+            return _do(c)
+
+    def _refuse_implied_change(self, c: Connection, dimension: str, key: dict[str, Any], other: str,
+                               change: tuple[Any, Any]) -> None:
+        d = self.schema.dataset
+        conds = [d.c[k if k != self.universe[dimension].key_name else dimension] == v for k, v in key.items()]
+        n = c.execute(select(func.count()).select_from(d).where(*conds, d.c[other] == change[0])).scalar_one()
+        if n:
+            ident = ", ".join(f"{k}={v!r}" for k, v in key.items())
+            raise ConflictError(f"{dimension} {{{ident}}}: cannot change its {other} from {change[0]!r} to "
+                                f"{change[1]!r}: {n} registered dataset(s) carry {other}={change[0]!r}")
+
+    def _existing_records(self, c: Connection, dimension: str, keyset: list[tuple]) -> dict[tuple, dict[str, Any]]:
+        """Stored records of ``dimension`` by primary key, looked up in chunks (SQLite caps bound parameters)."""
+        table = self.schema.dimensions[dimension]
+        pk = [col.name for col in table.primary_key.columns]
+        existing: dict[tuple, dict[str, Any]] = {}
+        for i in range(0, len(keyset), 300):
+            chunk = keyset[i:i + 300]
+            cond = or_(*[and_(*[table.c[k] == v for k, v in zip(pk, key, strict=True)]) for key in chunk])
+            for r in c.execute(select(table).where(cond)).mappings():
+                existing[tuple(r[k] for k in pk)] = dict(r)
+        return existing
+
+    def _record_rows(self, dimension: str, records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Records as table rows: the key under its column name, related values coerced; unknown fields refused."""
+        dim = self.universe[dimension]
+        cols = set(self._record_columns(dimension))
+        rows = []
+        for rec in records:
+            unknown = set(rec) - cols - {dimension}
+            if unknown:
+                raise DataIdError(f"{dimension} record {dict(rec)} has unknown field(s) {sorted(unknown)}; "
+                                  f"known: {sorted(cols)}")
+            row = {k: v for k, v in rec.items() if k != dimension}
+            if dimension in rec:
+                row[dim.key_name] = rec[dimension]
+            for other in dim.related:
+                if other in row and row[other] is not None:
+                    row[other] = self.universe.coerce(other, row[other])
+            if row.get(dim.key_name) is None:
+                raise DataIdError(f"{dimension} record {dict(rec)} lacks its key {dim.key_name!r}")
+            row[dim.key_name] = self.universe.coerce(dimension, row[dim.key_name])
+            rows.append(row)
+        # One INSERT of many rows binds the first row's keys to all: give every row every key (None: not given).
+        keys = list(dict.fromkeys(k for r in rows for k in r))
+        return [{k: r.get(k) for k in keys} for r in rows]
 
     def dimension_records(self, dimension: str, where: str = "", binds: Mapping[str, Any] | None = None) -> list[dict]:
         table = self.schema.dimensions[dimension]
@@ -454,9 +563,10 @@ class Registry:
     def register_run(self, name: str, doc: str = "", conn: Connection | None = None) -> bool:
         return self.register_collection(name, CollectionType.RUN, doc, conn)
 
-    def set_chain(self, name: str, children: Sequence[str], *, create: bool = True) -> None:
+    def set_chain(self, name: str, children: Sequence[str], *, create: bool = True,
+                  conn: Connection | None = None) -> None:
         """Make ``name`` a CHAINED collection searching ``children`` in order (replacing its old chain)."""
-        with self.transaction() as c:
+        with (nullcontext(conn) if conn is not None else self.transaction()) as c:
             if self._collection(name, c) is None and create:
                 self.register_collection(name, CollectionType.CHAINED, conn=c)
             pid, ptype = self._require_collection(name, c)

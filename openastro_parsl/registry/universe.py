@@ -126,6 +126,25 @@ class DimensionUniverse:
             raise UniverseError(f"{path}: cannot read: {exc.strerror}") from None
         return cls(text, str(path))
 
+    def metadata_added_since(self, older: "DimensionUniverse") -> list[tuple[str, str, type]] | None:
+        """The metadata columns this universe adds to ``older``, if that is all it changes; else None.
+
+        Such a change needs only new nullable columns, so a repository made with ``older`` can be brought up to
+        date in place; anything else (a dimension added, a key or relation changed) cannot.
+        """
+        if self.name != older.name or self.version <= older.version or self.names != older.names:
+            return None
+        added = []
+        for new in self:
+            old = older[new.name]
+            if (new.key_name, new.key_type, new.requires, new.implies) != (
+                    old.key_name, old.key_type, old.requires, old.implies):
+                return None
+            if any(new.metadata.get(k) is not v for k, v in old.metadata.items()):
+                return None
+            added += [(new.name, k, v) for k, v in new.metadata.items() if k not in old.metadata]
+        return added
+
     # -- lookup -------------------------------------------------------------------------------
     def __getitem__(self, name: str) -> Dimension:
         try:

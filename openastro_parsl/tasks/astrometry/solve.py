@@ -19,6 +19,7 @@ import numpy as np
 from pydantic import Field
 
 from ...astro.jsonable import finite_or_none, jsonable
+from ...astro.refcat import REFCAT_HINT
 from ...astro.wcs import pixel_scale_arcsec, wcs_cards
 from ...datastore.image import MASK_BITS, Image
 from ...pipeline.connections import Connections, Input, Output, PrerequisiteInput
@@ -77,7 +78,7 @@ class PlateSolveConfig(TaskConfig):
 
 class PlateSolveConnections(Connections):
     raw = Input("raw", ("instrument", "exposure"), "RawImage", doc="The raw frame (its header WCS may be missing).")
-    refcat = PrerequisiteInput("refcat", ("field",), "Table", doc="The field's reference catalogue.")
+    refcat = PrerequisiteInput("refcat", ("field",), "Table", doc="The field's reference catalogue.", hint=REFCAT_HINT)
     solution = Output("wcsSolution", ("instrument", "exposure"), "StructuredData",
                       doc="status (header / solved / wcs_failed), engine, reason, rms_pix, n_matched, n_sources, "
                           "pixel_scale_arcsec, wcs cards.")
