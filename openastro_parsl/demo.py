@@ -33,8 +33,11 @@ class DemoRepo:
         return json.loads(self.truth_path.read_text())
 
 
-def make_demo_repo(root: str | Path, *, seed: int = 42, size: str = "small") -> DemoRepo:
-    """Create (or top up) ``root`` with the demo survey; safe to run again (ingest skips what it has)."""
+def make_demo_repo(root: str | Path, *, seed: int = 42, size: str = "small", raw: bool = False) -> DemoRepo:
+    """Create (or top up) ``root`` with the demo survey; safe to run again (ingest skips what it has).
+
+    ``raw``: the survey's raw mode (instrument signatures and calibration frames, ``docs/calibration.md``).
+    """
     from .sim.survey import generate_survey
 
     root = Path(root)
@@ -44,12 +47,13 @@ def make_demo_repo(root: str | Path, *, seed: int = 42, size: str = "small") -> 
     fresh = True
     if truth_path.exists():
         old = json.loads(truth_path.read_text())
-        fresh = not (old.get("seed") == seed and old.get("size") == size)
+        fresh = not (old.get("seed") == seed and old.get("size") == size and bool(old.get("raw_mode")) == raw)
         if fresh and butler.registry.query_collections(RAW_RUN):
             raise SystemExit(f"{root} already holds a demo survey made with seed {old.get('seed')}, size "
-                             f"{old.get('size')}; use a new repository for seed {seed}, size {size}")
+                             f"{old.get('size')}{', raw mode' if old.get('raw_mode') else ''}; use a new repository "
+                             f"for seed {seed}, size {size}{', raw mode' if raw else ''}")
     if fresh:
-        generate_survey(survey_dir, seed=seed, size=size)
+        generate_survey(survey_dir, seed=seed, size=size, raw_mode=raw)
     truth = json.loads(truth_path.read_text())
     reg = butler.registry
     reg.sync_dimension_records("field", [{"name": f["name"], "ra": f["ra"], "dec": f["dec"]} for f in truth["fields"]])

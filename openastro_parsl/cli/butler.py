@@ -12,6 +12,7 @@ from ..butler import Butler
 from ..errors import OpenAstroError
 from ..ingest.fields import apply_assignments, plan_assignments
 from ..ingest.ingest import ingest_raws
+from ..ingest.overrides import parse_header_fixes
 from ..ingest.suggest import relevant_cards, suggestion_yaml
 from ..ingest.translator import load_translators, with_default_field
 from .common import console, parse_binds, user_errors
@@ -44,8 +45,12 @@ def create(repo: str, universe: str | None, db: str | None) -> None:
 @click.option("--transfer", type=click.Choice(TRANSFERS), default="copy", show_default=True)
 @click.option("--field", "field_name", help="Field (already defined, with ra/dec) for frames whose header names no "
               "object; frames that name one keep theirs.")
+@click.option("--set", "header_set", multiple=True, metavar="KEY=VALUE",
+              help="Header card to add or replace before the frame is read (repeatable), e.g. --set FILTER=V: "
+              "written into the repository's copy (with a HISTORY card), never into your file.")
 @user_errors
-def ingest(repo: str, files: tuple[str, ...], run: str, transfer: str, field_name: str | None) -> None:
+def ingest(repo: str, files: tuple[str, ...], run: str, transfer: str, field_name: str | None,
+           header_set: tuple[str, ...]) -> None:
     """Ingest raw FITS FILES (or directories of them) into REPO.
 
     A frame no header translator recognises is quarantined; the cards it carries and an instruments.yaml
@@ -55,7 +60,8 @@ def ingest(repo: str, files: tuple[str, ...], run: str, transfer: str, field_nam
     translators = load_translators(butler.root)
     if field_name is not None:
         translators = with_default_field(butler.registry, translators, field_name)
-    report = ingest_raws(butler, files, run=run, transfer=transfer, translators=translators)
+    fixes = parse_header_fixes(header_set)
+    report = ingest_raws(butler, files, run=run, transfer=transfer, translators=translators, header_fixes=fixes)
     for path, reason in report.quarantined:
         console.print(Text.assemble(("quarantined", "yellow"), f" {path}: {reason}"))
     for path, header in report.unmatched:

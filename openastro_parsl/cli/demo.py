@@ -16,11 +16,13 @@ from .common import console, user_errors
 @click.argument("repo", type=click.Path())
 @click.option("--seed", default=42, show_default=True, help="Random seed: the same seed makes the same survey.")
 @click.option("--size", type=click.Choice(["small", "medium"]), default="small", show_default=True)
+@click.option("--raw", is_flag=True, help="Raw mode: frames carry bias, dark current and flat field, and each camera's "
+                                          "bias, dark and flat frames are ingested too (docs/calibration.md).")
 @user_errors
-def main(repo: str, seed: int, size: str) -> None:
+def main(repo: str, seed: int, size: str, raw: bool) -> None:
     """Write a synthetic survey with known truth into REPO and ingest it as raws."""
     t0 = time.perf_counter()
-    demo = make_demo_repo(repo, seed=seed, size=size)
+    demo = make_demo_repo(repo, seed=seed, size=size, raw=raw)
     truth = demo.truth
     console.print(f"demo survey (seed {seed}, size {size}) in {demo.survey_dir}; truth: {demo.truth_path}")
     console.print(demo.report.summary())
@@ -34,6 +36,19 @@ def main(repo: str, seed: int, size: str) -> None:
     for (inst, band), n in sorted(counts.items()):
         table.add_row(inst, band, str(n))
     console.print(table)
+    if raw:
+        calib = Table("instrument", "bias", "dark", "flat", title="calibration frames")
+        per: dict[str, dict[str, int]] = {}
+        for kind in ("bias", "dark", "flat"):
+            for ref in demo.butler.query_datasets(kind, DEFAULTS):
+                per.setdefault(ref.data_id["instrument"], {}).setdefault(kind, 0)
+                per[ref.data_id["instrument"]][kind] += 1
+        for inst, kinds in sorted(per.items()):
+            calib.add_row(inst, *(str(kinds.get(k, 0)) for k in ("bias", "dark", "flat")))
+        console.print(calib)
+        console.print(f"next: openastro-submit -b {repo} -p pipelines/calib.yaml -i {DEFAULTS} -o calib/masters, then "
+                      f"openastro-butler certify-calibrations {repo} calib/masters calib/all --begin YYYYMMDD --end "
+                      "YYYYMMDD (docs/calibration.md)")
     console.print(f"targets: {', '.join(t['name'] + ' (' + t['kind'] + ')' for t in truth['targets'])}")
     console.print(Text.assemble("input collection for pipelines: ", (DEFAULTS, "bold"),
                                 f" ({time.perf_counter() - t0:.1f} s)"))

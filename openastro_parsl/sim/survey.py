@@ -17,7 +17,7 @@ import numpy as np
 
 from ..astro.jsonable import jsonable
 from ..astro.wcs import wcs_from_cards
-from . import headers, lightcurves, planet, render, schedule, sky
+from . import headers, lightcurves, planet, rawmode, render, schedule, sky
 from .astro import airmass, altitude_deg, moon_illumination
 from .instruments import SITES, Instrument, make_instruments
 
@@ -43,6 +43,7 @@ class SurveyManifest:
     n_corrupt: int
     n_refcat: int
     exposures_per_instrument: dict[str, int] = field(default_factory=dict)
+    calibration_files: tuple[Path, ...] = ()  # raw mode: the bias, dark and flat frames (also in raw/)
 
 
 def _rng(seed: int, *tags) -> np.random.Generator:
@@ -239,10 +240,13 @@ def _exposure_record(fr: _Frame, hdr, fname: str, targets, src, counts, data) ->
     }
 
 
-def generate_survey(outdir: Path, *, seed: int = 42, size: str = "small") -> SurveyManifest:
+def generate_survey(outdir: Path, *, seed: int = 42, size: str = "small", raw_mode: bool = False) -> SurveyManifest:
     """Write raw/*.fits, refcat.ecsv and truth.json under `outdir` and describe them.
 
-    Re-running into the same directory replaces raw/*.fits.  Deterministic in `seed`.
+    Re-running into the same directory replaces raw/*.fits.  Deterministic in `seed`. ``raw_mode`` adds each
+    camera's instrument signature (bias pattern, dark current, flat field, hot and dead pixels: ``signature``)
+    to the science frames and writes its bias, dark and flat frames (``calframes``); without it every output
+    byte is what it always was.
     """
     if size not in SIZES:
         raise ValueError(f"size must be one of {SIZES}, not {size!r}")
@@ -291,14 +295,20 @@ def generate_survey(outdir: Path, *, seed: int = 42, size: str = "small") -> Sur
         for i in wrng.permutation(ok)[:n_drop]:
             frames[int(i)].has_wcs = False
 
+    sigs = rawmode.signatures(seed, instruments) if raw_mode else {}
     exposures, exposure_files, corrupt = [], [], []
     for fr, (ids, names, x, y, mag, colour) in zip(frames, srcs):
         inst, p = fr.inst, fr.plan
         counts = _counts_e(fr, mag, colour)
         expected = fr.sky_e + render.star_image(inst.shape, x, y, counts, fr.fwhm_px, inst.psf_beta)
+        bias = inst.bias_adu
+        if raw_mode:
+            expected, bias = rawmode.apply_signature(sigs[inst.name], expected, p.exptime)
         data = render.expose(_rng(seed, "noise", inst.name, p.start_ms), expected,
-                             inst.gain, inst.read_noise, inst.bias_adu, inst.saturation_adu, inst.dtype)
+                             inst.gain, inst.read_noise, bias, inst.saturation_adu, inst.dtype)
         hdr = headers.build_header(inst, p, fr.expid, fr.airmass, fr.wcs if fr.has_wcs else None)
+        if raw_mode:
+            rawmode.mark_raw(inst, hdr)
         fname = headers.file_name(inst, p, fr.expid)
         path = raw / fname
         blob = headers.hdu_bytes(data, hdr)
@@ -349,6 +359,10 @@ def generate_survey(outdir: Path, *, seed: int = 42, size: str = "small") -> Sur
         "corrupt_files": corrupt,
         "stars": stars.to_truth(),
     }
+    calib_files: list[Path] = []
+    if raw_mode:
+        truth["photometry_model"] = rawmode.PHOTOMETRY_MODEL
+        truth["raw_mode"], calib_files = rawmode.write_calibration(seed, instruments, sigs, frames, raw, outdir)
     truth_path = outdir / "truth.json"
     truth_path.write_text(json.dumps(jsonable(truth, nonfinite="keep"), indent=1, allow_nan=False) + "\n")
 
@@ -362,4 +376,5 @@ def generate_survey(outdir: Path, *, seed: int = 42, size: str = "small") -> Sur
         refcat=refcat_path, truth=truth_path,
         n_exposures=len(exposures), n_corrupt=len(corrupt), n_refcat=len(stars),
         exposures_per_instrument=per_inst,
+        calibration_files=tuple(calib_files),
     )

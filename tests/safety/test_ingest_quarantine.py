@@ -98,3 +98,45 @@ def test_a_directory_of_compressed_frames_is_ingested(butler, tmp_path):
     rep = ingest_raws(butler, [src])
     assert [r.data_id["exposure"] for r in rep.ingested] == [1] and not rep.quarantined
     assert butler.verify()[1] == []
+
+
+def test_header_fixes_go_into_the_repository_copy_only(butler, tmp_path):
+    """`ingest --set FILTER=rp` gives an unfiltered frame its filter in the stored copy (with HISTORY), leaves
+    the user's file byte for byte, and the same file with the same fixes is recognised as already ingested."""
+    from astropy.io import fits
+
+    from openastro_parsl.ingest.overrides import HeaderFixError, parse_header_fixes
+
+    src = write_frame(tmp_path / "a.fits", _without(lco_header(1), "FILTER"), seed=1)
+    before = src.read_bytes()
+    assert ingest_raws(butler, [src]).quarantined  # no filter: refused
+    fixes = parse_header_fixes(["filter=rp", "EXPTIME=80"])
+    assert fixes == {"FILTER": "rp", "EXPTIME": 80}
+    (ref,) = ingest_raws(butler, [src], header_fixes=fixes).ingested
+    assert ref.data_id["band"] == "r" and src.read_bytes() == before
+    stored = fits.getheader(butler.path(ref))
+    assert stored["FILTER"] == "rp" and stored["EXPTIME"] == 80
+    assert any("--set FILTER=rp" in str(h) for h in stored["HISTORY"])
+    again = ingest_raws(butler, [src], header_fixes=fixes)
+    assert not again.ingested and len(again.duplicates) == 1
+    assert not list((butler.root / "quarantine" / ".header-fixes").iterdir())
+    assert butler.verify()[1] == []
+    for bad in (["FILTER"], ["NAXIS1=3"], ["TOO_LONG_KEY=1"]):
+        try:
+            parse_header_fixes(bad)
+        except HeaderFixError as exc:
+            assert bad[0] in str(exc)
+        else:
+            raise AssertionError(bad)
+    import pytest
+
+    with pytest.raises(Exception, match="--transfer direct"):
+        ingest_raws(butler, [src], transfer="direct", header_fixes=fixes)
+
+
+def test_a_header_object_name_takes_the_defined_fields_case(butler, tmp_path):
+    """OBJECT 'Demo1' is slugged to 'demo1'; a field defined as 'DEMO1' is that field, not a new one."""
+    butler.registry.sync_dimension_records("field", [{"name": "DEMO1", "ra": 10.0, "dec": 20.0}])
+    (ref,) = ingest_raws(butler, [write_frame(tmp_path / "a.fits", lco_header(1) | {"OBJECT": "Demo1"})]).ingested
+    assert ref.data_id["field"] == "DEMO1"
+    assert [f["name"] for f in butler.registry.dimension_records("field")] == ["DEMO1"]
