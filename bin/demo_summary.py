@@ -34,8 +34,8 @@ def main(repo: str, run: str) -> None:
                 pooled += [row["zp_pooled"] - zp_true[(inst, int(row["exposure"]))] for row in hist]
     if pooled:
         a = np.abs(pooled)
-        print(f"zero-points at the pooled colour terms: median {np.median(a):.4f}, max {a.max():.4f} mag, "
-              f"{int(np.sum(a > 0.02))} of {len(a)} beyond 0.02")
+        print(f"zero-points of the field fit (zeropointHistory zp_pooled): median {np.median(a):.4f}, max "
+              f"{a.max():.4f} mag, {int(np.sum(a > 0.02))} of {len(a)} beyond 0.02")
     for v in truth["variables"]:
         p = get("periodogram", {"target": v["name"]})
         if p:

@@ -71,7 +71,10 @@ def test_the_rename_table_is_not_stale():
 def test_pipeline_yaml_with_old_class_paths(tmp_path):
     """A pipeline file written for the flat layout loads, with the same classes and configs as the shipped ones."""
     old = tmp_path / "old.yaml"
-    old.write_text("tasks:\n" + "".join(f"  {label}:\n    class: {path}\n" for label, path in OLD_TASK_PATHS.items())
+    isr_fed = "    config:\n      connections: {raw: [postIsrImage, raw]}\n"  # as the shipped image.yaml reads them
+    old.write_text("tasks:\n" + "".join(f"  {label}:\n    class: {path}\n"
+                                        + (isr_fed if label in ("plateSolve", "calibrate") else "")
+                                        for label, path in OLD_TASK_PATHS.items())
                    + "  templateCoadd:\n    class: openastro_parsl.tasks.coadd.CoaddTask\n    config:\n"
                      "      mjd_max: 61120.0\n      connections: {coadd: templateCoadd, coverage: templateCoverage}\n")
     loaded = {t.label: t for t in load_pipeline(old)}
@@ -103,7 +106,7 @@ def _rewrite_class_paths(path: Path, paths: dict[str, str]) -> None:
     with gzip.open(path, "rt", encoding="utf-8") as f:
         doc = json.load(f)
     for label, info in doc["tasks"].items():
-        info["class_path"] = paths[label]
+        info["class_path"] = paths.get(label, info["class_path"])  # tasks added since the move keep theirs
     path.write_bytes(gzip.compress(json.dumps(doc).encode()))
 
 
@@ -146,7 +149,7 @@ def test_graph_saved_with_old_class_paths_runs_and_resumes(demo, tmp_path):
     assert again.ok, [(r["task"], r["message"]) for r in Submission.resume(sub.run_dir).status.rows()
                       if r["state"] not in ("succeeded", "no_work")]
     assert {t.class_path for t in QuantumGraph.load(sub.run_dir / GRAPH_FILE).tasks.values()} \
-        == {OLD_TASK_PATHS[label] for label in graph.tasks}
+        == {OLD_TASK_PATHS.get(label, t.class_path) for label, t in graph.tasks.items()}
     assert again.per_task["coadd"]["succeeded"] == 1 and again.per_task["warp"]["succeeded"] + \
         again.per_task["warp"].get("no_work", 0) == 3
     assert demo.butler.get("coadd", {"field": field, "band": band}, collections="u/test/moved-paths") is not None

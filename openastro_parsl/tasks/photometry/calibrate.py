@@ -30,6 +30,7 @@ from pydantic import Field
 
 from ...astro.jsonable import finite_or_none
 from ...astro.observation import ObservationInfo, observation_info
+from ...astro.refcat import REFCAT_HINT
 from ...astro.wcs import pixel_scale_arcsec, wcs_from_cards
 from ...datastore.image import Image
 from ...pipeline.connections import Connections, Input, Output, PrerequisiteInput
@@ -94,7 +95,7 @@ def calibrate_frame(data: np.ndarray, obs: ObservationInfo, wcs: WCS, refcat: Ta
     ex = extract_sources(data, gain=obs.gain, read_noise=obs.read_noise, saturation=obs.saturation_adu,
                          thresh=c.detect_sigma, minarea=c.min_area, deblend_cont=c.deblend_cont,
                          box=c.background_box, edge_px=c.edge_px, aperture_fwhm=c.aperture_fwhm,
-                         apcorr_fwhm=c.apcorr_fwhm)
+                         apcorr_fwhm=c.apcorr_fwhm, apcorr_model_error=c.apcorr_model_error)
     t = ex.table
     n = len(t)
     scale = pixel_scale_arcsec(wcs)
@@ -172,6 +173,9 @@ class CalibrateConfig(TaskConfig):
     aperture_fwhm: float = Field(2.0, gt=0, description="Photometry aperture radius in units of the frame's FWHM.")
     apcorr_fwhm: float = Field(4.0, gt=0, description="Radius (FWHM) of the large aperture of the curve of growth; "
                                                        "the PSF model supplies the light beyond it.")
+    apcorr_model_error: float = Field(0.005, ge=0, description="Error (fraction) given the PSF model's aperture "
+                                                                "correction when averaging it with the curve of "
+                                                                "growth's (0: the curve of growth alone).")
     match_radius_arcsec: float = Field(2.0, gt=0, description="Cross-match radius on the sky ...")
     match_radius_pix: float = Field(1.5, gt=0, description="... or in pixels, whichever is larger.")
     crowding_radius_fwhm: float = Field(2.0, ge=0, description="A catalogue neighbour within aperture radius + this "
@@ -212,7 +216,7 @@ class CalibrateConnections(Connections):
     raw = Input("raw", ("instrument", "exposure"), "RawImage", doc="The raw frame (ADU).")
     wcsSolution = Input("wcsSolution", ("instrument", "exposure"), "StructuredData",
                         doc="The plate solution (status header / solved / wcs_failed, WCS cards).")
-    refcat = PrerequisiteInput("refcat", ("field",), "Table", doc="The field's reference catalogue.")
+    refcat = PrerequisiteInput("refcat", ("field",), "Table", doc="The field's reference catalogue.", hint=REFCAT_HINT)
     calexp = Output("calexp", ("instrument", "exposure"), "Image",
                     doc="Raw pixels with the solved WCS, MASK and VARIANCE planes and the calibration in the header.")
     src = Output("src", ("instrument", "exposure"), "Table", doc="Calibrated sources.")

@@ -122,7 +122,8 @@ class Extraction:
 def extract_sources(data: np.ndarray, *, gain: float | None, read_noise: float | None, saturation: float | None,
                     thresh: float = 3.0, minarea: int = 5, deblend_cont: float = 0.005, box: int = 64,
                     filter_size: int = 3, edge_px: int = 2, aperture_fwhm: float = 2.0,
-                    aperture_radius: float | None = None, apcorr_fwhm: float = 4.0, min_snr_psf: float = 30.0,
+                    aperture_radius: float | None = None, apcorr_fwhm: float = 4.0, apcorr_model_error: float = 0.005,
+                    min_snr_psf: float = 30.0,
                     min_snr_fwhm: float = 10.0, fwhm_guess: float | None = None, constant_noise: bool = False,
                     mask_sources: bool = True, refine_centroids: bool = True) -> Extraction:
     """Background, detection, PSF shape, windowed centroids, aperture photometry with aperture correction,
@@ -198,7 +199,8 @@ def extract_sources(data: np.ndarray, *, gain: float | None, read_noise: float |
     snr = np.where(ferr > 0, flux / np.where(ferr > 0, ferr, 1.0), 0.0)
     in_big = (x >= r_big) & (x <= nx - 1 - r_big) & (y >= r_big) & (y <= ny - 1 - r_big)
     apc = aperture_correction(planes.sub, planes.sky_var, x, y, r_ap, r_big, psf=psf,
-                              use=(flags == 0) & _isolated(x, y, objs["flux"], r_big + r_ap) & in_big & (snr > 30))
+                              use=(flags == 0) & _isolated(x, y, objs["flux"], r_big + r_ap) & in_big & (snr > 30),
+                              model_error=apcorr_model_error)
     table = Table({
         "x": x, "y": y,
         "flux": flux * apc.value, "flux_err": ferr * apc.value,

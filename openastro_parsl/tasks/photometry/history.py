@@ -1,5 +1,9 @@
-"""An instrument's calibration through time in one band (``zeropointHistory``): one row per exposure, the pooled
-colour term, each zero-point at that colour term, the extinction coefficient."""
+"""An instrument's calibration through time in one band (``zeropointHistory``): one row per exposure, the colour
+term, each zero-point at that colour term, the extinction coefficient.
+
+The colour term and ``zp_pooled`` come from the field-level joint fit (``fieldZeropoints``, see ``ubercal``) for
+every exposure it calibrated; an exposure it lacks falls back to the per-frame fit re-evaluated at the pooled
+colour term (``zp_source`` says which)."""
 
 from __future__ import annotations
 
@@ -22,6 +26,9 @@ class ZeropointHistoryConfig(TaskConfig):
 class ZeropointHistoryConnections(Connections):
     photoCalib = Input("photoCalib", ("instrument", "exposure"), "StructuredData", multiple=True,
                        doc="Every calibrated exposure of the instrument in the band.")
+    fieldZeropoints = Input("fieldZeropoints", ("field",), "Table", multiple=True, minimum=0,
+                            doc="The joint fits of the fields (every field: an instrument's exposures may span "
+                                "several).")
     history = Output("zeropointHistory", ("instrument", "band"), "Table", doc="One row per exposure.")
 
 
@@ -33,10 +40,12 @@ class ZeropointHistoryTask(PipelineTask):
     """The instrument's calibration through time in one band: one row per exposure, the pooled colour term,
     each zero-point re-evaluated at that pooled colour term, and the extinction coefficient.
 
-    A single frame's ten stars cannot pin a colour term; an instrument's hundred frames can. Each exposure's fit
-    fixes zp - CT * <g-r> best (``colour_mean`` is the weighted mean colour of its stars), so its zero-point at
-    the pooled colour term is ``zp + (CT_pooled - CT) * colour_mean`` (``zp_pooled``). Feed ``colour_term``
-    from the meta back into calibrate's ``colour_terms`` config to calibrate with it directly.
+    With the field fits (``fieldZeropoints``), ``zp_pooled`` and the colour term are theirs: a camera's hundred
+    frames of the same ten stars cannot pin its colour term better than those stars' catalogue errors allow, and
+    the joint fit uses every star every camera saw and quotes that error. Without them (or for an exposure they
+    lack): each exposure's fit fixes zp - CT * <g-r> best (``colour_mean`` is the weighted mean colour of its
+    stars), so its zero-point at the pooled colour term is ``zp + (CT_pooled - CT) * colour_mean``. Feed
+    ``colour_term`` from the meta back into calibrate's ``colour_terms`` config to calibrate with it directly.
     """
 
     dimensions = ("instrument", "band")
@@ -44,7 +53,7 @@ class ZeropointHistoryTask(PipelineTask):
     Connections = ZeropointHistoryConnections
     resources = Resources(cores=1, memory_mb=256, walltime_min=5)
 
-    def run(self, photoCalib: list[dict], data_ids=None):
+    def run(self, photoCalib: list[dict], fieldZeropoints: list[Table] | None = None, data_ids=None):
         rows = sorted(photoCalib, key=lambda d: (d.get("mjd_mid") or 0.0, d.get("exposure") or 0))
         if not rows:
             raise NoWorkFound("no calibrated exposures")
@@ -69,8 +78,19 @@ class ZeropointHistoryTask(PipelineTask):
         table["zp_pooled_err"] = np.hypot(zp_at_mean_err, ct_pool_err * cm)
         instrument = rows[0].get("instrument")
         band = rows[0].get("band")
+        joint = _joint_rows(fieldZeropoints or [], instrument, band)
+        found = np.array([int(e) in joint for e in table["exposure"]], dtype=bool)
+        table["zp_source"] = np.where(found, "field", "pooled")
+        if found.any():
+            zj = np.array([joint[int(e)] for e in table["exposure"][found]])
+            table["zp_pooled"][found], table["zp_pooled_err"][found] = zj[:, 0], zj[:, 1]
+            keys = np.unique(zj[:, 2:4], axis=0)  # one colour term per field: average the fields
+            ct_pool = float(np.sum(keys[:, 0] / keys[:, 1] ** 2) / np.sum(1.0 / keys[:, 1] ** 2))
+            ct_pool_err = float(np.sqrt(1.0 / np.sum(1.0 / keys[:, 1] ** 2)))
+            n_ct = int(found.sum())
         meta = {"instrument": instrument, "band": band, "n_exposures": len(rows), "colour_term": ct_pool,
                 "colour_term_err": ct_pool_err, "colour_term_n": n_ct,
+                "colour_term_source": "field" if found.any() else "pooled",
                 "zp_median": float(np.nanmedian(table["zp_pooled"])),
                 "zp_rms": float(np.nanstd(table["zp_pooled"])), "fwhm_median": float(np.nanmedian(table["fwhm_pix"]))}
         ext = fit_extinction(table["airmass"].data, table["zp_pooled"].data, table["zp_pooled_err"].data,
@@ -79,6 +99,17 @@ class ZeropointHistoryTask(PipelineTask):
             meta.update({"zp_airmass0": ext[0], "zp_airmass0_err": ext[1], "extinction": ext[2],
                          "extinction_err": ext[3]})
         table.meta.update(meta)
-        self.log.info("%s %s: %d exposures, CT %.3f +- %.3f, median zp %.3f", instrument, band, len(rows), ct_pool,
-                      ct_pool_err, meta["zp_median"])
+        self.log.info("%s %s: %d exposures (%d from the field fit), CT %.3f +- %.3f, median zp %.3f", instrument,
+                      band, len(rows), int(found.sum()), ct_pool, ct_pool_err, meta["zp_median"])
         return {"history": table}
+
+
+def _joint_rows(tables: list[Table], instrument, band) -> dict[int, tuple[float, float, float, float]]:
+    """exposure -> (zp, zp_err, colour term, its error) of this instrument and band from the field fits."""
+    out = {}
+    for t in tables:
+        for r in t:
+            if str(r["instrument"]) == str(instrument) and str(r["band"]) == str(band) and np.isfinite(r["zp"]):
+                out[int(r["exposure"])] = (float(r["zp"]), float(r["zp_err"]), float(r["colour_term"]),
+                                           float(r["colour_term_err"]))
+    return out
