@@ -6,12 +6,13 @@ import click
 
 from ..butler import Butler
 from ..errors import OpenAstroError
+from ..ingest.campaign import KINDS
 from ..ingest.lctime import SYSTEMS
 from .butler import main
 from .common import console, user_errors
 
 TIME_SYSTEMS = ", ".join(SYSTEMS)
-TARGET_KINDS = ["transit_host", "variable", "transient", "field_star"]  # as define-targets (ingest/campaign.py)
+TARGET_KINDS = list(KINDS)  # as define-targets
 
 
 def _site(text: str | None):

@@ -18,7 +18,7 @@ from ..butler import Butler
 from ..errors import OpenAstroError
 from .tablefile import BadRows, FileTable, TableFileError, angles, read_table
 
-KINDS = ("transit_host", "variable", "transient", "field_star")
+KINDS = ("transit_host", "planet", "variable", "transient", "field_star")  # planet: one planet of a host (K2-24b)
 TARGET_COLUMNS = ("name", "ra", "dec", "kind", "period", "epoch", "duration", "field")
 FIELD_COLUMNS = ("name", "ra", "dec")
 EPHEMERIS = ("period", "epoch", "duration")

@@ -246,8 +246,18 @@ class Registry:
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        with self.engine.begin() as conn:
-            yield conn
+        """One transaction, rolled back on any exception.
+
+        A rollback also forgets the collections and dataset types cached meanwhile: a retry in the same process
+        must not find a run whose creation was undone.
+        """
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except BaseException:
+            self._collections.clear()
+            self._dataset_types.clear()
+            raise
 
     def close(self) -> None:
         self.engine.dispose()

@@ -53,10 +53,10 @@ def test_define_fields_and_targets_rerun_and_refuse(tmp_path):
 
     before = registry_state(repo)
     bad = tmp_path / "bad.csv"
-    bad.write_text("name,ra,dec,kind\nNEW,10,10,variable\nWASP-12,112.5792,29.6722,planet\n")
+    bad.write_text("name,ra,dec,kind\nNEW,10,10,variable\nWASP-12,112.5792,29.6722,moon\n")
     result = CliRunner().invoke(main, ["define-targets", str(repo), str(bad)])
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert f"{bad}:3: kind 'planet' is not one of transit_host, variable, transient, field_star" in result.output
+    assert f"{bad}:3: kind 'moon' is not one of transit_host, planet, variable, transient, field_star" in result.output
     assert registry_state(repo) == before  # NEW (a good row) was not written either
     code, out = run("define-fields", repo)
     assert code == 1 and "give either a FILE of fields or --from-exposures" in out

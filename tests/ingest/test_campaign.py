@@ -90,7 +90,7 @@ def test_bad_rows_are_each_named_and_nothing_is_written(campaign, tmp_path):
     lines = str(info.value).splitlines()
     assert lines[0] == f"{f}: 6 bad row(s); nothing was written"
     assert [ln.split(": ")[0] for ln in lines[1:]] == [f"{f}:{n}" for n in (2, 3, 3, 4, 5, 6, 6, 6, 7)]
-    assert "kind 'star' is not one of transit_host, variable, transient, field_star" in lines[3]
+    assert "kind 'star' is not one of transit_host, planet, variable, transient, field_star" in lines[3]
     assert "is already on" in lines[5] and f"{f}:2" in lines[5]
     assert "not a full Julian date" in lines[7] and "field 'nowhere' is not defined" in lines[8]
     assert snapshot(campaign) == before

@@ -156,3 +156,17 @@ def test_query_data_ids(populated):
     _insert(reg, "run/a", [2, 3])
     rows = reg.query_data_ids(["exposure"], datasets="calexp", collections="run/a")
     assert [r["exposure"] for r in rows] == [2, 3]
+
+
+def test_a_rolled_back_collection_is_forgotten(tmp_path):
+    """A run registered inside a transaction that rolls back does not linger in the registry's cache."""
+    reg = Registry.create(f"sqlite:///{tmp_path / 'r.sqlite3'}")
+    try:
+        with reg.transaction() as conn:
+            reg.register_run("u/a/run", conn=conn)
+            assert reg.has_collection("u/a/run")
+            raise RuntimeError("undo")
+    except RuntimeError:
+        pass
+    assert not reg.has_collection("u/a/run")
+    assert reg.register_run("u/a/run") is True
