@@ -6,6 +6,8 @@
 ``build``        ``LightcurveTask``: the target in every src table, BJD_TDB, colour term, ensemble, outliers
 ``ensemble``     differential (ensemble) photometry: per-frame offsets from all comparison stars at once
 ``periodogram``  ``PeriodSearchTask``: multiband Lomb-Scargle, harmonics by BIC, false-alarm probability
+``multiband``   the shared-phase multiband power from per-band sums (non-uniform FFTs), coarse then exact
+``harmonic``     batched fits of one light-curve shape shared by all bands (amplitude per band)
 ``transit``      ``TransitSearchTask`` (detrend + BLS) and ``TransitTimingTask`` (batman mid-times, O-C)
 ``ttv``          ``TtvFitTask``: nested sampling of a perturber from the O-C (dynesty), checkpointed
 ``ttv_model``    the TTVFast forward model, priors and likelihood ``ttv`` samples

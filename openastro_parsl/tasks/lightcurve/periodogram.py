@@ -1,18 +1,26 @@
 """Period search on a target's light curves: Lomb-Scargle, refined with a multi-harmonic model.
 
-Stage 7a of the pipeline map. Search: astropy's Lomb-Scargle (``fastnifty`` from nifty-ls when it is
-installed, astropy's ``fast`` otherwise) on one band, ``LombScargleMultiband`` (shared sinusoid, per-band
-offsets) when several bands have data, over an automatic frequency grid (1/baseline/``samples_per_peak``
-spacing up to ``1/min_period``). The false-alarm probability of the highest peak is Baluev's analytic bound
-by default, a bootstrap on request.
+Stage 7a of the pipeline map. Search, over an automatic frequency grid (1/baseline/``samples_per_peak`` spacing
+up to ``1/min_period``):
+
+- one band: astropy's Lomb-Scargle (``fastnifty`` from nifty-ls when it is installed, astropy's ``fast``
+  otherwise) on the full grid;
+- several bands: ``multiband.py``'s shared-phase multiband power (VanderPlas & Ivezic 2015: one sinusoid
+  shared by all bands, an offset per band; astropy's ``LombScargleMultiband(nterms_base=1, nterms_band=0)``)
+  from per-band trigonometric sums by non-uniform FFT, on a grid ``coarse_samples_per_peak`` points per peak
+  wide, and summed exactly on the fine grid around its strongest peaks. Its cost is that of a few single-band
+  spectra, not a least-squares solve per frequency (astropy's ``flexible`` method: 40-150x a single-band
+  search on a 5-band, 10-year light curve). ``spectrum`` is this statistic on the coarse grid.
+
+The false-alarm probability of the chosen period is Baluev's analytic bound by default, a bootstrap on request.
 
 Refinement: a sparse ground-based light curve has aliases of almost equal power and a non-sinusoidal
-variable (an RR Lyrae) biases a one-term peak, so the strongest few peaks are re-fitted on a fine grid with a
-linear model — harmonics shared by all bands, a per-band fundamental (amplitudes differ with colour) and one
-offset per instrument x band (each calibration has its own zero-point systematics) — with the number of
-harmonics chosen by BIC and points beyond ``clip_sigma`` of the model dropped. The best chi-square wins.
-Light curves already tied across instruments by ensemble photometry (``meta["ensemble"]``) get one offset per
-band instead: a free offset for an instrument's handful of visits would throw away their phase information.
+variable (an RR Lyrae) biases a one-term peak, so the strongest few peaks are re-fitted on a fine grid with the
+shared-shape model of ``harmonic.py`` (harmonics shared by all bands, amplitude scaled per band, one offset per
+instrument x band: each calibration has its own zero-point systematics), with the number of harmonics chosen by
+BIC and points beyond ``clip_sigma`` of the model dropped. The best chi-square wins. Light curves already tied
+across instruments by ensemble photometry (``meta["ensemble"]``) get one offset per band instead: a free offset
+for an instrument's handful of visits would throw away their phase information.
 """
 
 from __future__ import annotations
@@ -24,19 +32,17 @@ from pydantic import Field
 
 from ...pipeline.connections import Connections, Input, Output
 from ...pipeline.task import NoWorkFound, PipelineTask, Resources, TaskConfig
+from .harmonic import HarmonicFitter, HarmonicModel, harmonic_fit
+from .multiband import fast_method, fast_power, local_maxima, multiband_spectrum
+
+__all__ = ["HarmonicModel", "PeriodResult", "PeriodSearchConfig", "PeriodSearchConnections", "PeriodSearchTask",
+           "fast_method", "folded_plot", "frequency_grid", "harmonic_fit", "lomb_scargle_search",
+           "select_band", "stack_lightcurves"]
 
 
-def fast_method() -> str:
-    """``fastnifty`` when nifty-ls is importable (importing it registers the method with astropy), else ``fast``."""
-    try:
-        import nifty_ls  # noqa: F401
-    except ImportError:
-        return "fast"
-    return "fastnifty"
-
-
-def frequency_grid(t, *, min_period: float, max_period: float | None, samples_per_peak: float) -> np.ndarray:
-    """Evenly spaced frequencies (1/day) from 1/max_period (default: the baseline) to 1/min_period."""
+def grid_limits(t, *, min_period: float, max_period: float | None, samples_per_peak: float):
+    """(fmin, fmax, df) of the search grid in 1/day: df = 1/(samples_per_peak * baseline), from 1/max_period
+    (default: the baseline) to 1/min_period."""
     baseline = float(np.ptp(t))
     if baseline <= 0:
         raise ValueError("light curve spans no time")
@@ -45,72 +51,13 @@ def frequency_grid(t, *, min_period: float, max_period: float | None, samples_pe
     fmax = 1.0 / min_period
     if fmax <= fmin:
         raise ValueError(f"min_period {min_period} d is not below the longest period searched {1 / fmin:.3f} d")
-    return np.arange(max(fmin, df), fmax, df)
+    return max(fmin, df), fmax, df
 
 
-@dataclass
-class HarmonicModel:
-    """y = offset[group] + scale[band] * sum_k (a_k sin 2pi k f t + b_k cos 2pi k f t).
-
-    One light-curve shape shared by all bands, its amplitude scaled per band (a pulsating star's amplitude
-    depends on colour), and one offset per group (instrument x band: each calibration's own zero point).
-    """
-
-    frequency: float
-    nterms: int
-    groups: list[str]
-    offsets: np.ndarray
-    bands: list[str]
-    scales: np.ndarray
-    coef: np.ndarray
-    chi2: float
-    n_params: int
-
-    def shape(self, t) -> np.ndarray:
-        return _harmonics(np.asarray(t, float), self.frequency, self.nterms) @ self.coef
-
-    def __call__(self, t, groups, bands) -> np.ndarray:
-        o = dict(zip(self.groups, self.offsets))
-        sc = dict(zip(self.bands, self.scales))
-        # a group with every point clipped has no offset: NaN (its points stay clipped)
-        return (np.array([o.get(g, np.nan) for g in groups])
-                + np.array([sc.get(b, np.nan) for b in bands]) * self.shape(t))
-
-
-def _harmonics(t, f, nterms):
-    w = 2 * np.pi * f * t
-    return np.vstack([fn(k * w) for k in range(1, nterms + 1) for fn in (np.sin, np.cos)]).T
-
-
-def harmonic_fit(t, y, dy, f, groups, bands, nterms, n_iter=4) -> HarmonicModel:
-    """Weighted least squares of the HarmonicModel at frequency f (alternating: offsets + shape with the band
-    scales fixed, then offsets + scales with the shape fixed; the reference band, the one with most points,
-    keeps scale 1)."""
-    ug, gi = np.unique(groups, return_inverse=True)
-    ub, bi = np.unique(bands, return_inverse=True)
-    ref = int(np.argmax(np.bincount(bi)))
-    G = np.zeros((len(t), len(ug)))
-    G[np.arange(len(t)), gi] = 1.0
-    H = _harmonics(t, f, nterms)
-    w = 1.0 / dy
-    scales = np.ones(len(ub))
-    for it in range(n_iter if len(ub) > 1 else 1):
-        X = np.hstack([G, H * scales[bi][:, None]]) * w[:, None]
-        sol, *_ = np.linalg.lstsq(X, y * w, rcond=None)
-        offsets, coef = sol[:len(ug)], sol[len(ug):]
-        if len(ub) == 1:
-            break
-        h = H @ coef
-        others = [b for b in range(len(ub)) if b != ref]
-        S = np.vstack([np.where(bi == b, h, 0.0) for b in others]).T
-        rest = y - h * (bi == ref)
-        sol2, *_ = np.linalg.lstsq(np.hstack([G, S]) * w[:, None], rest * w, rcond=None)
-        offsets = sol2[:len(ug)]
-        scales[others] = sol2[len(ug):]
-    model = G @ offsets + scales[bi] * (H @ coef)
-    r = (y - model) * w
-    return HarmonicModel(float(f), nterms, list(ug), offsets, list(ub), scales.copy(), coef, float(r @ r),
-                         len(ug) + 2 * nterms + len(ub) - 1)
+def frequency_grid(t, *, min_period: float, max_period: float | None, samples_per_peak: float) -> np.ndarray:
+    """Evenly spaced frequencies (1/day) from 1/max_period (default: the baseline) to 1/min_period."""
+    fmin, fmax, df = grid_limits(t, min_period=min_period, max_period=max_period, samples_per_peak=samples_per_peak)
+    return np.arange(fmin, fmax, df)
 
 
 @dataclass
@@ -142,8 +89,8 @@ class PeriodResult:
         return {
             "period": self.period, "period_err": self.period_err, "frequency": self.frequency, "power": self.power,
             "fap": self.fap, "fap_method": self.fap_method, "method": self.method, "nterms": self.nterms,
-            "band_scales": dict(zip(self.model.bands, self.model.scales.tolist())),
-            "group_offsets": dict(zip(self.model.groups, self.model.offsets.tolist())),
+            "band_scales": dict(zip(self.model.bands, self.model.scales.tolist(), strict=True)),
+            "group_offsets": dict(zip(self.model.groups, self.model.offsets.tolist(), strict=True)),
             "n_points": self.n_points, "n_clipped": self.n_clipped, "bands": self.bands, "chi2_red": self.chi2_red,
             "n_frequencies": int(len(self.grid)), "min_frequency": float(self.grid[0]),
             "max_frequency": float(self.grid[-1]), "candidates": self.candidates,
@@ -151,30 +98,36 @@ class PeriodResult:
         }
 
 
-def _refine(t, y, dy, groups, bands, f0, df, nterms, n_fine=41):
-    """Chi-square minimum within one grid step of f0: a coarse then a zoomed fine grid."""
-    def scan(ff):
-        return np.array([harmonic_fit(t, y, dy, x, groups, bands, nterms).chi2 for x in ff])
-
+def _refine(fitter: HarmonicFitter, f0, df, nterms, n_fine=9):
+    """Chi-square minimum within one grid step of f0: a scan, a zoomed scan around its lowest point, then the
+    vertex of the parabola through the lowest three. The band scales of the fit at f0 are held fixed across
+    the scans (one linear solve per frequency; the amplitude ratios do not change across one peak).
+    Returns the zoomed scan (frequencies, chi-squares), the index of its lowest point and the vertex."""
+    scales = fitter.model(f0, nterms).scales
     ff = np.linspace(f0 - df, f0 + df, n_fine)
-    k = int(np.argmin(scan(ff)))
+    k = int(np.argmin(fitter.chi2(ff, nterms, scales)))
     step = ff[1] - ff[0]
-    ff = np.linspace(ff[k] - 2 * step, ff[k] + 2 * step, n_fine)
-    chi = scan(ff)
-    return ff, chi, int(np.argmin(chi))
+    ff = np.linspace(ff[k] - step, ff[k] + step, n_fine)
+    chi = fitter.chi2(ff, nterms, scales)
+    k = int(np.argmin(chi))
+    f_min = ff[k]
+    if 0 < k < len(ff) - 1:
+        c2, c1, _ = np.polyfit(ff[k - 1:k + 2] - ff[k], chi[k - 1:k + 2], 2)
+        if c2 > 0:
+            f_min = ff[k] + float(np.clip(-c1 / (2 * c2), ff[k - 1] - ff[k], ff[k + 1] - ff[k]))
+    return ff, chi, k, f_min
 
 
 def lomb_scargle_search(t, y, dy, bands=None, groups=None, *, min_period=0.1, max_period=None,
                         samples_per_peak=10.0, n_candidates=5, max_nterms=3, clip_sigma=5.0,
-                        fap_method="baluev", n_bootstrap=300, seed=0, method="auto") -> PeriodResult:
+                        fap_method="baluev", n_bootstrap=300, seed=0, method="auto",
+                        coarse_samples_per_peak=3.0, n_coarse_peaks=50) -> PeriodResult:
     """Search, then refine the best peaks; see the module docstring. ``y`` in magnitudes (or any flux unit).
 
     Clipping: a point is dropped when its residual from the refined model exceeds ``clip_sigma`` times its
     error scaled by its band's robust residual scatter (at least 1).
     """
     from astropy.stats import mad_std
-    from astropy.timeseries import LombScargle, LombScargleMultiband
-    from scipy.signal import find_peaks
 
     t, y, dy = (np.asarray(a, dtype=float) for a in (t, y, dy))
     n = len(t)
@@ -184,44 +137,45 @@ def lomb_scargle_search(t, y, dy, bands=None, groups=None, *, min_period=0.1, ma
     t, y, dy, bands, groups = t[ok], y[ok], dy[ok], bands[ok], groups[ok]
     if len(t) < 3 * (1 + 2 * 1) + len(np.unique(groups)):
         raise ValueError(f"{len(t)} points are too few for a period search")
-    grid = frequency_grid(t, min_period=min_period, max_period=max_period, samples_per_peak=samples_per_peak)
-    df = grid[1] - grid[0]
+    if fap_method not in ("baluev", "bootstrap"):
+        raise ValueError(f"fap_method must be 'baluev' or 'bootstrap', not {fap_method!r}")
+    fmin, fmax, df = grid_limits(t, min_period=min_period, max_period=max_period, samples_per_peak=samples_per_peak)
     ubands = sorted(set(bands))
     multiband = len(ubands) > 1
+    single = fast_method() if method == "auto" else method
     # centre each band on its weighted mean so the one-term search and the FAP see variability only
     yc = y.copy()
     for b in ubands:
         m = bands == b
         yc[m] -= np.average(y[m], weights=dy[m] ** -2)
+    spectrum_kw = {"fmin": fmin, "fmax": fmax, "df": df, "coarse_samples_per_peak": coarse_samples_per_peak,
+                   "samples_per_peak": samples_per_peak, "n_peaks": max(n_coarse_peaks, n_candidates)}
     if multiband:
-        ls = LombScargleMultiband(t, yc, bands, dy, nterms_base=1, nterms_band=0)
-        used = "multiband-flexible"
-        power = ls.power(grid, method="flexible")
+        used = "multiband-shared-phase"
+        spec = multiband_spectrum(t, yc, dy, bands, **spectrum_kw)
+        grid, power, cand_f = spec.grid, spec.power, spec.peak_frequency[:n_candidates]
     else:
-        ls = LombScargle(t, yc, dy)
-        used = fast_method() if method == "auto" else method
-        power = ls.power(grid, method=used, assume_regular_frequency=True)
-    power = np.nan_to_num(np.asarray(power, dtype=float))
-    peaks, _ = find_peaks(np.concatenate([[-np.inf], power, [-np.inf]]))
-    peaks = peaks - 1
-    peaks = peaks[np.argsort(power[peaks])[::-1][:n_candidates]]
+        used = single
+        grid = np.arange(fmin, fmax, df)
+        power = fast_power(t, yc, dy, grid, single)
+        cand_f = grid[local_maxima(power)[:n_candidates]]
 
     keep = np.ones(len(t), dtype=bool)
     best = None
     for it in range(4):  # refine, clip points far from the best model, refine again
-        tk, yk, dk, gk, bk = t[keep], y[keep], dy[keep], groups[keep], bands[keep]
+        fitter = HarmonicFitter(t[keep], y[keep], dy[keep], groups[keep], bands[keep])
 
-        def refined(j, nt):
-            ff, chi, k = _refine(tk, yk, dk, gk, bk, grid[j], df, nt)
-            npar = harmonic_fit(tk, yk, dk, ff[k], gk, bk, nt).n_params
-            return {"f": ff[k], "chi2": chi[k], "bic": chi[k] + npar * np.log(len(tk)), "nterms": nt,
-                    "ff": ff, "chi": chi, "k": k, "npar": npar}
+        def refined(f0, nt, fitter=fitter):
+            ff, chi, k, f_min = _refine(fitter, f0, df, nt)
+            model = fitter.model(f_min, nt)  # the scales free again at the minimum
+            return {"f": f_min, "chi2": model.chi2, "bic": model.chi2 + model.n_params * np.log(len(fitter.t)),
+                    "nterms": nt, "ff": ff, "chi": chi, "k": k, "npar": model.n_params, "model": model}
 
         # harmonics by BIC at the strongest peak, then the candidates compared with that model
-        nt = min((refined(peaks[0], n) for n in range(1, max_nterms + 1)), key=lambda r: r["bic"])["nterms"]
-        results = [refined(j, nt) for j in peaks]
+        nt = min((refined(cand_f[0], n) for n in range(1, max_nterms + 1)), key=lambda r: r["bic"])["nterms"]
+        results = [refined(f0, nt) for f0 in cand_f]
         best = min(results, key=lambda r: r["chi2"])
-        model = harmonic_fit(tk, yk, dk, best["f"], gk, bk, nt)
+        model = best["model"]
         resid = (y - model(t, groups, bands)) / dy
         new_keep = np.ones(len(t), dtype=bool)
         for b in ubands:  # each band against its own scatter, never below the quoted errors (small groups overfit)
@@ -232,28 +186,41 @@ def lomb_scargle_search(t, y, dy, bands=None, groups=None, *, min_period=0.1, ma
             break
         keep = new_keep
 
+    assert best is not None  # the loop runs at least once
     f_best = float(best["f"])
     npts = int(keep.sum())
     chi2_red = float(best["chi2"] / max(npts - best["npar"], 1))
     ff, chi, k = best["ff"], best["chi"], best["k"]
     period_err = _period_error(ff, chi, k, chi2_red, f_best)
-    power_best = float(np.asarray(ls.power(np.array([f_best])) if multiband
-                                  else ls.power(np.array([f_best]), method="slow")).ravel()[0])
-    fmax = float(grid[-1])
+    power_best = _one_term_power(t, yc, dy, bands, f_best, multiband)
     if fap_method == "baluev":
         from astropy.timeseries.periodograms.lombscargle._statistics import fap_baluev
 
         fap = float(fap_baluev(power_best, fmax, t, yc, dy, normalization="standard"))
-    elif fap_method == "bootstrap":
-        fap = _bootstrap_fap(power_best, t, yc, dy, bands, grid, multiband, n_bootstrap, seed, used)
+    elif multiband:  # the shared-phase power against the search's highest peaks on resampled data
+        fap = _bootstrap_fap(power_best, t, yc, dy, bands, n_bootstrap, seed,
+                             lambda yy, ee: float(multiband_spectrum(t, yy, ee, bands, **spectrum_kw).peak_power[0]))
     else:
-        raise ValueError(f"fap_method must be 'baluev' or 'bootstrap', not {fap_method!r}")
+        fap = _bootstrap_fap(power_best, t, yc, dy, bands, n_bootstrap, seed,
+                             lambda yy, ee: float(np.max(fast_power(t, yy, ee, grid, single))))
     cands = sorted({round(1 / r["f"], 8): r for r in results}.values(), key=lambda r: r["chi2"])
     return PeriodResult(
         period=1 / f_best, period_err=period_err, frequency=f_best, power=power_best, fap=fap,
         fap_method=fap_method, method=used, nterms=nt, model=model, n_points=npts, n_clipped=int((~keep).sum()),
         bands=ubands, chi2_red=chi2_red, grid=grid, spectrum=power, keep=keep,
         candidates=[{"period": float(1 / r["f"]), "chi2": float(r["chi2"])} for r in cands])
+
+
+def _one_term_power(t, yc, dy, bands, f, multiband) -> float:
+    """Lomb-Scargle power of one sinusoid at f: shared by all bands (one offset each) when there are several
+    (astropy's ``LombScargleMultiband``, one frequency, so its per-frequency solve costs nothing)."""
+    from astropy.timeseries import LombScargle, LombScargleMultiband
+
+    if multiband:
+        p = LombScargleMultiband(t, yc, bands, dy, nterms_base=1, nterms_band=0).power(np.array([f]))
+    else:
+        p = LombScargle(t, yc, dy).power(np.array([f]), method="slow")
+    return float(np.asarray(p).ravel()[0])
 
 
 def _period_error(ff, chi, k, chi2_red, f_best) -> float:
@@ -268,11 +235,9 @@ def _period_error(ff, chi, k, chi2_red, f_best) -> float:
     return float(sigma_f / f_best**2)
 
 
-def _bootstrap_fap(power, t, y, dy, bands, grid, multiband, n_bootstrap, seed, method) -> float:
+def _bootstrap_fap(observed, t, y, dy, bands, n_bootstrap, seed, peak_of) -> float:
     """Share of resampled light curves (values drawn with replacement within each band, times kept) whose
-    highest peak reaches ``power``; resolution 1/n_bootstrap."""
-    from astropy.timeseries import LombScargle, LombScargleMultiband
-
+    highest peak (``peak_of(y, dy)``) reaches ``observed``; resolution 1/n_bootstrap."""
     rng = np.random.default_rng(seed)
     idx_by_band = [np.flatnonzero(bands == b) for b in np.unique(bands)]
     maxima = np.empty(n_bootstrap)
@@ -280,12 +245,8 @@ def _bootstrap_fap(power, t, y, dy, bands, grid, multiband, n_bootstrap, seed, m
         pick = np.empty(len(t), dtype=int)
         for idx in idx_by_band:
             pick[idx] = rng.choice(idx, size=len(idx), replace=True)
-        if multiband:
-            p = LombScargleMultiband(t, y[pick], bands, dy[pick], nterms_base=1, nterms_band=0).power(grid)
-        else:
-            p = LombScargle(t, y[pick], dy[pick]).power(grid, method=method, assume_regular_frequency=True)
-        maxima[i] = np.nanmax(p)
-    return float((np.sum(maxima >= power) + 1) / (n_bootstrap + 1))
+        maxima[i] = peak_of(y[pick], dy[pick])
+    return float((np.sum(maxima >= observed) + 1) / (n_bootstrap + 1))
 
 
 def folded_plot(t, y, dy, bands, groups, result: PeriodResult, title: str = ""):
@@ -293,7 +254,7 @@ def folded_plot(t, y, dy, bands, groups, result: PeriodResult, title: str = ""):
     from matplotlib.figure import Figure
 
     m = result.model
-    offsets = dict(zip(m.groups, m.offsets))
+    offsets = dict(zip(m.groups, m.offsets, strict=True))
     keep = result.keep if result.keep is not None else np.ones(len(t), bool)
     fig = Figure(figsize=(8, 6.5), layout="constrained")
     ax0, ax1 = fig.subplots(2, 1, height_ratios=[1, 2])
@@ -307,7 +268,7 @@ def folded_plot(t, y, dy, bands, groups, result: PeriodResult, title: str = ""):
     colours = {"g": "tab:green", "r": "tab:red", "i": "tab:purple"}
     grid = np.linspace(0, 2, 400)
     shape = m.shape(t0 + grid / result.frequency)
-    for b, scale in zip(m.bands, m.scales):
+    for b, scale in zip(m.bands, m.scales, strict=True):
         sel = bands == b
         ref = float(np.mean([offsets[g] for g in set(groups[sel]) if g in offsets]))
         yy = y + ref - np.array([offsets.get(g, np.nan) for g in groups])
@@ -331,7 +292,9 @@ class PeriodSearchConfig(TaskConfig):
     max_period: float | None = Field(None, gt=0, description="Longest period searched (days); default: the baseline.")
     samples_per_peak: float = Field(10.0, gt=0, description="Grid points per peak width 1/baseline.")
     method: str = Field("auto", description="Single-band Lomb-Scargle method: auto (fastnifty if nifty-ls is installed, else fast), fast, slow, cython, ...")
-    multiband: bool = Field(True, description="Search all bands together (LombScargleMultiband) when more than one has data.")
+    band: str | None = Field(None, description="Search this band alone (e.g. r); an error names the bands present when it has no light curve. Default: all bands together (see multiband).")
+    multiband: bool = Field(True, description="With no `band`: search all bands together when more than one has data; false: the band with most points alone.")
+    coarse_samples_per_peak: float = Field(3.0, gt=0, description="Grid points per peak width of the multiband search's coarse grid (its peaks are then found again on the samples_per_peak grid).")
     min_points_per_band: int = Field(5, ge=1, description="A band with fewer points is left out.")
     n_candidates: int = Field(5, ge=1, description="Peaks re-fitted with the multi-harmonic model.")
     max_nterms: int = Field(3, ge=1, le=6, description="Most harmonics the refinement may use (chosen by BIC).")
@@ -373,6 +336,23 @@ def stack_lightcurves(lightcurves, *, use_outliers=False, min_points_per_band=1,
     return tuple(np.concatenate(a) for a in (ts, ys, ds, bs, gs))
 
 
+def select_band(bands, band, multiband, name, lightcurves=(), min_points=1) -> np.ndarray:
+    """Mask of the points searched: ``band`` alone when set (ValueError naming the target and the bands present
+    when it is absent or too thin), else all of them (``multiband``) or the band with most points."""
+    present = sorted(set(bands.tolist()))
+    if band is not None:
+        if band not in present:
+            given = sorted({str(lc.meta.get("band", "x")) for lc in lightcurves} - set(present))
+            thin = f"; {', '.join(given)} had fewer than {min_points} usable points" if given else ""
+            raise ValueError(f"target {name}: periodSearch band {band!r} has no light curve to search "
+                             f"(bands present: {', '.join(present)}{thin})")
+        return bands == band
+    if multiband or len(present) == 1:
+        return np.ones(len(bands), bool)
+    counts = {b: int(np.sum(bands == b)) for b in present}
+    return bands == max(counts, key=counts.__getitem__)
+
+
 class PeriodSearchTask(PipelineTask):
     """Lomb-Scargle period, FAP and folded plot for one target over all its bands."""
 
@@ -392,15 +372,13 @@ class PeriodSearchTask(PipelineTask):
         name = (data_id or {}).get("target") or (lightcurves[0].meta.get("target") if lightcurves else "target")
         if stacked is None:
             raise NoWorkFound(f"target {name}: no band has {cfg.min_points_per_band} usable points")
-        t, y, dy, bands, groups = stacked
-        if not cfg.multiband and len(set(bands)) > 1:
-            counts = {b: int(np.sum(bands == b)) for b in set(bands)}
-            keep = bands == max(counts, key=counts.get)
-            t, y, dy, bands, groups = t[keep], y[keep], dy[keep], bands[keep], groups[keep]
+        keep = select_band(stacked[3], cfg.band, cfg.multiband, name, lightcurves, cfg.min_points_per_band)
+        t, y, dy, bands, groups = (a[keep] for a in stacked)
         res = lomb_scargle_search(t, y, dy, bands, groups, min_period=cfg.min_period, max_period=cfg.max_period,
                                   samples_per_peak=cfg.samples_per_peak, n_candidates=cfg.n_candidates,
                                   max_nterms=cfg.max_nterms, clip_sigma=cfg.clip_sigma, fap_method=cfg.fap_method,
-                                  n_bootstrap=cfg.n_bootstrap, seed=cfg.seed, method=cfg.method)
+                                  n_bootstrap=cfg.n_bootstrap, seed=cfg.seed, method=cfg.method,
+                                  coarse_samples_per_peak=cfg.coarse_samples_per_peak)
         self.log.info("target %s: P = %.6f +- %.6f d, power %.3f, FAP %.2g (%s, %s, nterms %d)", name, res.period,
                       res.period_err, res.power, res.fap, res.fap_method, res.method, res.nterms)
         out = res.summary()
