@@ -33,10 +33,13 @@ class DemoRepo:
         return json.loads(self.truth_path.read_text())
 
 
-def make_demo_repo(root: str | Path, *, seed: int = 42, size: str = "small", raw: bool = False) -> DemoRepo:
+def make_demo_repo(root: str | Path, *, seed: int = 42, size: str = "small", raw: bool = False,
+                   asteroids: int = 0) -> DemoRepo:
     """Create (or top up) ``root`` with the demo survey; safe to run again (ingest skips what it has).
 
     ``raw``: the survey's raw mode (instrument signatures and calibration frames, ``docs/calibration.md``).
+    ``asteroids``: that many minor planets cross the field; their orbit file is registered as ``mpcorb`` in the
+    ``orbits`` run, which the default chain then searches (``docs/vetting.md``).
     """
     from .sim.survey import generate_survey
 
@@ -47,13 +50,17 @@ def make_demo_repo(root: str | Path, *, seed: int = 42, size: str = "small", raw
     fresh = True
     if truth_path.exists():
         old = json.loads(truth_path.read_text())
-        fresh = not (old.get("seed") == seed and old.get("size") == size and bool(old.get("raw_mode")) == raw)
+        n_old = len(old.get("asteroids", {}).get("bodies", []))
+        fresh = not (old.get("seed") == seed and old.get("size") == size and bool(old.get("raw_mode")) == raw
+                     and n_old == asteroids)
         if fresh and butler.registry.query_collections(RAW_RUN):
             raise SystemExit(f"{root} already holds a demo survey made with seed {old.get('seed')}, size "
-                             f"{old.get('size')}{', raw mode' if old.get('raw_mode') else ''}; use a new repository "
-                             f"for seed {seed}, size {size}{', raw mode' if raw else ''}")
+                             f"{old.get('size')}{', raw mode' if old.get('raw_mode') else ''}"
+                             f"{f', {n_old} asteroids' if n_old else ''}; use a new repository "
+                             f"for seed {seed}, size {size}{', raw mode' if raw else ''}"
+                             f"{f', {asteroids} asteroids' if asteroids else ''}")
     if fresh:
-        generate_survey(survey_dir, seed=seed, size=size, raw_mode=raw)
+        generate_survey(survey_dir, seed=seed, size=size, raw_mode=raw, asteroids=asteroids)
     truth = json.loads(truth_path.read_text())
     reg = butler.registry
     reg.sync_dimension_records("field", [{"name": f["name"], "ra": f["ra"], "dec": f["dec"]} for f in truth["fields"]])
@@ -70,6 +77,15 @@ def make_demo_repo(root: str | Path, *, seed: int = 42, size: str = "small", raw
         if not have:
             rows = refcat[refcat["field"] == f["name"]] if "field" in refcat.colnames else refcat
             butler.put(rows, REFCAT, {"field": f["name"]}, run=REFCAT_RUN)
-    reg.set_chain(DEFAULTS, [RAW_RUN, REFCAT_RUN])
+    chain = [RAW_RUN, REFCAT_RUN]
+    if truth.get("asteroids"):
+        from .astro.mpcorb import read_mpcorb
+        from .ingest.orbits import MPCORB, ORBITS_RUN, register_orbits
+
+        if not (reg.query_collections(ORBITS_RUN) and reg.get_dataset_type(MPCORB.name, missing_ok=True)
+                and reg.query_datasets(MPCORB.name, [ORBITS_RUN], data_id={})):
+            register_orbits(butler, read_mpcorb(survey_dir / truth["asteroids"]["file"]), run=ORBITS_RUN, chain=None)
+        chain.append(ORBITS_RUN)
+    reg.set_chain(DEFAULTS, chain)
     reg.set_collection_doc(DEFAULTS, "raws and reference catalogues of the demo survey")
     return DemoRepo(butler, survey_dir, truth_path, report)

@@ -230,4 +230,4 @@ def verify(repo: str) -> None:
 
 
 # Command groups that live in their own modules (one job each); importing them adds their commands to `main`.
-from . import calib_cmds, campaign_cmds, lightcurve_cmds  # noqa: E402,F401
+from . import calib_cmds, campaign_cmds, lightcurve_cmds, orbit_cmds  # noqa: E402,F401

@@ -18,11 +18,14 @@ from .common import console, user_errors
 @click.option("--size", type=click.Choice(["small", "medium"]), default="small", show_default=True)
 @click.option("--raw", is_flag=True, help="Raw mode: frames carry bias, dark current and flat field, and each camera's "
                                           "bias, dark and flat frames are ingested too (docs/calibration.md).")
+@click.option("--asteroids", type=click.IntRange(0, 20), default=0, show_default=True,
+              help="Minor planets crossing the field after the template epochs; their orbit file is registered as "
+                   "`mpcorb` for alert vetting (docs/vetting.md).")
 @user_errors
-def main(repo: str, seed: int, size: str, raw: bool) -> None:
+def main(repo: str, seed: int, size: str, raw: bool, asteroids: int) -> None:
     """Write a synthetic survey with known truth into REPO and ingest it as raws."""
     t0 = time.perf_counter()
-    demo = make_demo_repo(repo, seed=seed, size=size, raw=raw)
+    demo = make_demo_repo(repo, seed=seed, size=size, raw=raw, asteroids=asteroids)
     truth = demo.truth
     console.print(f"demo survey (seed {seed}, size {size}) in {demo.survey_dir}; truth: {demo.truth_path}")
     console.print(demo.report.summary())
@@ -50,5 +53,9 @@ def main(repo: str, seed: int, size: str, raw: bool) -> None:
                       f"openastro-butler certify-calibrations {repo} calib/masters calib/all --begin YYYYMMDD --end "
                       "YYYYMMDD (docs/calibration.md)")
     console.print(f"targets: {', '.join(t['name'] + ' (' + t['kind'] + ')' for t in truth['targets'])}")
+    if truth.get("asteroids"):
+        bodies = truth["asteroids"]["bodies"]
+        console.print(f"asteroids: {', '.join(b['designation'] for b in bodies)} (orbits in "
+                      f"{demo.survey_dir / truth['asteroids']['file']}, registered as mpcorb in run orbits)")
     console.print(Text.assemble("input collection for pipelines: ", (DEFAULTS, "bold"),
                                 f" ({time.perf_counter() - t0:.1f} s)"))

@@ -460,6 +460,9 @@ class Planner:
                         inputs[c.name] = [node]
                     continue
                 found = prereqs[c.dataset_type].index(shared).get(tuple(row.get(d) for d in shared), [])
+                if not found and c.optional:  # the task does without it (and says so in its output)
+                    inputs[c.name] = []
+                    continue
                 if not found or (not c.multiple and len(found) > 1):
                     problem = "none found" if not found else f"{len(found)} found, 1 expected"
                     missing_prereqs.append(_MissingPrereq(c.dataset_type, tuple((d, row.get(d)) for d in shared),

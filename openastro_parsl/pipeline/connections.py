@@ -38,6 +38,9 @@ class Connection:
     # Further dataset types of a regular input, in order: a data ID the first type lacks (in the inputs and
     # among the pipeline's outputs) takes the next (`connections: {raw: [postIsrImage, raw]}`).
     alternatives: tuple[str, ...] = ()
+    # A prerequisite the task can do without (an orbit file for vetting): none found is not a planning error;
+    # the task gets the list of those found, empty when there are none.
+    optional: bool = False
 
     @property
     def dataset_types(self) -> tuple[str, ...]:
@@ -79,15 +82,18 @@ def Input(dataset_type: str, dimensions: Iterable[str], storage_class: str, *, m
 
 def PrerequisiteInput(dataset_type: str, dimensions: Iterable[str], storage_class: str, *,
                       multiple: bool = False, doc: str = "", calibration: bool = False,
-                      hint: str = "") -> Connection:
+                      hint: str = "", optional: bool = False) -> Connection:
     """An input that must already exist in the input collections (a reference catalogue, a calibration).
 
     ``calibration=True``: the dataset certified (``openastro-butler certify-calibrations``) with a validity
     range holding the night of the quantum's exposure, looked up in the CALIBRATION collections of the inputs.
     ``hint``: what a user whose plan lacks one should run, e.g. ``"openastro-butler ingest-refcat {repo} FILE
     --field {field}"``; the planner prints it after the missing data ID with ``{repo}`` and the data ID's
-    dimensions filled in.
+    dimensions filled in. ``optional=True``: planning goes on without one (``run`` gets a list, empty if none).
     """
+    if optional:  # a list, possibly empty: ``run`` receives [] when the input collections hold none
+        return Connection(dataset_type, _dims(dimensions), storage_class, True, doc, "prerequisite", minimum=0,
+                          calibration=calibration, hint=hint, optional=True)
     return Connection(dataset_type, _dims(dimensions), storage_class, multiple, doc, "prerequisite",
                       calibration=calibration, hint=hint)
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..astro.jsonable import jsonable
 from ..astro.wcs import wcs_from_cards
+from . import asteroids as sso
 from . import headers, lightcurves, planet, rawmode, render, schedule, sky
 from .astro import airmass, altitude_deg, moon_illumination
 from .instruments import SITES, Instrument, make_instruments
@@ -44,6 +45,7 @@ class SurveyManifest:
     n_refcat: int
     exposures_per_instrument: dict[str, int] = field(default_factory=dict)
     calibration_files: tuple[Path, ...] = ()  # raw mode: the bias, dark and flat frames (also in raw/)
+    orbit_file: Path | None = None  # asteroids: their orbits in MPCORB format
 
 
 def _rng(seed: int, *tags) -> np.random.Generator:
@@ -240,13 +242,53 @@ def _exposure_record(fr: _Frame, hdr, fname: str, targets, src, counts, data) ->
     }
 
 
-def generate_survey(outdir: Path, *, seed: int = 42, size: str = "small", raw_mode: bool = False) -> SurveyManifest:
+ASTEROIDS_AFTER_NIGHTS = 25.0  # asteroids pass after the template epochs (pipelines/transient.yaml: 20 nights)
+
+
+def _asteroid_frames(frames: list[_Frame], field: str, after_mjd: float) -> list[dict]:
+    """What sim.asteroids needs of the good frames of a field: time, site, centre, half-width."""
+    out = []
+    for fr in frames:
+        if fr.corrupt is None and fr.plan.field == field and fr.plan.mjd_mid > after_mjd:
+            site = SITES[fr.plan.site]
+            out.append({"mjd": fr.plan.mjd_mid, "lon": site.lon, "lat": site.lat, "height": site.height_m,
+                        "ra": fr.wcs["CRVAL1"], "dec": fr.wcs["CRVAL2"],
+                        "half_width_arcsec": 0.5 * min(fr.inst.shape) * fr.inst.pixel_scale - 5.0})
+    return out
+
+
+def _add_asteroids(frames: list[_Frame], srcs: list, bodies: list) -> list[dict]:
+    """Append each body to the sources of the frames of its field (ids -2, -3, ...); per frame, where it is."""
+    per_frame: list[dict] = [{} for _ in frames]
+    if not bodies:
+        return per_frame
+    mjd = np.array([fr.plan.mjd_mid for fr in frames])
+    sites = [SITES[fr.plan.site] for fr in frames]
+    for k, b in enumerate(bodies):
+        ra, dec, v = sso.track(b, mjd, [s.lon for s in sites], [s.lat for s in sites], [s.height_m for s in sites])
+        r = v + sso.R_MINUS_V
+        for i, fr in enumerate(frames):
+            x, y = (float(c) for c in wcs_from_cards(fr.wcs).wcs_world2pix(ra[i], dec[i], 0))
+            if not _in_frame(fr.inst, x, y, -20.0):
+                continue
+            ids, names, sx, sy, mag, colour = srcs[i]
+            m = r[i] + (sso.GR_COLOUR if fr.plan.band == "g" else 0.0)
+            srcs[i] = (np.append(ids, -2 - k), np.append(names, b.designation), np.append(sx, x), np.append(sy, y),
+                       np.append(mag, m), np.append(colour, sso.GR_COLOUR))
+            per_frame[i][b.designation] = {"ra": float(ra[i]), "dec": float(dec[i]), "x": x, "y": y,
+                                           "in_frame": bool(_in_frame(fr.inst, x, y)), "mag": float(m)}
+    return per_frame
+
+
+def generate_survey(outdir: Path, *, seed: int = 42, size: str = "small", raw_mode: bool = False,
+                    asteroids: int = 0) -> SurveyManifest:
     """Write raw/*.fits, refcat.ecsv and truth.json under `outdir` and describe them.
 
     Re-running into the same directory replaces raw/*.fits.  Deterministic in `seed`. ``raw_mode`` adds each
     camera's instrument signature (bias pattern, dark current, flat field, hot and dead pixels: ``signature``)
     to the science frames and writes its bias, dark and flat frames (``calframes``); without it every output
-    byte is what it always was.
+    byte is what it always was. ``asteroids``: that many main-belt minor planets cross the first field after
+    the template epochs (``sim.asteroids``), their orbits written to ``mpcorb.dat``; with 0 nothing changes.
     """
     if size not in SIZES:
         raise ValueError(f"size must be one of {SIZES}, not {size!r}")
@@ -286,6 +328,10 @@ def generate_survey(outdir: Path, *, seed: int = 42, size: str = "small", raw_mo
     _set_barycentric_times(frames)
     # Sources per frame (needed to decide which frames may lose their WCS).
     srcs = [_sources(fr, stars, variables, transient, system) for fr in frames]
+    bodies = (sso.make_asteroids(_rng(seed, "asteroids"), asteroids, fields[0], targets,
+                                 _asteroid_frames(frames, fields[0].name, schedule.SEASON_START + ASTEROIDS_AFTER_NIGHTS))
+              if asteroids > 0 else [])
+    on_frame = _add_asteroids(frames, srcs, bodies)
     wrng = _rng(seed, "wcs-share")
     for name, inst in instruments.items():
         idx = [i for i, fr in enumerate(frames) if fr.inst.name == name and fr.corrupt is None]
@@ -297,7 +343,7 @@ def generate_survey(outdir: Path, *, seed: int = 42, size: str = "small", raw_mo
 
     sigs = rawmode.signatures(seed, instruments) if raw_mode else {}
     exposures, exposure_files, corrupt = [], [], []
-    for fr, (ids, names, x, y, mag, colour) in zip(frames, srcs):
+    for fr, (ids, names, x, y, mag, colour), seen in zip(frames, srcs, on_frame, strict=True):
         inst, p = fr.inst, fr.plan
         counts = _counts_e(fr, mag, colour)
         expected = fr.sky_e + render.star_image(inst.shape, x, y, counts, fr.fwhm_px, inst.psf_beta)
@@ -329,6 +375,8 @@ def generate_survey(outdir: Path, *, seed: int = 42, size: str = "small", raw_mo
         exposure_files.append(path)
 
         exposures.append(_exposure_record(fr, hdr, fname, targets, (ids, names, x, y, mag, colour), counts, data))
+        if bodies:
+            exposures[-1]["asteroids"] = seen
 
     observed = sorted({e["transit_epoch"] for e in exposures if e["purpose"] == "transit"})
     truth = {
@@ -363,6 +411,13 @@ def generate_survey(outdir: Path, *, seed: int = 42, size: str = "small", raw_mo
     if raw_mode:
         truth["photometry_model"] = rawmode.PHOTOMETRY_MODEL
         truth["raw_mode"], calib_files = rawmode.write_calibration(seed, instruments, sigs, frames, raw, outdir)
+    orbit_file = None
+    if bodies:
+        orbit_file = outdir / "mpcorb.dat"
+        sso.write_mpcorb(bodies, orbit_file)
+        truth["asteroids"] = {"file": orbit_file.name, "bodies": [b.truth() for b in bodies],
+                              "model": "two-body orbits; frames show them where these MPCORB lines put them "
+                                       "(astro.orbits, topocentric, light time), V from H-G, r = V - 0.2, g - r = 0.55"}
     truth_path = outdir / "truth.json"
     truth_path.write_text(json.dumps(jsonable(truth, nonfinite="keep"), indent=1, allow_nan=False) + "\n")
 
@@ -376,5 +431,5 @@ def generate_survey(outdir: Path, *, seed: int = 42, size: str = "small", raw_mo
         refcat=refcat_path, truth=truth_path,
         n_exposures=len(exposures), n_corrupt=len(corrupt), n_refcat=len(stars),
         exposures_per_instrument=per_inst,
-        calibration_files=tuple(calib_files),
+        calibration_files=tuple(calib_files), orbit_file=orbit_file,
     )

@@ -5,16 +5,22 @@ from __future__ import annotations
 import json
 import math
 
+import astropy.units as u
 import numpy as np
 import pytest
-import astropy.units as u
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from openastro_parsl.tasks.transient import (AlertsConfig, AlertsTask, DiffimTask, KnownSource, RealBogusTask,
-                                             select_alerts)
+from openastro_parsl.tasks.transient import (
+    AlertsConfig,
+    AlertsTask,
+    DiffimTask,
+    KnownSource,
+    RealBogusTask,
+    select_alerts,
+)
 from openastro_parsl.tasks.transient.diffim import FLAGS
 from openastro_parsl.tasks.transient.training import truth_calexp, truth_template
 
@@ -123,8 +129,109 @@ def test_selection_rules_on_a_table():
     # only row 0 survives: 1 low score, 2 fading, 3 low S/N, 4 on the edge, 5 a catalogued star 0.5" away
     assert ok.tolist() == [True, False, False, False, False, False]
     assert info["reasons"] == {"low_score": 1, "low_snr": 1, "fading": 1, "flagged": 1, "catalogued": 1,
-                               "known_variable": 0}
+                               "known_variable": 0, "known_ssobject": 0}
     assert info["radius_arcsec"] == pytest.approx(2.25)  # 1.5 FWHM x 0.5"/px > 2"
+
+
+# (1) Ceres as MPC published it (tests/astro/test_minor_planets.py, tests/data/real/README.md)
+CERES = ("00001    3.33  0.15 K232P  17.21569   73.47045   80.26013   10.58634  0.0788175  0.21411523   2.7671817  0 "
+         "MPO719049  7258 123 1801-2022 0.65 M-v 30l MPCLINUX   0000      (1) Ceres              20220916")
+
+
+def _ceres_frame(tmp_path):
+    """Three brightening candidates of a frame taken at CTIO on MJD 59928.9: one on Ceres' predicted position
+    (3" east of it), one 40" north of it, and a fading one on it; plus their stamps and the orbit table."""
+    from openastro_parsl.astro.mpcorb import read_mpcorb
+    from openastro_parsl.astro.orbits import predict
+
+    f = tmp_path / "MPCORB.DAT"
+    f.write_text(CERES + "\n")
+    orbits = read_mpcorb(f)
+    site = (-70.8049, -30.1674, 2198.0)
+    eph = predict(orbits, 59928.9, site)
+    ra0, dec0 = float(eph.ra[0]), float(eph.dec[0])
+    cos = np.cos(np.radians(dec0))
+    t = Table({"id": np.arange(3), "ra": [ra0 + 3 / 3600 / cos, ra0, ra0], "dec": [dec0, dec0 + 40 / 3600, dec0],
+               "x": [10.0, 20.0, 30.0], "y": [10.0] * 3, "flux": [500.0, 500.0, -500.0], "flux_err": [10.0] * 3,
+               "snr": [50.0, 50.0, -50.0], "mag": [17.0] * 3, "mag_err": [0.02] * 3, "rb_score": [0.99] * 3,
+               "fwhm": [3.0] * 3, "flags": [0] * 3})
+    t.meta.update({"psf_fwhm": 3.0, "pixel_scale_arcsec": 0.5, "mjd_mid": 59928.9, "band": "r",
+                   "site_lon": site[0], "site_lat": site[1], "site_elev": site[2]})
+    stamp = np.zeros((3, 9, 9))
+    cutouts = {"id": np.arange(3), "science": stamp, "reference": stamp, "difference": stamp,
+               "sigma": np.ones((3, 9, 9))}
+    return t, cutouts, orbits, (ra0, dec0)
+
+
+def test_a_known_minor_planet_is_not_alerted(tmp_path):
+    t, cutouts, orbits, (ra0, dec0) = _ceres_frame(tmp_path)
+    out = AlertsTask().run(t, cutouts, None, orbits=[orbits], data_id={"instrument": "lco1m", "exposure": 7})
+    s = out["alerts"]
+    json.dumps(s)
+    assert [a["candidate_id"] for a in s["alerts"]] == [1]  # 40" away: clear; the fading one is not a brightening
+    assert s["rejected"]["known_ssobject"] == 2 and s["rejected"]["fading"] == 1
+    (known,) = s["known_ssobjects"]  # only the one that nothing else rejected
+    v = known["vetting"]["ssobject"]
+    assert known["candidate_id"] == 0 and v["decision"] == "known_ssobject" and v["known_ssobject"] == "(1) Ceres"
+    assert v["offset_arcsec"]["east"] == pytest.approx(3.0, abs=0.01)
+    assert v["offset_arcsec"]["north"] == pytest.approx(0.0, abs=0.01)
+    alert = s["alerts"][0]["vetting"]["ssobject"]
+    assert alert["status"] == "vetted" and alert["decision"] == "clear"
+    assert alert["nearest"]["designation"] == "(1) Ceres" and alert["nearest"]["sep_arcsec"] == pytest.approx(40, abs=0.1)
+    sv = s["ssobject_vetting"]
+    assert sv["status"] == "vetted" and sv["topocentric"] and sv["n_orbits"] == 1
+    assert [p["designation"] for p in sv["predicted"]] == ["(1) Ceres"]
+    # a smaller radius than the offset: the candidate is alerted, and its vetting says how near Ceres was
+    s2 = AlertsTask(AlertsConfig(ssobject_radius_arcsec=2.0)).run(t, cutouts, None, orbits=[orbits])["alerts"]
+    assert sorted(a["candidate_id"] for a in s2["alerts"]) == [0, 1] and not s2["known_ssobjects"]
+
+
+def test_without_an_orbit_file_alerts_are_unvetted_not_lost(tmp_path):
+    t, cutouts, _, _ = _ceres_frame(tmp_path)
+    for orbits in ([], None):
+        s = AlertsTask().run(t, cutouts, None, orbits=orbits)["alerts"]
+        assert sorted(a["candidate_id"] for a in s["alerts"]) == [0, 1]
+        assert s["ssobject_vetting"]["status"] == "unvetted" and "ingest-orbits" in s["ssobject_vetting"]["note"]
+        for a in s["alerts"]:
+            assert a["vetting"]["ssobject"]["decision"] == "unvetted"
+            assert "ingest-orbits" in a["vetting"]["ssobject"]["note"]
+    # a frame without a mid-exposure time cannot be vetted either, and says so
+    t.meta.pop("mjd_mid")
+    s = AlertsTask().run(t, cutouts, None, orbits=[_ceres_frame(tmp_path)[2]])["alerts"]
+    assert s["ssobject_vetting"]["status"] == "unvetted" and "MJD-MID" in s["ssobject_vetting"]["note"]
+
+
+def test_a_broken_orbit_table_is_an_error_naming_the_quantum(tmp_path):
+    t, cutouts, orbits, _ = _ceres_frame(tmp_path)
+    orbits["e"] = np.nan
+    with pytest.raises(Exception, match="exposure=7: mpcorb: row 1: e is not finite"):
+        AlertsTask().run(t, cutouts, None, orbits=[orbits], data_id={"instrument": "lco1m", "exposure": 7})
+
+
+def test_catalogued_sources_flag_host_galaxies_and_keep_variables_out(tmp_path):
+    """A candidate 3" from a catalogued galaxy's centre (radius 8") is alerted with host_galaxy and its offset; one
+    on a catalogued variable is not alerted; without knownSources the block says not_configured."""
+    t, cutouts, _, (ra0, dec0) = _ceres_frame(tmp_path)
+    cos = np.cos(np.radians(dec0))
+    known = Table({"name": ["NGC 9999", "V* XX Sex", "faint galaxy"], "ra": [ra0, ra0, ra0 + 0.1],
+                   "dec": [dec0, dec0 + 40 / 3600, dec0], "kind": ["galaxy", "variable", "galaxy"],
+                   "radius_arcsec": [8.0, 0.0, 10.0]})
+    t["ra"][0] = ra0 + 3 / 3600 / cos
+    s = AlertsTask().run(t, cutouts, None, orbits=[], known=[known])["alerts"]
+    assert [a["candidate_id"] for a in s["alerts"]] == [0] and s["rejected"]["catalogued_source"] == 1
+    a = s["alerts"][0]
+    v = a["vetting"]["catalogued_sources"]
+    assert v["decision"] == "host_galaxy" and a["host_galaxy"]["name"] == "NGC 9999"
+    assert a["host_galaxy"]["offset_arcsec"]["east"] == pytest.approx(3.0, abs=0.01)
+    assert a["host_galaxy"]["sep_arcsec"] == pytest.approx(3.0, abs=0.01)
+    # not flagging galaxies, and accepting variables: both alerted, neither flagged
+    cfg = AlertsConfig(flag_host_galaxies=False, reject_known_kinds=[])
+    s2 = AlertsTask(cfg).run(t, cutouts, None, orbits=[], known=[known])["alerts"]
+    assert sorted(a["candidate_id"] for a in s2["alerts"]) == [0, 1]
+    assert all(a["host_galaxy"] is None for a in s2["alerts"])
+    s3 = AlertsTask().run(t, cutouts, None, orbits=[], known=[])["alerts"]
+    assert all(a["vetting"]["catalogued_sources"]["status"] == "not_configured" for a in s3["alerts"])
+    assert "catalogued_source" not in s3["rejected"]
 
 
 @pytest.mark.slow

@@ -4,7 +4,15 @@ A candidate becomes an alert when the CNN calls it real (score above the thresho
 positive difference), it is significant, its footprint is clean (not on the frame edge or outside the
 template), and nothing known sits there: no reference-catalogue source and no listed known variable within
 the match radius (the larger of a fixed radius and a multiple of the seeing, since a residual of a catalogued
-star can be offset by up to about a FWHM).
+star can be offset by up to about a FWHM), and no known minor planet predicted there at the frame's
+mid-exposure time (from the repository's ``mpcorb`` orbit file, when the inputs hold one: docs/vetting.md).
+
+Every alert carries a ``vetting`` block saying what it was checked against and what was nearest; a candidate
+that is a known minor planet is listed under ``known_ssobjects`` (designation, predicted offset), not alerted.
+Without an orbit file the alerts are marked ``unvetted`` for minor planets, with a note naming the command.
+With the field's ``knownSources`` (catalogued galaxies, variables, quasars: ``ingest-known-sources``), a
+candidate on a catalogued variable or quasar is not alerted and one inside a catalogued galaxy is alerted with
+a ``host_galaxy`` flag and its offset from the nucleus (a supernova candidate is exactly that).
 """
 
 from __future__ import annotations
@@ -17,11 +25,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ...astro.jsonable import finite_or_none
 from ...astro.match import nearest
+from ...astro.minor_planets import SsMatch, match_minor_planets
 from ...pipeline.connections import Connections, Input, Output, PrerequisiteInput
 from ...pipeline.task import PipelineTask, Resources, TaskConfig
 from .diffim import FLAGS
 
-__all__ = ["KnownSource", "select_alerts", "alert_figure", "AlertsTask"]
+__all__ = ["KnownSource", "ORBITS_HINT", "select_alerts", "alert_figure", "AlertsTask", "ssobject_vetting"]
+
+# What an alert without minor-planet vetting tells the user to run (also the prerequisite's hint).
+ORBITS_HINT = ("add a minor-planet orbit file with `openastro-butler ingest-orbits {repo} MPCORB.DAT[.gz]` "
+               "(or `openastro-butler fetch-orbits {repo}` on a machine with a network)")
 
 
 class KnownSource(BaseModel):
@@ -42,9 +55,52 @@ class AlertsConfig(TaskConfig):
     known_variables: list[KnownSource] = Field(default_factory=list,
                                                description="Known variables / transients never to alert on.")
     max_stamps: int = Field(25, ge=1, description="Most alerts drawn in the alertStamps PNG (highest score first).")
+    ssobject_radius_arcsec: float = Field(
+        20.0, gt=0, description="A candidate this close to a predicted minor planet is that body; it must cover the "
+                                "two-body prediction error (arcseconds to tens of arcseconds, docs/vetting.md).")
+    ssobject_mag_limit: float | None = Field(
+        22.0, description="Minor planets predicted fainter than this V are not matched (None: all of them).")
+    reject_known_kinds: list[str] = Field(["variable", "qso"], description="knownSources kinds that keep a "
+                                          "candidate within the match radius from alerting.")
+    flag_host_galaxies: bool = Field(True, description="Flag alerts inside a knownSources galaxy (its radius).")
 
 
-def select_alerts(scored: Table, refcat: Table | None, config: AlertsConfig) -> tuple[np.ndarray, dict]:
+def ssobject_vetting(scored: Table, orbits: Table | None, config: AlertsConfig) -> SsMatch | None:
+    """The frame's candidates matched to the minor planets of ``orbits`` at its mid-exposure time (None: no
+    orbit file, or no usable time)."""
+    mjd = float(scored.meta.get("mjd_mid", np.nan))
+    if orbits is None or not np.isfinite(mjd):
+        return None
+    meta = scored.meta
+    site = ((float(meta["site_lon"]), float(meta["site_lat"]), float(meta.get("site_elev", 0.0) or 0.0))
+            if meta.get("site_lon") is not None and meta.get("site_lat") is not None else None)
+    return match_minor_planets(orbits, mjd, np.asarray(scored["ra"], float), np.asarray(scored["dec"], float),
+                               config.ssobject_radius_arcsec, site=site, mag_limit=config.ssobject_mag_limit)
+
+
+def _known_sources(scored: Table, known: Table | None, radius: float, config: AlertsConfig):
+    """Per candidate: the nearest catalogued source (index, separation "), whether it is a rejected kind within
+    the match radius, and the galaxy it lies in (index, -1 if none)."""
+    n = len(scored)
+    if known is None or len(known) == 0:
+        return np.full(n, -1), np.full(n, np.inf), np.zeros(n, bool), np.full(n, -1)
+    from ...astro.match import angular_separation
+
+    sep = angular_separation(np.asarray(scored["ra"], float)[:, None], np.asarray(scored["dec"], float)[:, None],
+                             np.asarray(known["ra"], float)[None, :], np.asarray(known["dec"], float)[None, :]) * 3600
+    idx = np.argmin(sep, axis=1)
+    near = sep[np.arange(n), idx]
+    kinds = np.asarray(known["kind"]).astype(str)
+    rejected = np.any((sep <= radius) & np.isin(kinds, config.reject_known_kinds)[None, :], axis=1)
+    inside = np.where((kinds == "galaxy")[None, :] & (sep <= np.asarray(known["radius_arcsec"], float)[None, :]),
+                      sep, np.inf)
+    host = np.where(np.isfinite(inside.min(axis=1)), np.argmin(inside, axis=1), -1) if config.flag_host_galaxies \
+        else np.full(n, -1)
+    return idx, near, rejected, host
+
+
+def select_alerts(scored: Table, refcat: Table | None, config: AlertsConfig,
+                  ss: SsMatch | None = None, known: Table | None = None) -> tuple[np.ndarray, dict]:
     """Boolean mask of the alerting rows and, per row, why each other one was not (for the summary)."""
     n = len(scored)
     if n == 0:
@@ -67,9 +123,17 @@ def select_alerts(scored: Table, refcat: Table | None, config: AlertsConfig) -> 
         "flagged": (flags & config.reject_flags) != 0,
         "catalogued": cat_sep <= radius,
         "known_variable": kv_sep <= radius,
+        "known_ssobject": ss.matched if ss is not None else np.zeros(n, bool),
     }
+    ks_idx, ks_sep, ks_rejected, host = _known_sources(scored, known, radius, config)
+    if known is not None:
+        reasons["catalogued_source"] = ks_rejected
     ok = ~np.logical_or.reduce(list(reasons.values()))
-    extra = {"radius_arcsec": radius, "cat_idx": cat_idx, "cat_sep": cat_sep, "kv_idx": kv_idx, "kv_sep": kv_sep}
+    # the candidates that only vetting against minor planets kept from alerting
+    only_ss = reasons["known_ssobject"] & ~np.logical_or.reduce(
+        [v for k, v in reasons.items() if k != "known_ssobject"])
+    extra = {"radius_arcsec": radius, "cat_idx": cat_idx, "cat_sep": cat_sep, "kv_idx": kv_idx, "kv_sep": kv_sep,
+             "only_ssobject": only_ss, "ks_idx": ks_idx, "ks_sep": ks_sep, "host": host}
     return ok, {"reasons": {k: int(v.sum()) for k, v in reasons.items()}, **extra}
 
 
@@ -86,7 +150,7 @@ def alert_figure(cutouts: dict, rows: list[int], titles: list[str], empty_text: 
         ax.text(0.5, 0.5, empty_text, ha="center", va="center")
     else:
         fig, axes = plt.subplots(len(rows), 3, figsize=(6.6, 2.3 * len(rows)), squeeze=False)
-        for r, (i, title) in enumerate(zip(rows, titles)):
+        for r, (i, title) in enumerate(zip(rows, titles, strict=True)):
             sig = np.asarray(cutouts["sigma"][i], float)
             h = sig.shape[0] // 2
             s = float(np.median(sig[max(h - 2, 0):h + 3, max(h - 2, 0):h + 3])) or 1.0
@@ -110,6 +174,11 @@ class AlertsConnections(Connections):
     scored = Input("diaSrcScored", ("instrument", "exposure"), "Table", doc="Candidates with rb_score.")
     cutouts = Input("diaCutouts", ("instrument", "exposure"), "NumpyArrays", doc="Their stamps.")
     refcat = PrerequisiteInput("refcat", ("field",), "Table", doc="The field's reference catalogue.")
+    known = PrerequisiteInput("knownSources", ("field",), "Table", optional=True,
+                              doc="Catalogued galaxies, variables, quasars of the field (ingest-known-sources).")
+    orbits = PrerequisiteInput("mpcorb", (), "Table", optional=True, hint=ORBITS_HINT,
+                               doc="Minor-planet orbits (openastro-butler ingest-orbits); without them alerts are "
+                                   "marked unvetted for minor planets.")
     alerts = Output("alerts", ("instrument", "exposure"), "StructuredData", doc="Alert records (JSON).")
     stamps = Output("alertStamps", ("instrument", "exposure"), "Plot", doc="Cutouts of the alerts (PNG).")
 
@@ -122,39 +191,30 @@ class AlertsTask(PipelineTask):
     Connections = AlertsConnections
     resources = Resources(cores=1, memory_mb=512, walltime_min=5)
 
-    def run(self, scored, cutouts, refcat, data_id=None):
+    def run(self, scored, cutouts, refcat, orbits=None, known=None, data_id=None):
         c = self.config
         did = dict(data_id) if data_id else {}
         where = ", ".join(f"{k}={v}" for k, v in did.items()) or "diaSrcScored"
         if "rb_score" not in scored.colnames:
             raise ValueError(f"{where}: diaSrcScored has no rb_score column (run rbClassify first)")
-        ok, info = select_alerts(scored, refcat, c)
+        orbit_table = _orbit_table(orbits, where)
+        ss = ssobject_vetting(scored, orbit_table, c) if len(scored) else None
+        known_table = (known if isinstance(known, Table) else known[0]) if known else None
+        ok, info = select_alerts(scored, refcat, c, ss, known_table)
         meta = scored.meta
         instrument = str(did.get("instrument", meta.get("instrument", "")))
         exposure = int(did.get("exposure", meta.get("exposure", -1)))
         ids = np.asarray(cutouts.get("id", np.arange(len(scored))))
         row_of = {int(v): k for k, v in enumerate(ids)}
+        ss_summary = _ss_summary(ss, orbit_table, meta, where, c)
         alerts = []
         order = np.flatnonzero(ok)[np.argsort(-np.asarray(scored["rb_score"])[ok])] if len(scored) else []
         for rank, i in enumerate(order):
-            r = scored[int(i)]
-            cid = int(r["id"]) if "id" in scored.colnames else int(i)
-            ci = info["cat_idx"][i]
-            nearest_ref = None
-            if ci >= 0 and refcat is not None and len(refcat):
-                nearest_ref = {"id": int(refcat["id"][ci]), "sep_arcsec": float(info["cat_sep"][i]),
-                               "r": float(refcat["r"][ci]) if "r" in refcat.colnames else None}
-            alerts.append({
-                "alert_id": f"{instrument}-{exposure}-{cid}", "instrument": instrument, "exposure": exposure,
-                "band": str(meta.get("band", "")), "mjd": float(meta.get("mjd_mid", np.nan)),
-                "candidate_id": cid, "ra": float(r["ra"]), "dec": float(r["dec"]),
-                "x": float(r["x"]), "y": float(r["y"]), "flux": float(r["flux"]),
-                "flux_err": float(r["flux_err"]), "snr": float(r["snr"]),
-                "mag": finite_or_none(r["mag"]), "mag_err": finite_or_none(r["mag_err"]),
-                "rb_score": float(r["rb_score"]), "fwhm_pix": float(r["fwhm"]), "flags": int(r["flags"]),
-                "nearest_refcat": nearest_ref, "stamp_row": rank if rank < c.max_stamps else None,
-                "cutout_index": row_of.get(cid),
-            })
+            rec = self._record(scored, int(i), refcat, known_table, info, ss, ss_summary, instrument, exposure)
+            rec.update({"stamp_row": rank if rank < c.max_stamps else None, "cutout_index": row_of.get(rec["candidate_id"])})
+            alerts.append(rec)
+        known_sso = [self._record(scored, int(i), refcat, known_table, info, ss, ss_summary, instrument, exposure)
+                     for i in np.flatnonzero(info.get("only_ssobject", np.zeros(0, bool)))]
         shown = alerts[:c.max_stamps]
         png = alert_figure(cutouts, [a["cutout_index"] for a in shown],
                            [f"{a['alert_id']}\nm={a['mag']:.2f} rb={a['rb_score']:.2f}" if a["mag"] is not None
@@ -166,9 +226,124 @@ class AlertsTask(PipelineTask):
             if len(scored) else 0, "n_alerts": len(alerts), "rejected": info.get("reasons", {}),
             "criteria": {"rb_threshold": c.rb_threshold, "snr_min": c.snr_min, "positive_only": c.positive_only,
                          "match_radius_arcsec": float(info.get("radius_arcsec", c.match_radius_arcsec)),
-                         "reject_flags": c.reject_flags},
-            "rb_version": meta.get("rb_version"), "alerts": alerts,
+                         "reject_flags": c.reject_flags, "ssobject_radius_arcsec": c.ssobject_radius_arcsec,
+                         "ssobject_mag_limit": c.ssobject_mag_limit},
+            "rb_version": meta.get("rb_version"), "ssobject_vetting": ss_summary, "alerts": alerts,
+            "known_ssobjects": known_sso,
         }
-        self.log.info("%s: %d candidates, %d scored real, %d alerts", where, summary["n_candidates"],
-                      summary["n_real"], len(alerts))
+        self.log.info("%s: %d candidates, %d scored real, %d alerts, %d known minor planet(s)%s", where,
+                      summary["n_candidates"], summary["n_real"], len(alerts), len(known_sso),
+                      "" if ss_summary["status"] == "vetted" else f" (minor planets unvetted: {ss_summary['note']})")
         return {"alerts": summary, "stamps": png}
+
+    def _record(self, scored, i, refcat, known, info, ss, ss_summary, instrument, exposure) -> dict:
+        """One candidate as an alert record, with its vetting block."""
+        c = self.config
+        r = scored[i]
+        meta = scored.meta
+        cid = int(r["id"]) if "id" in scored.colnames else i
+        ci = info["cat_idx"][i]
+        radius = float(info["radius_arcsec"])
+        nearest_ref = None
+        if ci >= 0 and refcat is not None and len(refcat):
+            nearest_ref = {"id": int(refcat["id"][ci]), "sep_arcsec": float(info["cat_sep"][i]),
+                           "r": float(refcat["r"][ci]) if "r" in refcat.colnames else None}
+        kv = c.known_variables
+        ki = int(info["kv_idx"][i])
+        vetting = {
+            "refcat": {"decision": "catalogued" if nearest_ref and nearest_ref["sep_arcsec"] <= radius else "clear",
+                       "radius_arcsec": radius, "nearest": nearest_ref},
+            "known_variables": {"decision": "known_variable" if info["kv_sep"][i] <= radius else "clear",
+                                "nearest": {"name": kv[ki].name, "sep_arcsec": float(info["kv_sep"][i])}
+                                if ki >= 0 and kv else None},
+            "ssobject": _ss_vetting(ss, i, r, ss_summary),
+            "catalogued_sources": _ks_vetting(known, info, i, r, radius, c),
+        }
+        return {
+            "alert_id": f"{instrument}-{exposure}-{cid}", "instrument": instrument, "exposure": exposure,
+            "band": str(meta.get("band", "")), "mjd": float(meta.get("mjd_mid", np.nan)),
+            "candidate_id": cid, "ra": float(r["ra"]), "dec": float(r["dec"]),
+            "x": float(r["x"]), "y": float(r["y"]), "flux": float(r["flux"]),
+            "flux_err": float(r["flux_err"]), "snr": float(r["snr"]),
+            "mag": finite_or_none(r["mag"]), "mag_err": finite_or_none(r["mag_err"]),
+            "rb_score": float(r["rb_score"]), "fwhm_pix": float(r["fwhm"]), "flags": int(r["flags"]),
+            "nearest_refcat": nearest_ref, "host_galaxy": vetting["catalogued_sources"].get("host_galaxy"),
+            "vetting": vetting,
+        }
+
+
+def _ks_vetting(known: Table | None, info: dict, i: int, row, radius: float, c: AlertsConfig) -> dict:
+    """One candidate against the field's catalogued sources: the nearest, and the decision."""
+    if known is None:
+        return {"status": "not_configured", "decision": "clear",
+                "note": "no knownSources for this field (openastro-butler ingest-known-sources)"}
+    out: dict = {"status": "vetted", "radius_arcsec": radius, "decision": "clear", "nearest": None}
+    k = int(info["ks_idx"][i])
+    if k >= 0:
+        out["nearest"] = {"name": str(known["name"][k]), "kind": str(known["kind"][k]),
+                          "sep_arcsec": float(info["ks_sep"][i])}
+        if out["nearest"]["kind"] in c.reject_known_kinds and info["ks_sep"][i] <= radius:
+            out["decision"] = f"catalogued_{out['nearest']['kind']}"
+    h = int(info["host"][i])
+    if h >= 0:
+        dec0 = np.deg2rad(float(known["dec"][h]))
+        east = ((float(row["ra"]) - float(known["ra"][h]) + 180.0) % 360.0 - 180.0) * np.cos(dec0) * 3600.0
+        north = (float(row["dec"]) - float(known["dec"][h])) * 3600.0
+        out["host_galaxy"] = {"name": str(known["name"][h]), "offset_arcsec": {"east": float(east),
+                              "north": float(north)}, "sep_arcsec": float(np.hypot(east, north)),
+                              "radius_arcsec": float(known["radius_arcsec"][h])}
+        if out["decision"] == "clear":
+            out["decision"] = "host_galaxy"
+    return out
+
+
+def _orbit_table(orbits, where: str) -> Table | None:
+    """The orbit datasets the quantum was given as one table (None when there are none)."""
+    from astropy.table import vstack
+
+    from ...astro.mpcorb import validate_orbits
+
+    if orbits is None:
+        return None
+    tables = [orbits] if isinstance(orbits, Table) else list(orbits)
+    if not tables:
+        return None
+    t = tables[0] if len(tables) == 1 else vstack(tables, metadata_conflicts="silent")
+    return validate_orbits(t, f"{where}: mpcorb")
+
+
+def _ss_summary(ss: SsMatch | None, orbits: Table | None, meta, where: str, c: AlertsConfig) -> dict:
+    """The frame's minor-planet vetting: vetted (how many orbits, which bodies were predicted nearby) or why not."""
+    if ss is None:
+        if orbits is None:
+            note = "no minor-planet orbit file in the inputs: " + ORBITS_HINT.replace("{repo}", "REPO")
+        elif not np.isfinite(float(meta.get("mjd_mid", np.nan))):
+            note = f"{where}: no mid-exposure time (MJD-MID) to predict minor planets at"
+        else:
+            note = "no candidates to vet"
+        return {"status": "unvetted" if note != "no candidates to vet" else "vetted", "note": note,
+                "n_orbits": 0 if orbits is None else len(orbits)}
+    p = ss.predicted
+    return {"status": "vetted", "n_orbits": ss.n_orbits, "radius_arcsec": ss.radius_arcsec,
+            "topocentric": ss.topocentric, "notes": ss.notes,
+            "source": None if orbits is None else orbits.meta.get("source"),
+            "predicted": [{"designation": str(p.designation[j]), "ra": float(p.ra[j]), "dec": float(p.dec[j]),
+                           "mag_v": float(p.mag_v[j]), "rate_arcsec_per_hour": float(p.rate_arcsec_per_hour[j])}
+                          for j in np.argsort(p.mag_v)[:50]]}
+
+
+def _ss_vetting(ss: SsMatch | None, i: int, row, ss_summary: dict) -> dict:
+    """One candidate's minor-planet decision: known_ssobject (designation, predicted offset) or clear."""
+    if ss is None:
+        return {"status": ss_summary["status"], "decision": "unvetted" if ss_summary["status"] == "unvetted"
+                else "clear", "note": ss_summary.get("note")}
+    body = ss.body(i)
+    out: dict = {"status": "vetted", "decision": "known_ssobject" if bool(ss.matched[i]) else "clear",
+                 "radius_arcsec": ss.radius_arcsec, "nearest": body or None}
+    if body:
+        dec0 = np.deg2rad(body["dec"])
+        dra = ((float(row["ra"]) - body["ra"] + 180.0) % 360.0 - 180.0) * np.cos(dec0) * 3600.0
+        out["offset_arcsec"] = {"east": float(dra), "north": float((float(row["dec"]) - body["dec"]) * 3600.0)}
+    if ss.matched[i]:
+        out["known_ssobject"] = body["designation"]
+    return out

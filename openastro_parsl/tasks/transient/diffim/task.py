@@ -116,6 +116,9 @@ class DiffimTask(PipelineTask):
             "kernel_method": res.method, "convolved": res.convolved, "kernel_sum": res.kernel_sum,
             "kernel_stars": res.kernel_stars, "noise_factor": res.noise_factor,
             "pixel_scale_arcsec": pixel_scale_arcsec(calexp.wcs),
+            # where the telescope stands (calibrate's cards): alerts predict minor planets topocentrically
+            **{k: float(h[card]) for k, card in (("site_lat", "SITELAT"), ("site_lon", "SITELONG"),
+                                                 ("site_elev", "SITEELEV")) if isinstance(h.get(card), (int, float))},
         })
         if data_id:
             cands.meta["exposure"] = int(dict(data_id).get("exposure", -1))
