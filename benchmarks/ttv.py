@@ -1,28 +1,33 @@
-"""TTV inference cost: TTVFast calls per second, and a full ttvFit inference's wall time.
+"""TTV inference cost and calibration: likelihood calls/s and ttvFit wall time for one and two planets, and
+the demo perturber's recovery over several noise seeds.
 
-The system is the demo's (truth.json of a freshly generated small survey): the hot Jupiter b and its
-near-2:1 perturber c, b's N-body transit times at the demo's observed epochs plus 1-2 minutes of Gaussian
-noise. The inference uses wide priors (mass 1e-6..1e-2 Msun, period 1.5..3 x P_b, e < 0.2, free angles),
-the default fixed known-planet mass, and a pool of --cores worker processes.
+One planet: the demo survey's hot Jupiter b (truth.json of a freshly generated small survey) with its
+non-transiting near-2:1 perturber c fitted as a perturber; b's N-body transit times at the demo's observed
+epochs plus 1-2 minutes of Gaussian noise. Two planets: K2-24 b and c from ../shared/data/real (Petigura et
+al. 2018, BKJD), both transiting, all ten parameters free.
 
-    python benchmarks/ttv.py                       # calls/s, then the inference with 250 live points on 2 cores
-    python benchmarks/ttv.py --nlive 500 --cores 2
-    python benchmarks/ttv.py --skip-inference
+    python benchmarks/ttv.py                         # calls/s of both, then both inferences (nlive 150, 2 cores)
+    python benchmarks/ttv.py --skip-inference        # calls/s only
+    python benchmarks/ttv.py --demo-seeds 5          # + perturber mass/period inside the 95 % intervals, per seed
 
-Last line: ttvfast_calls_per_s=... loglike_calls_per_s=... [nlive=... cores=... wall_s=... ncall=...
-truth_in_95=...].
+Last line: one_planet_calls_per_s=... two_planet_calls_per_s=... [one_planet_wall_s=... one_planet_ncall=...
+two_planet_wall_s=... two_planet_ncall=...] [demo_seeds_truth_in_95=k/n].
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+K2_24 = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "k2-24_petigura2018_transit_times.txt"
+M_EARTH_MSUN = 3.003489596e-6
 
 
 def demo_truth() -> dict:
@@ -33,41 +38,44 @@ def demo_truth() -> dict:
         return json.loads((Path(tmp) / "survey" / "truth.json").read_text())
 
 
-def transit_table(truth: dict, seed: int):
+def demo_table(truth: dict, seed: int):
     from astropy.table import Table
-
-    from openastro_parsl.tasks.lightcurve.ttv_model import fit_linear_ephemeris
 
     p = truth["planet"]
     ep, tt = np.array(p["epochs"]), np.array(p["transit_times"])
     sel = np.isin(ep, p["observed_epochs"])
     rng = np.random.default_rng(seed)
     err = rng.uniform(60.0, 120.0, sel.sum()) / 86400.0
-    t_obs = tt[sel] + rng.normal(0.0, err)
-    t0, period, _ = fit_linear_ephemeris(ep[sel], t_obs, err)
-    table = Table({"epoch": ep[sel], "t_obs": t_obs, "t_obs_err": err, "t_pred": t0 + period * ep[sel]})
-    table["oc"] = table["t_obs"] - table["t_pred"]
-    table["oc_err"] = err
-    table.meta.update(period=period, t0=t0)
-    return table
+    return Table({"epoch": ep[sel], "t_obs": tt[sel] + rng.normal(0.0, err), "t_obs_err": err})
 
 
-def ttvfast_rate(truth: dict, seconds: float) -> float:
-    """Bare ttvfast.ttvfast calls/s for the demo's two planets over the demo season."""
-    import ttvfast
-    from ttvfast.models import Planet
+def demo_config(**kw):
+    from openastro_parsl.tasks.lightcurve.ttv import TtvFitConfig
 
-    tv = truth["planet"]["ttvfast"]
-    planets = [Planet(*(p[k] for k in Planet.KEYS)) for p in tv["planets"]]
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        ttvfast.ttvfast(planets, truth["planet"]["stellar_mass_msun"], tv["t0"], tv["dt"], tv["t_end"])
-        n += 1
-    return n / (time.perf_counter() - t0)
+    return TtvFitConfig(**({"planet_defaults": {"mass_earth": [3.0, 3000.0], "eccentricity_max": 0.0,
+                                                 "period_window": 0.003, "t0_window_days": 0.02},
+                            "perturbers": [{"name": "c", "period_ratio": [1.5, 3.0], "mass_earth": [1.0, 1000.0],
+                                            "eccentricity_max": 0.2}],
+                            "compare_without_perturbers": False, "progress_every_s": 1e9} | kw))
+
+
+def k2_24_tables():
+    from openastro_parsl.ingest.transit_times import read_transit_times, transit_times_tables
+
+    tables = transit_times_tables(read_transit_times(K2_24, time_system="BKJD"))
+    return [tables["b"], tables["c"]], {"transit_times": [{"target": "K2-24b"}, {"target": "K2-24c"}]}
+
+
+def k2_24_config(**kw):
+    from openastro_parsl.tasks.lightcurve.ttv import TtvFitConfig
+
+    return TtvFitConfig(**({"stellar_masses": {"K2-24": 1.07}, "progress_every_s": 1e9,
+                            "planet_defaults": {"mass_earth": [1.0, 100.0], "mass_prior": "uniform",
+                                                "period_window": 0.005, "t0_window_days": 0.1}} | kw))
 
 
 def loglike_rate(model, seconds: float, seed: int = 0) -> float:
-    """Full likelihood calls/s (TTVFast at P_b/20 steps + profile) at random prior draws."""
+    """Likelihood calls/s (one process) at random prior draws."""
     rng = np.random.default_rng(seed)
     xs = [model.prior_transform(rng.random(model.ndim)) for _ in range(256)]
     n, t0 = 0, time.perf_counter()
@@ -77,53 +85,69 @@ def loglike_rate(model, seconds: float, seed: int = 0) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def model_of(cfg, tables, ids):
+    from openastro_parsl.tasks.lightcurve import ttv_model as tm
+    from openastro_parsl.tasks.lightcurve.ttv import build_model
+
+    data = [tm.TransitData.from_table(t, name=i["target"]) for t, i in zip(tables, ids["transit_times"], strict=True)]
+    return build_model(cfg, data, cfg.stellar_masses.get("K2-24", cfg.stellar_mass_msun))
+
+
+def infer(label: str, cfg, tables, ids, field: str) -> dict:
+    from openastro_parsl.tasks.lightcurve.ttv import TtvFitTask
+
+    t0 = time.time()
+    s = TtvFitTask(cfg).run(tables, data_id={"field": field}, data_ids=ids)["summary"]
+    wall = time.time() - t0
+    sam = s["sampler"]
+    print(f"{label}: nlive={cfg.nlive}, {sam['cores']} cores, {len(s['free_parameters'])} free, "
+          f"{sam['ncall']} likelihood calls, {sam['niter']} iterations, wall {wall:.1f} s "
+          f"({sam['calls_per_s']:.0f} calls/s), ln Z = {s['log_evidence']:.2f} ± {s['log_evidence_err']:.2f}")
+    for b, p in s["planets"].items():
+        print(f"  {b:8s} mass {p['mass_earth']['median']:.3g} M_earth 95% [{p['mass_earth']['lo95']:.3g}, "
+              f"{p['mass_earth']['hi95']:.3g}]  period {p['period_days']['median']:.5f} d 95% "
+              f"[{p['period_days']['lo95']:.5f}, {p['period_days']['hi95']:.5f}]  e {p['eccentricity']['median']:.3f}")
+    return s | {"wall_s": wall}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--nlive", type=int, default=250, help="live points of the inference")
-    ap.add_argument("--cores", type=int, default=2, help="pool size of the inference")
+    ap.add_argument("--nlive", type=int, default=150, help="live points of the inferences")
+    ap.add_argument("--cores", type=int, default=2, help="pool size of the inferences")
     ap.add_argument("--seconds", type=float, default=5.0, help="duration of each calls/s measurement")
-    ap.add_argument("--seed", type=int, default=7, help="noise seed of the synthetic transit times")
+    ap.add_argument("--seed", type=int, default=7, help="noise seed of the demo's synthetic transit times")
+    ap.add_argument("--demo-seeds", type=int, default=0, help="fit the demo with this many noise seeds and count "
+                    "those whose 95 %% intervals hold the perturber's mass and period")
     ap.add_argument("--skip-inference", action="store_true")
     args = ap.parse_args(argv)
 
-    from openastro_parsl.tasks.lightcurve import ttv_model as tm
-    from openastro_parsl.tasks.lightcurve.ttv import TtvFitConfig, TtvFitTask, build_priors
-
     truth = demo_truth()
-    table = transit_table(truth, args.seed)
-    cfg = TtvFitConfig(mass_range=[1e-6, 1e-2], period_ratio_range=[1.5, 3.0], eccentricity_range=[0.0, 0.2],
-                       nlive=args.nlive, n_cores=args.cores, seed=3, progress_every_s=1e9)
-    data = tm.TransitData.from_table(table)
-    model = tm.TtvModel(data, build_priors(cfg, data.period), cfg.stellar_mass_msun)
-
-    raw = ttvfast_rate(truth, args.seconds)
-    print(f"ttvfast.ttvfast, 2 planets, {truth['planet']['ttvfast']['t_end'] - truth['planet']['ttvfast']['t0']:.0f} d "
-          f"at dt={truth['planet']['ttvfast']['dt']} d: {raw:.0f} calls/s (1 core)")
-    ll = loglike_rate(model, args.seconds)
-    print(f"ttvFit log-likelihood ({data.n} transits, {model.ndim} free parameters): {ll:.0f} calls/s (1 core)")
-    line = f"ttvfast_calls_per_s={raw:.0f} loglike_calls_per_s={ll:.0f}"
+    c = truth["planet"]["ttvfast"]["planets"][1]
+    one_tables, one_ids = [demo_table(truth, args.seed)], {"transit_times": [{"target": "OA-T1"}]}
+    two_tables, two_ids = k2_24_tables()
+    kw = {"nlive": args.nlive, "n_cores": args.cores, "seed": 3}
+    one_rate = loglike_rate(model_of(demo_config(**kw), one_tables, one_ids), args.seconds)
+    two_rate = loglike_rate(model_of(k2_24_config(**kw), two_tables, two_ids), args.seconds)
+    print(f"log-likelihood, 1 transiting planet + perturber (demo): {one_rate:.0f} calls/s (1 core); "
+          f"2 transiting planets (K2-24): {two_rate:.0f} calls/s (1 core); load {os.getloadavg()[0]:.1f}")
+    line = f"one_planet_calls_per_s={one_rate:.0f} two_planet_calls_per_s={two_rate:.0f}"
     if not args.skip_inference:
-        t0 = time.time()
-        s = TtvFitTask(cfg).run(table, data_id={"target": "OA-T1"})["summary"]
-        wall = time.time() - t0
-        c = truth["planet"]["ttvfast"]["planets"][1]
-        ci = s["credible_intervals"]
-        ok = all(ci[n]["lo95"] <= c[n] <= ci[n]["hi95"] for n in ("mass", "period"))
-        sam = s["sampler"]
-        print(f"inference: nlive={args.nlive}, {args.cores} cores, {sam['ncall']} likelihood calls, "
-              f"{sam['niter']} iterations, wall {wall:.1f} s (sampler {sam['wall_time_s']:.1f} s, "
-              f"{sam['ncall'] / sam['wall_time_s']:.0f} calls/s)")
-        print(f"ln Z = {s['log_evidence']:.2f} ± {s['log_evidence_err']:.2f}, "
-              f"ln B (perturber vs linear) = {s['ln_bayes_factor_vs_linear']:.1f}")
-        for n in ("mass", "period", "eccentricity"):
-            q = ci[n]
-            print(f"  {n:13s} median {q['median']:.4g}  68% [{q['lo68']:.4g}, {q['hi68']:.4g}]  "
-                  f"95% [{q['lo95']:.4g}, {q['hi95']:.4g}]  truth {c.get(n, 0.0):.4g}")
-        ml = s["max_likelihood"]
-        print(f"  max likelihood: mass {ml['mass']:.3g}, period {ml['period']:.4f}, e {ml['eccentricity']:.3f}, "
-              f"chi2 {ml['chi2']:.2f} for {s['n_transits']} transits")
-        line += (f" nlive={args.nlive} cores={args.cores} wall_s={wall:.1f} ncall={sam['ncall']} "
-                 f"truth_in_95={ok}")
+        one = infer("one planet + perturber (demo)", demo_config(**kw), one_tables, one_ids, "F1")
+        two = infer("two planets (K2-24)", k2_24_config(**kw), two_tables, two_ids, "K2-24")
+        line += (f" one_planet_wall_s={one['wall_s']:.1f} one_planet_ncall={one['n_likelihood_calls']}"
+                 f" two_planet_wall_s={two['wall_s']:.1f} two_planet_ncall={two['n_likelihood_calls']}")
+    if args.demo_seeds:
+        hits = 0
+        for seed in range(1, args.demo_seeds + 1):
+            s = infer(f"demo noise seed {seed}", demo_config(**kw), [demo_table(truth, seed)], one_ids, "F1")
+            p = s["planets"]["c"]
+            ok = (p["mass_earth"]["lo95"] <= c["mass"] / M_EARTH_MSUN <= p["mass_earth"]["hi95"]
+                  and p["period_days"]["lo95"] <= c["period"] <= p["period_days"]["hi95"])
+            hits += ok
+            print(f"  truth (mass {c['mass'] / M_EARTH_MSUN:.1f} M_earth, period {c['period']:.4f} d) "
+                  f"inside the 95 % intervals: {ok}")
+        line += f" demo_seeds_truth_in_95={hits}/{args.demo_seeds}"
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     print(line)
     return 0
 

@@ -9,8 +9,11 @@
 ``multiband``   the shared-phase multiband power from per-band sums (non-uniform FFTs), coarse then exact
 ``harmonic``     batched fits of one light-curve shape shared by all bands (amplitude per band)
 ``transit``      ``TransitSearchTask`` (detrend + BLS) and ``TransitTimingTask`` (batman mid-times, O-C)
-``ttv``          ``TtvFitTask``: nested sampling of a perturber from the O-C (dynesty), checkpointed
-``ttv_model``    the TTVFast forward model, priors and likelihood ``ttv`` samples
+``ttv``          ``TtvFitTask``: joint fit of a field's planets (+ perturbers) from their transit times
+``ttv_model``    the TTVFast forward model of a whole system and its likelihood
+``ttv_priors``   per-planet prior configuration and one-dimensional prior transforms
+``ttv_sampling`` dynesty nested sampling: process pool, checkpoints and resume, warm starts
+``ttv_plots``    corner plot and O-C diagram with posterior draws
 ===============  ============================================================================================
 """
 

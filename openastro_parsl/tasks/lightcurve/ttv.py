@@ -1,291 +1,116 @@
-"""TTV inference: the posterior of a perturbing planet's mass and orbit from a target's transit times.
+"""TTV inference: a joint fit of every planet of a system with transit times, plus optional perturbers.
 
-Forward model TTVFast (``ttv_model``), sampler dynesty (static nested sampling; multimodal period aliases
-are why nested sampling and not MCMC), likelihood calls spread over a multiprocessing pool of ``n_cores``
-workers. A long run checkpoints into the quantum's ``checkpoint_dir`` and a killed quantum resumes from
-there; a previous posterior (``warm_start``) narrows the priors of a new run.
+One quantum per field gathers every ``transitTimes`` dataset of the field's targets (the ingest of a
+multi-planet file puts K2-24's planets in targets K2-24b and K2-24c of field K2-24; a single transit host is
+its own field): one planetary system per field, or the subset named by ``targets``. Forward model TTVFast
+(``ttv_model``), sampler dynesty (``ttv_sampling``), priors per planet (``ttv_priors``), figures
+(``ttv_plots``).
 
 Modelling choices, in one place:
-- Free: the perturber's mass and period (log-uniform), eccentricity, argument of pericentre and mean
-  longitude at the integration start (uniform; the two angles periodic). Any parameter whose range has
-  equal bounds is held fixed there and left out of the sampler (e.g. ``eccentricity_range: [0, 0]``).
-- The known planet is circular and coplanar with the perturber; its period and epoch are profiled out of
-  the likelihood (``ttv_model``); its mass is fixed at ``known_mass_msun`` unless ``known_mass_range`` is
-  given. Transit times alone barely constrain it (changing it from 5.7e-4 to 1e-5 Msun moves the demo's
-  transits by ~20 s, against 1-2 minute errors), so freeing it mostly costs sampler time.
-- The stellar mass comes from the config.
-- The evidence is for the perturber model under that profile convention; ``ln_bayes_factor_vs_linear``
-  compares it with a linear ephemeris (no perturber) under the same convention.
+- Every body has a free mass, period, phase, eccentricity and omega (e cos w, e sin w reported).
+  Transiting planets' period and t0 windows centre on their linear ephemerides; perturbers' periods come
+  from the config (days, or multiples of the shortest transiting period).
+- ``perturbers`` unset: one perturber when the system has a single transiting planet (it cannot have TTVs
+  alone), none otherwise. With perturbers, the fit is repeated without them and both evidences reported.
+- Stellar mass: ``stellar_masses[system]``, else a ``stellar_mass`` in the quantum's dimension records, else
+  ``stellar_mass_msun``.
+- The step is ``timestep_fraction`` of the shortest period in the model; at the maximum-likelihood sample,
+  halving it must move the model times by less than ``step_check_sigma`` sigma, else the summary warns.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from ...astro.jsonable import jsonable
 from ...pipeline.connections import Connections, Input, Output
-from ...pipeline.moved import old_module_names
 from ...pipeline.task import NoWorkFound, PipelineTask, Resources, TaskConfig
 from . import ttv_model as tm
+from .ttv_plots import corner_figure, oc_figure
+from .ttv_priors import DEFAULTS, BodyPriors, PerturberPriors, body_priors
+from .ttv_sampling import available_cores, load_posterior, narrow_priors, sample_posterior
 
 CHECKPOINT_NAME = "ttv_dynesty.pkl"
-FINGERPRINT_NAME = "ttv_dynesty.json"
-SAMPLE_COLUMNS = ("mass", "period", "eccentricity", "omega", "mean_longitude", "mean_anomaly", "known_mass",
-                  "known_t0", "known_period")
-
-
-def _check_range(v, lo_ok: float | None = None):
-    if v is None:
-        return v
-    if len(v) != 2 or not v[1] >= v[0]:
-        raise ValueError(f"expected [low, high] with high >= low, got {v}")
-    if lo_ok is not None and v[0] < lo_ok:
-        raise ValueError(f"lower bound must be >= {lo_ok}, got {v}")
-    return [float(v[0]), float(v[1])]
+CHECKPOINT_NULL = "ttv_dynesty_without_perturbers.pkl"
 
 
 class TtvFitConfig(TaskConfig):
-    stellar_mass_msun: float = Field(1.0, gt=0, description="Host star mass (Msun) used by TTVFast.")
-    known_mass_msun: float = Field(3e-4, gt=0, description="Mass of the transiting planet (Msun), held fixed "
-                                   "unless known_mass_range is set.")
-    known_mass_range: list[float] | None = Field(None, description="[lo, hi] Msun: sample the transiting "
-                                                 "planet's mass log-uniformly instead of fixing it.")
-    mass_range: list[float] = Field([3e-6, 3e-3], description="Perturber mass prior [lo, hi] (Msun, log-uniform).")
-    period_range: list[float] | None = Field(None, description="Perturber period prior [lo, hi] (days, "
-                                             "log-uniform); default period_ratio_range x the known period.")
-    period_ratio_range: list[float] = Field([1.3, 4.0], description="Perturber period prior as multiples of "
-                                            "the known planet's period, when period_range is not set.")
-    eccentricity_range: list[float] = Field([0.0, 0.2], description="Perturber eccentricity prior (uniform); "
-                                            "[0, 0] fixes a circular orbit.")
-    omega_range: list[float] = Field([0.0, 360.0], description="Argument of pericentre prior (deg, uniform).")
-    mean_longitude_range: list[float] = Field([0.0, 360.0], description="Mean longitude at the integration "
-                                              "start (deg, uniform).")
-    inclination_deg: float = Field(90.0, gt=0, le=180, description="Inclination of both (coplanar) orbits.")
-    timestep_fraction: float = Field(0.05, gt=0, le=0.1, description="TTVFast step as a fraction of the known "
-                                     "period (TTVFast advises <= 1/20 of the innermost period).")
+    stellar_mass_msun: float = Field(1.0, gt=0, description="Host star mass (Msun) when neither stellar_masses "
+                                     "nor the dimension records give one.")
+    stellar_masses: dict[str, float] = Field(default_factory=dict, description="Stellar mass (Msun) per "
+                                             "system (field name).")
+    targets: list[str] | None = Field(None, description="Fit only these targets of the field (default: every "
+                                      "target with transit times).")
+    planet_defaults: BodyPriors = Field(DEFAULTS, description="Priors of every planet unless overridden (fields "
+                                        "left out keep their defaults, ttv_priors.DEFAULTS).")
+    planets: dict[str, BodyPriors] = Field(default_factory=dict, description="Per-planet prior overrides, keyed "
+                                           "by target name (e.g. K2-24b).")
+    perturbers: list[PerturberPriors] | None = Field(None, description="Non-transiting planets (name, priors); "
+                                                     "unset: one for a lone transiting planet, else none.")
+    compare_without_perturbers: bool = Field(True, description="Also sample the model without the perturbers "
+                                             "and report both evidences.")
+    inclination_deg: float = Field(90.0, gt=0, le=180, description="Inclination of every orbit without its own "
+                                   "inclination_deg (planets / perturbers).")
+    timestep_fraction: float = Field(0.05, gt=0, le=0.1, description="TTVFast step as a fraction of the "
+                                     "shortest period in the model (TTVFast advises <= 1/20).")
+    step_check_sigma: float = Field(0.1, gt=0, description="Warn when halving the step moves the best-fit "
+                                    "model times by this many sigma or more.")
     jitter_minutes: float = Field(0.0, ge=0, description="Extra timing noise added in quadrature to t_obs_err.")
-    min_hill_separation: float = Field(2 * np.sqrt(3), ge=0, description="Reject perturbers closer than this "
-                                       "many mutual Hill radii (Gladman 1993 stability).")
-    min_transits: int = Field(5, ge=3, description="Fewer transit times than this: no work (NoWorkFound).")
-    nlive: int = Field(250, ge=10, description="dynesty live points.")
+    min_hill_separation: float = Field(2 * np.sqrt(3), ge=0, description="Reject adjacent planets closer than "
+                                       "this many mutual Hill radii (Gladman 1993 stability).")
+    min_transits: int = Field(3, ge=3, description="Planets with fewer transit times are left out; none left: "
+                              "no work (NoWorkFound).")
+    nlive: int = Field(400, ge=10, description="dynesty live points.")
     dlogz: float = Field(0.5, gt=0, description="Stop when the remaining evidence is below this (ln units).")
     sample: Literal["auto", "unif", "rwalk", "slice", "rslice"] = Field("rwalk", description="dynesty "
                                                                         "sampling method.")
     bound: Literal["none", "single", "multi", "balls", "cubes"] = Field("multi", description="dynesty bounds.")
     maxcall: int | None = Field(None, ge=1, description="Stop after this many likelihood calls (None: no cap).")
     seed: int = Field(42, description="Random seed of the sampler.")
-    n_cores: int = Field(2, ge=1, description="Worker processes for likelihood calls (the quantum's cores).")
+    n_cores: int | None = Field(None, ge=1, description="Worker processes for likelihood calls (None: the cores "
+                                "this worker has: its CPU affinity over Parsl's workers on the node).")
+    n_oc_draws: int = Field(40, ge=0, description="Posterior draws drawn on the O-C plot.")
     checkpoint_every_s: float = Field(60.0, gt=0, description="Seconds between checkpoints.")
     progress_every_s: float = Field(30.0, gt=0, description="Seconds between progress log lines.")
     warm_start: str | None = Field(None, description="Previous ttvPosterior (.parq/.parquet or .npz): its "
                                    "central warm_start_mass interval, widened by warm_start_pad, narrows each "
-                                   "non-angle prior (angles are referenced to the integration start, which "
-                                   "moves with the data, so they keep their range).")
+                                   "uniform / log-uniform, non-angle prior.")
     warm_start_mass: float = Field(0.997, gt=0, lt=1, description="Posterior mass kept by the warm start.")
     warm_start_pad: float = Field(0.5, ge=0, description="Widen the warm-start interval by this fraction of its "
-                                  "width on each side (log width for log-uniform priors).")
-
-    @field_validator("mass_range", "period_range", "period_ratio_range", "known_mass_range")
-    @classmethod
-    def _positive_range(cls, v):
-        v = _check_range(v)
-        if v is not None and v[0] <= 0:
-            raise ValueError(f"bounds must be positive (log-uniform prior), got {v}")
-        return v
-
-    @field_validator("eccentricity_range")
-    @classmethod
-    def _eccentricity_range(cls, v):
-        v = _check_range(v, 0.0)
-        if v[1] >= 1:
-            raise ValueError(f"eccentricity must stay below 1, got {v}")
-        return v
-
-    @field_validator("omega_range", "mean_longitude_range")
-    @classmethod
-    def _angle_range(cls, v):
-        return _check_range(v)
+                                  "width on each side.")
 
 
-def build_priors(config: TtvFitConfig, known_period: float) -> tuple[tm.Prior, ...]:
-    """The config's prior ranges as Prior objects (the period range from the ratio if not given in days)."""
-    period = config.period_range or [r * known_period for r in config.period_ratio_range]
-    known = config.known_mass_range or config.known_mass_msun
-    return (tm.make_prior("mass", config.mass_range), tm.make_prior("period", period),
-            tm.make_prior("eccentricity", config.eccentricity_range),
-            tm.make_prior("omega", config.omega_range if config.eccentricity_range[1] > 0 else 90.0),
-            tm.make_prior("mean_longitude", config.mean_longitude_range), tm.make_prior("known_mass", known))
+def build_model(cfg: TtvFitConfig, data: list[tm.TransitData], stellar_mass: float) -> tm.SystemModel:
+    """The system model: each planet's merged priors, the perturbers (configured or automatic)."""
+    defaults = cfg.planet_defaults.merged(DEFAULTS)  # a partial planet_defaults keeps the other defaults
+    unknown = sorted(set(cfg.planets) - {d.name for d in data})
+    if unknown:
+        raise ValueError(f"ttvFit config planets {unknown}: no transit times for them; have "
+                         f"{[d.name for d in data]}")
+    priors, inclinations = [], {}
+    for d in data:
+        merged = cfg.planets.get(d.name, BodyPriors()).merged(defaults)
+        priors += body_priors(d.name, merged, transiting=True, period=d.period, t0=d.t0)
+        inclinations[d.name] = merged.inclination_deg or cfg.inclination_deg
+    perturbers = cfg.perturbers if cfg.perturbers is not None else (
+        [PerturberPriors(name="perturber")] if len(data) == 1 else [])
+    shortest = min(d.period for d in data)
+    for p in perturbers:
+        if p.name in {d.name for d in data}:
+            raise ValueError(f"ttvFit perturber {p.name!r} has the name of a transiting planet")
+        merged = PerturberPriors(name=p.name, **p.merged(defaults).model_dump(exclude_none=True))
+        priors += body_priors(p.name, merged, transiting=False, shortest_period=shortest)
+        inclinations[p.name] = merged.inclination_deg or cfg.inclination_deg
+    return tm.SystemModel(tuple(data), tuple(p.name for p in perturbers), tuple(priors), stellar_mass,
+                          cfg.inclination_deg, cfg.timestep_fraction, cfg.min_hill_separation, inclinations)
 
 
-# --- warm start -------------------------------------------------------------------------------------------
-def load_posterior(path: str | Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Columns and normalised weights of a previous ttvPosterior (Parquet table or NPZ of columns)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"warm_start: {path} does not exist")
-    if path.suffix == ".npz":
-        with np.load(path) as z:
-            cols = {k: np.asarray(z[k], dtype=float) for k in z.files}
-    else:
-        from astropy.table import Table
-
-        try:
-            t = Table.read(path, format="parquet")
-        except Exception as exc:  # noqa: BLE001 - name the file whatever the reader's complaint
-            raise ValueError(f"warm_start: cannot read {path} as a Parquet ttvPosterior: {exc}") from exc
-        cols = {c: np.asarray(t[c], dtype=float) for c in t.colnames}
-    n = len(next(iter(cols.values()))) if cols else 0
-    if n == 0:
-        raise ValueError(f"warm_start: {path} holds no samples")
-    w = cols.pop("weight", np.ones(n))
-    if not np.all(np.isfinite(w)) or w.sum() <= 0:
-        raise ValueError(f"warm_start: {path} has invalid weights")
-    return cols, w / w.sum()
-
-
-def narrow_priors(priors, cols, weights, mass: float = 0.997, pad: float = 0.5):
-    """Shrink each non-periodic free prior to the previous posterior's central interval (padded), inside the
-    configured range. Returns (priors, {name: [old, new]} for those changed)."""
-    from dynesty.utils import quantile
-
-    out, changed = [], {}
-    q = [(1 - mass) / 2, 1 - (1 - mass) / 2]
-    for p in priors:
-        x = cols.get(p.name)
-        if p.fixed or p.periodic or x is None:
-            out.append(p)
-            continue
-        fwd, inv = (np.log, np.exp) if p.kind == "log" else (lambda v: v, lambda v: v)
-        ok = np.isfinite(x) & (x > 0 if p.kind == "log" else True)
-        if ok.sum() < 2:
-            out.append(p)
-            continue
-        lo, hi = quantile(fwd(x[ok]), q, weights=weights[ok])
-        width = hi - lo
-        if width <= 0:
-            out.append(p)
-            continue
-        new_lo = max(p.lo, float(inv(lo - pad * width)))
-        new_hi = min(p.hi, float(inv(hi + pad * width)))
-        if not new_hi > new_lo or (new_lo, new_hi) == (p.lo, p.hi):
-            out.append(p)
-            continue
-        new = tm.Prior(p.name, new_lo, new_hi, p.kind, p.periodic)
-        changed[p.name] = [[p.lo, p.hi], [new_lo, new_hi]]
-        out.append(new)
-    return tuple(out), changed
-
-
-# --- sampling -------------------------------------------------------------------------------------------
-def fingerprint(model: tm.TtvModel, sampler_settings: dict) -> str:
-    """What a checkpoint must match to be resumed: the data, the priors, the model and sampler settings."""
-    import dynesty
-
-    d = model.data
-    h = hashlib.sha256()
-    for a in (d.epochs, d.times, d.errors):
-        h.update(np.ascontiguousarray(a, dtype=float).tobytes())
-    h.update(json.dumps({"priors": [p.describe() | {"name": p.name} for p in model.priors],
-                         "model": [model.stellar_mass, model.inclination, model.timestep_fraction,
-                                   model.min_hill_separation, d.t_ref, d.period],
-                         "sampler": sampler_settings, "dynesty": dynesty.__version__}, sort_keys=True).encode())
-    return h.hexdigest()
-
-
-class _ProgressLog:
-    """dynesty print_func that writes a log line every few seconds instead of a progress bar."""
-
-    def __init__(self, log, every_s: float):
-        self.log, self.every, self.last = log, every_s, time.monotonic()
-
-    def __call__(self, results, niter, ncall, add_live_it=None, dlogz=None, **_):
-        now = time.monotonic()
-        if now - self.last < self.every:
-            return
-        self.last = now
-        self.log.info("dynesty: iteration %d, %d calls, logL* %.2f, logZ %.2f", niter, ncall,
-                      results.loglstar, results.logz)
-
-
-def sample_posterior(model: tm.TtvModel, *, nlive: int = 250, dlogz: float = 0.5, sample: str = "rwalk",
-                     bound: str = "multi", cores: int = 1, seed: int = 42, maxcall: int | None = None,
-                     checkpoint_file: str | Path | None = None, checkpoint_every: float = 60.0,
-                     progress_every: float = 30.0, log=None):
-    """Run (or resume) static nested sampling; returns (dynesty Results, info dict).
-
-    With a checkpoint file, the sampler state is saved every ``checkpoint_every`` seconds and at the end; a
-    later call with the same model and settings resumes from it (``info['resumed']``, ``info['ncall_at_resume']``).
-    A checkpoint from other data or settings is discarded, never resumed.
-    """
-    import logging
-    import multiprocessing as mp
-
-    import dynesty
-
-    log = log or logging.getLogger(__name__)
-    if not model.free:
-        raise ValueError("every TTV parameter is fixed (all prior ranges have equal bounds); nothing to sample")
-    settings = {"nlive": nlive, "sample": sample, "bound": bound, "seed": seed}
-    ckpt = Path(checkpoint_file) if checkpoint_file else None
-    fp_path = ckpt.with_suffix(".json") if ckpt else None
-    fp = fingerprint(model, settings)
-    resume = False
-    if ckpt and ckpt.exists():
-        old = json.loads(fp_path.read_text()).get("fingerprint") if fp_path.exists() else None
-        if old == fp:
-            resume = True
-        else:
-            log.warning("checkpoint %s is for other data or settings; starting afresh", ckpt)
-            ckpt.unlink()
-    tm.activate(model)
-    pool_ctx = (mp.get_context("spawn").Pool(cores, tm.activate, (model,)) if cores > 1 else nullcontext(None))
-    t0 = time.time()
-    info = {"resumed": False, "ncall_at_resume": 0, "iterations_at_resume": 0, "cores": cores,
-            "checkpoint": str(ckpt) if ckpt else None}
-    with pool_ctx as pool:
-        sampler = None
-        if resume:
-            try:
-                with old_module_names():  # a checkpoint written before the tasks/ reorganisation names old modules
-                    sampler = dynesty.NestedSampler.restore(str(ckpt), pool=pool)
-            except Exception as exc:  # noqa: BLE001 - an unreadable checkpoint only costs the work in it
-                log.warning("cannot restore checkpoint %s (%s); starting afresh", ckpt, exc)
-            else:
-                info.update(resumed=True, ncall_at_resume=int(sampler.ncall), iterations_at_resume=int(sampler.it))
-                log.info("resuming from %s at iteration %d, %d likelihood calls", ckpt, sampler.it, sampler.ncall)
-        if sampler is None:
-            resume = False
-            sampler = dynesty.NestedSampler(
-                tm.active_loglike, tm.active_prior_transform, model.ndim, nlive=nlive, bound=bound,
-                sample=sample, periodic=model.periodic or None, blob=True, pool=pool,
-                queue_size=cores if pool is not None else None, rstate=np.random.default_rng(seed))
-            if ckpt:
-                ckpt.parent.mkdir(parents=True, exist_ok=True)
-                fp_path.write_text(json.dumps({"fingerprint": fp, "settings": settings}))
-        if resume and sampler.added_live:
-            log.info("checkpoint %s holds a finished run; using it as is", ckpt)
-        else:
-            sampler.run_nested(dlogz=dlogz, maxcall=maxcall, print_progress=True,
-                               print_func=_ProgressLog(log, progress_every),
-                               checkpoint_file=str(ckpt) if ckpt else None, checkpoint_every=checkpoint_every,
-                               resume=resume)
-        results = sampler.results
-        info["ncall"] = int(sampler.ncall)
-    info["wall_time_s"] = time.time() - t0
-    return results, info
-
-
-# --- outputs ---------------------------------------------------------------------------------------------
-def posterior_columns(model: tm.TtvModel, results) -> dict[str, np.ndarray]:
-    cols = model.derived(results.samples, results.blob)
+def posterior_columns(model: tm.SystemModel, results) -> dict[str, np.ndarray]:
+    cols = model.derived(results.samples)
     cols["logl"] = np.asarray(results.logl, dtype=float)
     cols["weight"] = results.importance_weights()
     return cols
@@ -303,125 +128,149 @@ def credible_intervals(cols: dict[str, np.ndarray], names) -> dict[str, dict[str
     return out
 
 
-def max_likelihood(model: tm.TtvModel, cols: dict[str, np.ndarray]) -> dict:
-    """The sampled point of highest likelihood (a real draw, never a combination of marginal medians)."""
-    i = int(np.argmax(cols["logl"]))
-    out = {n: float(cols[n][i]) for n in SAMPLE_COLUMNS}
-    out["logl"] = float(cols["logl"][i])
-    out["chi2"] = float(-2 * (cols["logl"][i] - model._norm))
+def planet_summary(model: tm.SystemModel, intervals: dict) -> dict:
+    """Per body: masses (Earth masses and M/M*), period, phase, eccentricity, e cos w, e sin w, omega."""
+    out = {}
+    for b in model.bodies:
+        phase = "mean_longitude" if b in model.perturbers else "t0"
+        out[b] = {"transiting": b not in model.perturbers} | {
+            key: intervals[f"{b}:{col}"] for key, col in (
+                ("mass_earth", "mass"), ("mass_ratio", "mass_ratio"), ("period_days", "period"), (phase, phase),
+                ("eccentricity", "eccentricity"), ("ecosw", "ecosw"), ("esinw", "esinw"), ("omega_deg", "omega"))}
     return out
 
 
-def corner_figure(model: tm.TtvModel, results, cols, ml: dict, title: str = ""):
-    """dynesty's corner plot of the free parameters (log10 of masses), the maximum-likelihood point marked."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from dynesty import plotting
-    from dynesty.utils import results_substitute
-    from matplotlib.figure import Figure
-
-    names = list(model.free)
-    columns, labels, mark = [], [], []
-    for n in names:
-        x, v = cols[n], ml[n]
-        if n in ("mass", "known_mass"):
-            x, v = np.log10(x), np.log10(v)
-            labels.append(f"log10 {n} [{tm.PARAMETERS[n][0]}]")
-        else:
-            labels.append(f"{n} [{tm.PARAMETERS[n][0]}]" if tm.PARAMETERS[n][0] else n)
-        columns.append(x)
-        mark.append(v)
-    res = results_substitute(results, {"samples": np.column_stack(columns)})
-    k = len(names)
-    fig = Figure(figsize=(2.2 * k + 1, 2.2 * k + 1))
-    axes = fig.subplots(k, k, squeeze=False)
-    plotting.cornerplot(res, labels=labels, truths=mark, truth_color="tab:red", quantiles=[0.025, 0.5, 0.975],
-                        smooth=0.06, fig=(fig, axes), show_titles=True, title_fmt=".3g", max_n_ticks=4)
-    fig.suptitle(f"{title}  ln Z = {results.logz[-1]:.2f} ± {results.logzerr[-1]:.2f}  (red: max likelihood)",
-                 fontsize=10)
-    return fig
+def _stellar_mass(cfg: TtvFitConfig, system: str, records: dict | None) -> tuple[float, str]:
+    if system in cfg.stellar_masses:
+        return float(cfg.stellar_masses[system]), f"config stellar_masses[{system}]"
+    for dim, rec in (records or {}).items():
+        for key in ("stellar_mass", "stellar_mass_msun"):
+            if isinstance(rec, dict) and rec.get(key):
+                return float(rec[key]), f"{dim} record {key}"
+    return cfg.stellar_mass_msun, "config stellar_mass_msun"
 
 
-# --- the task --------------------------------------------------------------------------------------------
 class TtvFitConnections(Connections):
-    transit_times = Input("transitTimes", ("target",), "Table", doc="Mid-transit times and linear ephemeris.")
-    posterior = Output("ttvPosterior", ("target",), "Table", doc="Nested-sampling samples with weights.")
-    summary = Output("ttvSummary", ("target",), "StructuredData",
-                     doc="Evidence, credible intervals, maximum-likelihood sample, priors, sampler statistics.")
-    corner = Output("ttvCorner", ("target",), "Plot", doc="Corner plot of the free parameters.")
+    transit_times = Input("transitTimes", ("target",), "Table", multiple=True,
+                          doc="Mid-transit times and linear ephemeris of every planet of the field.")
+    posterior = Output("ttvPosterior", ("field",), "Table", doc="Nested-sampling samples with weights.")
+    summary = Output("ttvSummary", ("field",), "StructuredData",
+                     doc="Masses, periods, eccentricities with intervals, evidences, step check, sampler.")
+    corner = Output("ttvCorner", ("field",), "Plot", doc="Corner plot of the free parameters.")
+    oc = Output("ttvOC", ("field",), "Plot", doc="O-C of every transiting planet with posterior draws.")
 
 
 class TtvFitTask(PipelineTask):
-    """Nested sampling of a perturber's mass, period, eccentricity and angles from a target's transit times."""
+    """Joint nested sampling of the masses and orbits of a system's planets from their transit times."""
 
-    dimensions = ("target",)
+    dimensions = ("field",)
     Config = TtvFitConfig
     Connections = TtvFitConnections
     resources = Resources(cores=2, memory_mb=2048, walltime_min=240.0, resource_class="mcmc")
 
     @classmethod
     def resources_for(cls, config: TtvFitConfig) -> Resources:
-        """The hint with the configured number of cores (the pool size)."""
-        return cls.resources.model_copy(update={"cores": config.n_cores})
+        """The hint with the configured pool size (unset: the class's 2; SLURM's mcmc executor gives more)."""
+        return cls.resources.model_copy(update={"cores": config.n_cores or cls.resources.cores})
 
-    def run(self, transit_times, checkpoint_dir=None, records=None, data_id=None):
-        cfg = self.config
-        target = (data_id or {}).get("target") or (records or {}).get("target", {}).get("name") or "?"
-        name = f"transitTimes for target {target}"
-        n_good = int(np.sum(np.isfinite(np.asarray(transit_times["t_obs"], dtype=float)))) \
-            if "t_obs" in transit_times.colnames else 0
-        if "t_obs" in transit_times.colnames and n_good < cfg.min_transits:
-            raise NoWorkFound(f"{name}: {n_good} transit time(s), ttvFit needs min_transits={cfg.min_transits}")
-        data = tm.TransitData.from_table(transit_times, jitter_days=cfg.jitter_minutes / 1440.0, name=name)
-        priors = build_priors(cfg, data.period)
+    def _planets(self, tables, names, system: str) -> list[tm.TransitData]:
+        cfg: TtvFitConfig = self.config  # type: ignore[assignment]
+        data, skipped = [], []
+        for table, name in zip(tables, names, strict=True):
+            if cfg.targets is not None and name not in cfg.targets:
+                continue
+            n_good = int(np.sum(np.isfinite(np.asarray(table["t_obs"], float)))) if "t_obs" in table.colnames else 0
+            if "t_obs" in table.colnames and n_good < cfg.min_transits:
+                skipped.append(f"{name} ({n_good})")
+                continue
+            data.append(tm.TransitData.from_table(table, name=name, jitter_days=cfg.jitter_minutes / 1440.0,
+                                                  where=f"transitTimes for target {name}",
+                                                  min_transits=cfg.min_transits))
+        if skipped:
+            self.log.info("%s: too few transit times (min_transits=%d): %s", system, cfg.min_transits,
+                          ", ".join(skipped))
+        if not data:
+            raise NoWorkFound(f"field {system}: no target with min_transits={cfg.min_transits} transit times")
+        return data
+
+    def run(self, transit_times, checkpoint_dir=None, records=None, data_id=None, data_ids=None):
+        cfg: TtvFitConfig = self.config  # type: ignore[assignment]
+        tables = transit_times if isinstance(transit_times, (list, tuple)) else [transit_times]
+        system = (data_id or {}).get("field") or (data_id or {}).get("target") or "?"
+        ids = (data_ids or {}).get("transit_times") or [{} for _ in tables]
+        names = [i.get("target") or t.meta.get("target") or t.meta.get("planet") or f"planet{k + 1}"
+                 for k, (i, t) in enumerate(zip(ids, tables, strict=True))]
+        data = self._planets(tables, names, system)
+        stellar_mass, mass_source = _stellar_mass(cfg, system, records)
+        model = build_model(cfg, data, stellar_mass)
         warm = None
         if cfg.warm_start:
             prev, w = load_posterior(cfg.warm_start)
-            priors, changed = narrow_priors(priors, prev, w, cfg.warm_start_mass, cfg.warm_start_pad)
+            priors, changed = narrow_priors(model.priors, prev, w, cfg.warm_start_mass, cfg.warm_start_pad)
+            model = tm.SystemModel(model.data, model.perturbers, priors, stellar_mass, cfg.inclination_deg,
+                                   cfg.timestep_fraction, cfg.min_hill_separation, model.inclinations)
             warm = {"path": cfg.warm_start, "narrowed": changed}
-            self.log.info("warm start from %s narrowed %s", cfg.warm_start, ", ".join(changed) or "nothing")
-        model = tm.TtvModel(data, priors, cfg.stellar_mass_msun, cfg.inclination_deg, cfg.timestep_fraction,
-                            cfg.min_hill_separation)
-        ckpt = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None
-        self.log.info("%s: %d transits, free %s, nlive %d, %d core(s)", target, data.n, ", ".join(model.free),
-                      cfg.nlive, cfg.n_cores)
-        results, info = sample_posterior(
-            model, nlive=cfg.nlive, dlogz=cfg.dlogz, sample=cfg.sample, bound=cfg.bound, cores=cfg.n_cores,
-            seed=cfg.seed, maxcall=cfg.maxcall, checkpoint_file=ckpt, checkpoint_every=cfg.checkpoint_every_s,
-            progress_every=cfg.progress_every_s, log=self.log)
+        cores = cfg.n_cores or available_cores()
+        sampler_args = dict(nlive=cfg.nlive, dlogz=cfg.dlogz, sample=cfg.sample, bound=cfg.bound, cores=cores,
+                            seed=cfg.seed, maxcall=cfg.maxcall, checkpoint_every=cfg.checkpoint_every_s,
+                            progress_every=cfg.progress_every_s, log=self.log)
+        self.log.info("%s: %s, %d free parameters, nlive %d, %d core(s)", system,
+                      ", ".join(f"{d.name} ({d.n} transits)" for d in data) +
+                      (f" + perturbers {', '.join(model.perturbers)}" if model.perturbers else ""),
+                      model.ndim, cfg.nlive, cores)
+        ckpt = Path(checkpoint_dir) if checkpoint_dir else None
+        results, info = sample_posterior(model, checkpoint_file=ckpt / CHECKPOINT_NAME if ckpt else None,
+                                         **sampler_args)
         cols = posterior_columns(model, results)
-        intervals = credible_intervals(cols, SAMPLE_COLUMNS)
-        ml = max_likelihood(model, cols)
-        null = model.null_loglike()
+        names_out = [n for n in cols if n not in ("logl", "weight")]
+        intervals = credible_intervals(cols, names_out)
+        i_ml = int(np.argmax(cols["logl"]))
+        ml = {n: float(cols[n][i_ml]) for n in names_out} | {"logl": float(cols["logl"][i_ml])}
+        ml["chi2"] = float(-2 * (ml["logl"] - model._norm))
+        step = model.step_check(results.samples[i_ml])
+        warnings = []
+        if not step["max_shift_sigma"] < cfg.step_check_sigma:
+            warnings.append(f"halving the TTVFast step ({step['timestep_days']:.4g} d) moves the best-fit model "
+                            f"times by {step['max_shift_sigma']:.3g} sigma (>= {cfg.step_check_sigma}); lower "
+                            "timestep_fraction")
+        if mass_source == "config stellar_mass_msun" and "stellar_mass_msun" not in cfg.model_fields_set:
+            warnings.append(f"stellar mass {stellar_mass} Msun is the default; set stellar_masses[{system}]")
+        for w in warnings:
+            self.log.warning("%s: %s", system, w)
         logz, logz_err = float(results.logz[-1]), float(results.logzerr[-1])
-        self.log.info("%s: ln Z %.2f ± %.2f (linear ephemeris ln L %.2f); %d calls in %.1f s", target, logz,
-                      logz_err, null, info["ncall"], info["wall_time_s"])
+        comparison = None
+        if model.perturbers and cfg.compare_without_perturbers:
+            null_model = model.without_perturbers()
+            null_res, null_info = sample_posterior(
+                null_model, checkpoint_file=ckpt / CHECKPOINT_NULL if ckpt else None, **sampler_args)
+            null_z, null_err = float(null_res.logz[-1]), float(null_res.logzerr[-1])
+            comparison = {"with_perturbers": {"log_evidence": logz, "log_evidence_err": logz_err,
+                                              "n_likelihood_calls": info["ncall"]},
+                          "without_perturbers": {"log_evidence": null_z, "log_evidence_err": null_err,
+                                                 "n_likelihood_calls": null_info["ncall"],
+                                                 "wall_time_s": null_info["wall_time_s"]},
+                          "ln_bayes_factor": logz - null_z,
+                          "ln_bayes_factor_err": float(np.hypot(logz_err, null_err))}
+        self.log.info("%s: ln Z %.2f ± %.2f; %d calls in %.1f s", system, logz, logz_err, info["ncall"],
+                      info["wall_time_s"])
 
         from astropy.table import Table
 
-        table = Table({n: cols[n] for n in SAMPLE_COLUMNS + ("logl", "weight")})
-        units = {n: tm.PARAMETERS[n][0] for n in tm.PARAMETERS} | {
-            "mean_anomaly": "deg", "known_t0": "d", "known_period": "d", "logl": "", "weight": ""}
-        for n, u in units.items():
-            table[n].unit = {"Msun": "solMass"}.get(u, u) or None
-        model_info = {
-            "stellar_mass_msun": cfg.stellar_mass_msun, "inclination_deg": cfg.inclination_deg,
-            "known_mass": "free" if cfg.known_mass_range else cfg.known_mass_msun,
-            "linear_period": data.period, "t_ref": data.t_ref, "epoch_ref": data.epoch_ref,
-            "integration_start": model.integration_start(), "timestep_days": data.period * cfg.timestep_fraction,
-            "time_system": transit_times.meta.get("time_system"), "coordinates": "Jacobi (TTVFast input_flag 0)",
-            "ephemeris_in": {k: transit_times.meta.get(k) for k in ("period", "period_err", "t0", "t0_err")},
-        }
-        table.meta.update(jsonable({"target": target, "log_evidence": logz, "log_evidence_err": logz_err,
-                           "free_parameters": list(model.free), "units": units, "model": model_info}))
+        table = Table({n: cols[n] for n in names_out + ["logl", "weight"]})
+        units = {n: model.prior(n).unit if n in {p.name for p in model.priors} else "" for n in names_out}
+        model_info = model.describe() | {"stellar_mass_source": mass_source,
+                                         "ephemerides_in": {d.name: {"t0": d.t0, "period": d.period}
+                                                            for d in data},
+                                         "time_system": tables[0].meta.get("time_system")}
+        table.meta.update(jsonable({"system": system, "log_evidence": logz, "log_evidence_err": logz_err,
+                                    "free_parameters": list(model.free), "units": units, "model": model_info}))
         summary = {
-            "target": target, "target_record": (records or {}).get("target"), "n_transits": data.n,
-            "epochs": [int(e) for e in data.epochs],
-            "free_parameters": list(model.free),
+            "system": system, "planets": planet_summary(model, intervals),
+            "n_transits": {d.name: d.n for d in data}, "epochs": {d.name: d.epochs.tolist() for d in data},
+            "stellar_mass_msun": stellar_mass, "free_parameters": list(model.free),
             "priors": {p.name: p.describe() for p in model.priors}, "warm_start": warm,
-            "log_evidence": logz, "log_evidence_err": logz_err, "log_likelihood_linear": null,
-            "ln_bayes_factor_vs_linear": logz - null,
+            "log_evidence": logz, "log_evidence_err": logz_err, "n_likelihood_calls": info["ncall"],
+            "evidence_comparison": comparison, "timestep_check": step, "warnings": warnings,
             "credible_intervals": intervals, "max_likelihood": ml, "units": units, "model": model_info,
             "sampler": {"method": "dynesty static nested sampling", "nlive": cfg.nlive, "dlogz": cfg.dlogz,
                         "sample": cfg.sample, "bound": cfg.bound, "seed": cfg.seed, "maxcall": cfg.maxcall,
@@ -429,5 +278,10 @@ class TtvFitTask(PipelineTask):
                         "efficiency_percent": float(results.eff),
                         "n_effective": float(1.0 / np.sum(cols["weight"] ** 2))} | info,
         }
-        fig = corner_figure(model, results, cols, ml, title=f"{target}: {data.n} transits")
-        return {"posterior": table, "summary": jsonable(summary), "corner": fig}
+        title = f"{system}: " + ", ".join(f"{d.name} ({d.n})" for d in data)
+        rng = np.random.default_rng(cfg.seed)
+        pick = rng.choice(len(table), size=min(cfg.n_oc_draws, len(table)), p=cols["weight"] / cols["weight"].sum())
+        draws = [{n: float(cols[n][i]) for n in names_out} for i in pick]
+        return {"posterior": table, "summary": jsonable(summary),
+                "corner": corner_figure(model, results, cols, ml, title=title),
+                "oc": oc_figure(model, draws, ml, title=system)}

@@ -1,23 +1,23 @@
-"""TTV forward model, likelihood and priors: TTVFast for a known transiting planet plus one perturber.
+"""TTV forward model and likelihood: TTVFast for every planet of a system at once.
 
 Plain functions and small picklable classes, so the science is testable without the task and a
 multiprocessing pool can ship the likelihood to its workers.
 
 Conventions (the same as ``openastro_parsl.sim.planet``, which made the demo's truth): TTVFast Jacobi
-elements, masses in solar masses, periods in days, angles in degrees, G in AU^3 day^-2 Msun^-1. Both orbits
-share the node (longnode 0) and the inclination (default 90 deg); a transit happens when the argument of
-latitude (omega + true anomaly) is 90 deg.
+elements ordered by period, masses passed in solar masses (sampled in Earth masses), periods in days, angles
+in degrees, G in AU^3 day^-2 Msun^-1. All orbits share the node (longnode 0); inclinations are per body
+(default 90 deg: coplanar, edge-on); a transit happens when the argument of latitude (omega + true anomaly) is 90 deg.
 
-The known planet ``b`` is circular; its osculating period is the linear-ephemeris period and its orbit is
-phased so that it transits at the ephemeris time of the first observed epoch. The remaining linear freedom
-(a shift of b's epoch and of its mean period) is profiled out of every likelihood call by weighted least
-squares: transit times depend on those two numbers almost exactly linearly, the profile equals the marginal
-likelihood under flat priors up to a constant that does not depend on the perturber, and it removes two
-nuisance dimensions from the sampler. The profiled shifts are kept as "blobs" and reported per sample.
+Every body has a free mass, period, phase, eccentricity and omega (``ttv_priors``). A transiting planet's
+phase is ``t0``, the time of its first observed transit: its mean anomaly at the integration start is the
+one that puts it at conjunction (true anomaly 90 - omega) at t0 on its osculating orbit. A perturber's phase
+is its mean longitude at the integration start. Times are relative to ``t_ref`` (the earliest observed
+transit) and the integration starts half the shortest transiting period before it (t_start, the epoch of
+the osculating elements, from the data alone), so every TTVFast time is positive (TTVFast marks unused
+output slots with -2); a t0 window reaching before t_start finds no transit there and is rejected.
 
-Periods are osculating Jacobi periods at the integration start (half a period before the first observed
-transit). They differ from mean periods, and from osculating periods at another epoch, by ~(m/M*) P: a few
-1e-3 d for the demo's planets, far inside the posterior widths transit times allow.
+The step is ``timestep_fraction`` of the shortest period in the model (not of one transiting planet's:
+an interior perturber sets it), and ``step_check`` measures how far halving it moves the model times.
 """
 
 from __future__ import annotations
@@ -29,73 +29,20 @@ import ttvfast
 from ttvfast.models import Planet
 
 from ...astro.ephemeris import fit_linear_ephemeris as linear_ephemeris
+from .ttv_priors import M_EARTH_MSUN, Prior
 
 G_AU3_DAY2_MSUN = 0.000295994511  # TTVFast's G
 LOGL_REJECT = -1e100  # likelihood of unphysical / unstable draws (finite: dynesty rejects it like -inf)
-
-# name, unit, prior kind, periodic
-PARAMETERS = {
-    "mass": ("Msun", "log", False),            # perturber mass
-    "period": ("d", "log", False),             # perturber osculating period at the integration start
-    "eccentricity": ("", "uniform", False),
-    "omega": ("deg", "uniform", True),         # argument of pericentre
-    "mean_longitude": ("deg", "uniform", True),  # omega + mean anomaly at the integration start
-    "known_mass": ("Msun", "log", False),      # the transiting planet's mass (fixed unless given a range)
-}
 
 
 class TtvDataError(ValueError):
     """The transit-times table cannot be used (missing columns, bad errors, too few transits)."""
 
 
-@dataclass(frozen=True)
-class TransitData:
-    """Observed transit times of the known planet, relative to ``t_ref`` (its first observed epoch)."""
-
-    epochs: np.ndarray  # integer epochs as in the table
-    times: np.ndarray  # days since t_ref
-    errors: np.ndarray  # days (jitter already added in quadrature)
-    t_ref: float  # linear-ephemeris time of the first observed epoch, in the table's time system
-    period: float  # linear-ephemeris period (days), refitted to these times
-    epoch_ref: int
-
-    @property
-    def n(self) -> int:
-        return len(self.epochs)
-
-    @property
-    def rel_epochs(self) -> np.ndarray:
-        return self.epochs - self.epoch_ref
-
-    @classmethod
-    def from_table(cls, table, *, jitter_days: float = 0.0, name: str = "transitTimes") -> "TransitData":
-        """Read ``epoch, t_obs, t_obs_err`` (days unless the columns carry units); refit the ephemeris."""
-        missing = [c for c in ("epoch", "t_obs", "t_obs_err") if c not in table.colnames]
-        if missing:
-            raise TtvDataError(f"{name}: missing column(s) {missing}; have {table.colnames}")
-        epochs = np.asarray(table["epoch"], dtype=float)
-        if np.any(np.abs(epochs - np.round(epochs)) > 1e-6):
-            raise TtvDataError(f"{name}: epochs must be integers, got {epochs}")
-        t = _days(table["t_obs"])
-        err = _days(table["t_obs_err"])
-        good = np.isfinite(t) & np.isfinite(err)
-        if np.any(good & (err <= 0)):
-            raise TtvDataError(f"{name}: non-positive t_obs_err for epochs {epochs[good & (err <= 0)].astype(int)}")
-        epochs, t, err = np.round(epochs[good]).astype(int), t[good], err[good]
-        if len(np.unique(epochs)) != len(epochs):
-            raise TtvDataError(f"{name}: repeated epochs {sorted(epochs)}")
-        order = np.argsort(epochs)
-        epochs, t, err = epochs[order], t[order], err[order]
-        if len(epochs) < 3:
-            raise TtvDataError(f"{name}: {len(epochs)} usable transit time(s); a TTV fit needs at least 3")
-        t0, period, _ = fit_linear_ephemeris(epochs, t, err)
-        if np.median(err) > 0.05 * period:
-            raise TtvDataError(f"{name}: median t_obs_err {np.median(err):.3g} d is over 5% of the period "
-                               f"{period:.4g} d; are the errors in days?")
-        e_ref = int(epochs[0])
-        t_ref = t0 + period * e_ref
-        sigma = np.sqrt(err**2 + jitter_days**2)
-        return cls(epochs, t - t_ref, sigma, float(t_ref), float(period), e_ref)
+def fit_linear_ephemeris(epochs, times, errors) -> tuple[float, float, float]:
+    """Weighted least-squares linear ephemeris t = t0 + P * E (``astro.ephemeris``): (t0, P, chi2)."""
+    eph = linear_ephemeris(epochs, times, errors)
+    return eph.t0, eph.period, eph.chi2
 
 
 def _days(col) -> np.ndarray:
@@ -108,47 +55,53 @@ def _days(col) -> np.ndarray:
     return (np.asarray(col, dtype=float) * u.Unit(unit)).to_value(u.day)
 
 
-def fit_linear_ephemeris(epochs, times, errors) -> tuple[float, float, float]:
-    """Weighted least-squares linear ephemeris t = t0 + P * E (``astro.ephemeris``): (t0, P, chi2)."""
-    eph = linear_ephemeris(epochs, times, errors)
-    return eph.t0, eph.period, eph.chi2
-
-
 @dataclass(frozen=True)
-class Prior:
-    """A one-dimensional prior: log-uniform or uniform on [lo, hi]; lo == hi holds the parameter fixed."""
+class TransitData:
+    """Observed transit times of one planet (absolute, in the table's time system) and its linear ephemeris."""
 
     name: str
-    lo: float
-    hi: float
-    kind: str = "uniform"  # uniform | log
-    periodic: bool = False
-
-    def __post_init__(self):
-        if not self.hi >= self.lo:
-            raise ValueError(f"prior {self.name}: upper bound {self.hi} below lower bound {self.lo}")
-        if self.kind == "log" and self.lo <= 0:
-            raise ValueError(f"prior {self.name}: log-uniform needs positive bounds, got [{self.lo}, {self.hi}]")
+    epochs: np.ndarray  # integer epochs as in the table
+    times: np.ndarray  # days
+    errors: np.ndarray  # days (jitter already added in quadrature)
+    t0: float  # linear-ephemeris time of the first observed epoch
+    period: float  # linear-ephemeris period (days), refitted to these times
 
     @property
-    def fixed(self) -> bool:
-        return self.lo == self.hi
+    def n(self) -> int:
+        return len(self.epochs)
 
-    def transform(self, u: float) -> float:
-        if self.kind == "log":
-            return float(np.exp(np.log(self.lo) + u * (np.log(self.hi) - np.log(self.lo))))
-        return float(self.lo + u * (self.hi - self.lo))
-
-    def describe(self) -> dict:
-        return {"kind": "fixed" if self.fixed else ("log-uniform" if self.kind == "log" else "uniform"),
-                "lo": self.lo, "hi": self.hi, "unit": PARAMETERS[self.name][0]}
-
-
-def make_prior(name: str, bounds) -> Prior:
-    unit, kind, periodic = PARAMETERS[name]
-    lo, hi = (float(bounds[0]), float(bounds[1])) if np.ndim(bounds) else (float(bounds), float(bounds))
-    full_circle = periodic and np.isclose(hi - lo, 360.0)
-    return Prior(name, lo, hi, kind, full_circle)
+    @classmethod
+    def from_table(cls, table, *, name: str = "b", jitter_days: float = 0.0, where: str = "transitTimes",
+                   min_transits: int = 3) -> "TransitData":
+        """Read ``epoch, t_obs, t_obs_err`` (days unless the columns carry units); refit the ephemeris."""
+        missing = [c for c in ("epoch", "t_obs", "t_obs_err") if c not in table.colnames]
+        if missing:
+            raise TtvDataError(f"{where}: missing column(s) {missing}; have {table.colnames}")
+        epochs = np.asarray(table["epoch"], dtype=float)
+        if np.any(np.abs(epochs - np.round(epochs)) > 1e-6):
+            raise TtvDataError(f"{where}: epochs must be integers, got {epochs}")
+        t, err = _days(table["t_obs"]), _days(table["t_obs_err"])
+        good = np.isfinite(t) & np.isfinite(err)
+        if np.any(good & (err <= 0)):
+            rows = np.flatnonzero(good & (err <= 0))
+            raise TtvDataError(f"{where}: non-positive t_obs_err in row(s) {rows.tolist()} "
+                               f"(epochs {epochs[rows].astype(int).tolist()})")
+        epochs, t, err = np.round(epochs[good]).astype(int), t[good], err[good]
+        uniq, counts = np.unique(epochs, return_counts=True)
+        if np.any(counts > 1):
+            raise TtvDataError(f"{where}: repeated epochs {uniq[counts > 1].tolist()} (ingest with "
+                               "--duplicates combine)")
+        order = np.argsort(epochs)
+        epochs, t, err = epochs[order], t[order], err[order]
+        if len(epochs) < max(3, min_transits):
+            raise TtvDataError(f"{where}: {len(epochs)} usable transit time(s); a TTV fit needs at least "
+                               f"{max(3, min_transits)}")
+        t0, period, _ = fit_linear_ephemeris(epochs - epochs[0], t, err)
+        if np.median(err) > 0.05 * period:
+            raise TtvDataError(f"{where}: median t_obs_err {np.median(err):.3g} d is over 5% of the period "
+                               f"{period:.4g} d; are the errors in days?")
+        sigma = np.sqrt(err**2 + jitter_days**2)
+        return cls(name, epochs, t, sigma, float(t0), float(period))
 
 
 def semi_major_axis(period, mass_total):
@@ -165,28 +118,42 @@ def hill_separation(stellar_mass, m1, p1, e1, m2, p2, e2) -> float:
     return float((ao * (1 - eo) - ai * (1 + ei)) / r_hill)
 
 
-@dataclass
-class TtvModel:
-    """The known planet (circular, on its linear ephemeris) plus one perturber, for one target's transits."""
+def mean_anomaly_at_conjunction(e: float, omega_deg: float) -> float:
+    """Mean anomaly (deg) when the true anomaly is 90 - omega (the planet crosses the line of sight)."""
+    f = np.deg2rad(90.0 - omega_deg)
+    big_e = 2 * np.arctan2(np.sqrt(1 - e) * np.sin(f / 2), np.sqrt(1 + e) * np.cos(f / 2))
+    return float(np.rad2deg(big_e - e * np.sin(big_e)))
 
-    data: TransitData
+
+@dataclass
+class SystemModel:
+    """Transiting planets (with data) and perturbers (without) around one star; the priors of all bodies."""
+
+    data: tuple[TransitData, ...]
+    perturbers: tuple[str, ...]
     priors: tuple[Prior, ...]
     stellar_mass: float = 1.0
     inclination: float = 90.0
     timestep_fraction: float = 0.05
     min_hill_separation: float = 2 * np.sqrt(3)
+    inclinations: dict[str, float] = field(default_factory=dict)  # per body (deg); default ``inclination``
     free: tuple[str, ...] = field(init=False)
 
     def __post_init__(self):
-        names = [p.name for p in self.priors]
-        if sorted(names) != sorted(PARAMETERS):
-            raise ValueError(f"priors must cover {sorted(PARAMETERS)}, got {names}")
-        self.priors = tuple(sorted(self.priors, key=lambda p: list(PARAMETERS).index(p.name)))
+        self.bodies = tuple(d.name for d in self.data) + tuple(self.perturbers)
+        names = {p.name for p in self.priors}
+        for b in self.bodies:
+            phase = "t0" if b not in self.perturbers else "mean_longitude"
+            need = {f"{b}:{k}" for k in ("mass", "period", phase, "eccentricity", "omega")}
+            if not need <= names:
+                raise ValueError(f"priors of {b} missing: {sorted(need - names)}")
+        self._prior = {p.name: p for p in self.priors}
         self.free = tuple(p.name for p in self.priors if not p.fixed)
-        design = np.vstack([np.ones(self.data.n), self.data.rel_epochs.astype(float)]).T
-        self._design = design / self.data.errors[:, None]
-        self._span = int(self.data.rel_epochs[-1])
-        self._rel_epochs = self.data.rel_epochs
+        # from the data alone, so the elements' epoch (and a posterior's meaning) does not move with the priors
+        self.t_ref = float(min(d.times[0] for d in self.data))
+        self.t_start = self.t_ref - 0.5 * min(d.period for d in self.data)  # epoch of the osculating elements
+        self.t_end = float(max(d.times[-1] for d in self.data)) + 0.6 * max(d.period for d in self.data)
+        self._norm = float(sum(-np.sum(np.log(np.sqrt(2 * np.pi) * d.errors)) for d in self.data))
 
     # --- priors -------------------------------------------------------------------------------------
     @property
@@ -195,109 +162,144 @@ class TtvModel:
 
     @property
     def periodic(self) -> list[int]:
-        return [i for i, n in enumerate(self.free) if self.prior(n).periodic]
+        return [i for i, n in enumerate(self.free) if self._prior[n].periodic]
 
     def prior(self, name: str) -> Prior:
-        return next(p for p in self.priors if p.name == name)
+        return self._prior[name]
 
     def prior_transform(self, u):
         """Unit cube -> physical parameters (the free ones, in ``self.free`` order)."""
-        return np.array([self.prior(n).transform(x) for n, x in zip(self.free, u)])
+        return np.array([self._prior[n].transform(x) for n, x in zip(self.free, u, strict=True)])
 
     def params(self, x) -> dict[str, float]:
-        """All six parameters from a vector of free ones."""
+        """Every parameter from a vector of free ones."""
         out = {p.name: p.lo for p in self.priors}
-        out.update({n: float(v) for n, v in zip(self.free, x)})
+        out.update({n: float(v) for n, v in zip(self.free, x, strict=True)})
         return out
 
     # --- forward model --------------------------------------------------------------------------------
-    def transit_times(self, p: dict[str, float]) -> np.ndarray:
-        """TTVFast transit times of the known planet at the observed epochs (days since t_ref; NaN if absent)."""
-        d = self.data
-        known = Planet(p["known_mass"], d.period, 0.0, self.inclination, 0.0, 90.0, 180.0)
-        omega = p["omega"] % 360.0
-        pert = Planet(p["mass"], p["period"], p["eccentricity"], self.inclination, 0.0, omega,
-                      (p["mean_longitude"] - omega) % 360.0)
-        planets, k = ([known, pert], 0) if p["period"] >= d.period else ([pert, known], 1)
-        # Integration starts half a period before the first observed transit, at time 0 (TTVFast marks
-        # unused output slots with time -2, so all real times must be positive).
-        t_end = (self._span + 1.0) * d.period
-        res = ttvfast.ttvfast(planets, self.stellar_mass, 0.0, d.period * self.timestep_fraction, t_end)
-        # The wrapper returns fixed-length lists (5000 slots, mostly unused); converting only the slots that
-        # can hold transits of either planet is most of a call's Python cost saved.
-        n = int(t_end / d.period + t_end / p["period"]) + 4
-        idx, epoch, times = (np.asarray(c[:n]) for c in res["positions"][:3])
-        sel = (idx == k) & (times > 0) & (epoch >= 0)
-        out = np.full(self._span + 1, np.nan)
-        ep = epoch[sel].astype(int)
-        keep = ep <= self._span
-        out[ep[keep]] = times[sel][keep]
-        return out[self._rel_epochs] - 0.5 * d.period
+    def timestep(self, p: dict[str, float]) -> float:
+        return self.timestep_fraction * min(p[f"{b}:period"] for b in self.bodies)
 
-    def profile(self, model_times: np.ndarray) -> tuple[float, float, float]:
-        """chi2 after the best shift of the known planet's epoch (dt0) and period (dP): (chi2, dt0, dP)."""
-        r = (self.data.times - model_times) / self.data.errors
-        coef, *_ = np.linalg.lstsq(self._design, r, rcond=None)
-        chi2 = float(np.sum((r - self._design @ coef) ** 2))
-        return chi2, float(coef[0]), float(coef[1])
+    def _planet(self, b: str, p: dict[str, float]) -> Planet:
+        e, w, period = p[f"{b}:eccentricity"], p[f"{b}:omega"] % 360.0, p[f"{b}:period"]
+        if b in self.perturbers:
+            mean_anomaly = (p[f"{b}:mean_longitude"] - w) % 360.0
+        else:
+            m_conj = mean_anomaly_at_conjunction(e, w)
+            mean_anomaly = (m_conj - 360.0 * (p[f"{b}:t0"] - self.t_start) / period) % 360.0
+        inc = self.inclinations.get(b, self.inclination)
+        return Planet(p[f"{b}:mass"] * M_EARTH_MSUN, period, e, inc, 0.0, w, mean_anomaly)
 
-    @property
-    def _norm(self) -> float:
-        return float(-np.sum(np.log(np.sqrt(2 * np.pi) * self.data.errors)))
+    def transit_times(self, p: dict[str, float], dt: float | None = None) -> list[np.ndarray] | None:
+        """Model times (absolute) of every transiting planet at its observed epochs; None if one is missing."""
+        order = sorted(self.bodies, key=lambda b: p[f"{b}:period"])
+        planets = [self._planet(b, p) for b in order]
+        span = self.t_end - self.t_start
+        res = ttvfast.ttvfast(planets, self.stellar_mass, 0.0, dt or self.timestep(p), span)
+        # fixed-length output lists (5000 slots, mostly unused): convert only the slots that can be filled
+        n = int(sum(span / p[f"{b}:period"] for b in self.bodies)) + 4 * len(self.bodies)
+        idx, _, times = (np.asarray(c[:n]) for c in res["positions"][:3])
+        out = []
+        for d in self.data:
+            k = order.index(d.name)
+            tk = np.sort(times[(idx == k) & (times > 0)]) + self.t_start
+            if len(tk) == 0:
+                return None
+            period = p[f"{d.name}:period"]
+            i0 = int(np.argmin(np.abs(tk - p[f"{d.name}:t0"])))
+            if abs(tk[i0] - p[f"{d.name}:t0"]) > 0.25 * period:
+                return None
+            want = i0 + (d.epochs - d.epochs[0])
+            if want[-1] >= len(tk) or want[0] < 0:
+                return None
+            out.append(tk[want])
+        return out
 
-    def loglike(self, x):
-        """Gaussian log-likelihood of the observed times; returns (logl, blob=[dt0, dP] in days)."""
+    def stable(self, p: dict[str, float]) -> bool:
+        """Every adjacent pair at least ``min_hill_separation`` mutual Hill radii apart, e < 1."""
+        order = sorted(self.bodies, key=lambda b: p[f"{b}:period"])
+        m = {b: p[f"{b}:mass"] * M_EARTH_MSUN for b in order}
+        for a, b in zip(order, order[1:], strict=False):
+            if p[f"{a}:eccentricity"] >= 1 or p[f"{b}:eccentricity"] >= 1:
+                return False
+            if hill_separation(self.stellar_mass, m[a], p[f"{a}:period"], p[f"{a}:eccentricity"], m[b],
+                               p[f"{b}:period"], p[f"{b}:eccentricity"]) < self.min_hill_separation:
+                return False
+        return True
+
+    def chi2(self, model: list[np.ndarray]) -> float:
+        return float(sum(np.sum(((d.times - m) / d.errors) ** 2) for d, m in zip(self.data, model, strict=True)))
+
+    def loglike(self, x) -> float:
+        """Gaussian log-likelihood of every observed transit time."""
         p = self.params(x)
-        if p["eccentricity"] >= 1 or hill_separation(self.stellar_mass, p["known_mass"], self.data.period, 0.0,
-                                                     p["mass"], p["period"], p["eccentricity"]) \
-                < self.min_hill_separation:
-            return LOGL_REJECT, np.zeros(2)
+        if not self.stable(p):
+            return LOGL_REJECT
         model = self.transit_times(p)
-        if not np.all(np.isfinite(model)):
-            return LOGL_REJECT, np.zeros(2)
-        chi2, dt0, dp = self.profile(model)
-        return -0.5 * chi2 + self._norm, np.array([dt0, dp])
+        if model is None or not all(np.all(np.isfinite(m)) for m in model):
+            return LOGL_REJECT
+        return -0.5 * self.chi2(model) + self._norm
 
-    def null_loglike(self) -> float:
-        """The no-perturber model under the same convention: a profiled linear ephemeris."""
-        _, _, chi2 = fit_linear_ephemeris(self.data.rel_epochs, self.data.times, self.data.errors)
-        return -0.5 * chi2 + self._norm
+    def step_check(self, x) -> dict:
+        """How far halving the step moves the model times at ``x``: the largest shift in sigma and in minutes."""
+        p = self.params(x)
+        dt = self.timestep(p)
+        a, b = self.transit_times(p, dt), self.transit_times(p, dt / 2)
+        if a is None or b is None:
+            return {"timestep_days": dt, "max_shift_sigma": float("nan"), "max_shift_minutes": float("nan")}
+        shift = [np.abs(u - v) for u, v in zip(a, b, strict=True)]
+        sig = max(float(np.max(s / d.errors)) for s, d in zip(shift, self.data, strict=True))
+        return {"timestep_days": dt, "max_shift_sigma": sig,
+                "max_shift_minutes": max(float(np.max(s)) for s in shift) * 1440.0}
 
-    def derived(self, samples: np.ndarray, blobs: np.ndarray) -> dict[str, np.ndarray]:
-        """Per-sample columns: all parameters, the mean anomaly, and the known planet's profiled ephemeris
-        (``known_t0`` = t_ref + dt0, ``known_period`` = linear period + dP: the line added to b's model
-        transit times, not osculating elements)."""
-        cols = {n: np.full(len(samples), self.prior(n).lo) for n in PARAMETERS}
+    def without_perturbers(self) -> "SystemModel":
+        """The same transiting planets and priors with no perturber (for the evidence comparison)."""
+        keep = tuple(pr for pr in self.priors if pr.name.split(":")[0] not in self.perturbers)
+        return SystemModel(self.data, (), keep, self.stellar_mass, self.inclination, self.timestep_fraction,
+                           self.min_hill_separation, self.inclinations)
+
+    def derived(self, samples: np.ndarray) -> dict[str, np.ndarray]:
+        """Per-sample columns ``{body}:{parameter}`` plus mass in solar masses ratio, e cos w and e sin w."""
+        cols = {p.name: np.full(len(samples), p.lo) for p in self.priors}
         for i, n in enumerate(self.free):
             cols[n] = np.asarray(samples[:, i], dtype=float)
-        cols["omega"] = cols["omega"] % 360.0
-        cols["mean_longitude"] = cols["mean_longitude"] % 360.0
-        cols["mean_anomaly"] = (cols["mean_longitude"] - cols["omega"]) % 360.0
-        blobs = np.asarray(blobs, dtype=float).reshape(len(samples), 2)
-        cols["known_t0"] = self.data.t_ref + blobs[:, 0]
-        cols["known_period"] = self.data.period + blobs[:, 1]
+        for b in self.bodies:
+            w = cols[f"{b}:omega"] % 360.0
+            cols[f"{b}:omega"] = w
+            if f"{b}:mean_longitude" in cols:
+                cols[f"{b}:mean_longitude"] %= 360.0
+            cols[f"{b}:mass_ratio"] = cols[f"{b}:mass"] * M_EARTH_MSUN / self.stellar_mass
+            cols[f"{b}:ecosw"] = cols[f"{b}:eccentricity"] * np.cos(np.deg2rad(w))
+            cols[f"{b}:esinw"] = cols[f"{b}:eccentricity"] * np.sin(np.deg2rad(w))
         return cols
 
-    def integration_start(self) -> float:
-        """Epoch of the osculating elements, in the table's time system."""
-        return self.data.t_ref - 0.5 * self.data.period
+    def describe(self) -> dict:
+        return {"bodies": list(self.bodies), "transiting": [d.name for d in self.data],
+                "perturbers": list(self.perturbers), "stellar_mass_msun": self.stellar_mass,
+                "inclination_deg": {b: self.inclinations.get(b, self.inclination) for b in self.bodies},
+                "timestep_fraction": self.timestep_fraction,
+                "t_ref": self.t_ref, "integration_start": self.t_start, "integration_end": self.t_end,
+                "coordinates": "Jacobi (TTVFast input_flag 0), bodies ordered by period"}
 
 
 # --- the model a sampling process works on ------------------------------------------------------------
 # dynesty pickles its likelihood into checkpoints and ships it to pool workers on every call. Module-level
 # functions reading one model per process make both cheap and let a checkpoint written with a pool be
 # resumed without one (and the reverse): the model itself is installed by ``activate`` (pool initializer).
-_ACTIVE: TtvModel | None = None
+_ACTIVE: SystemModel | None = None
 
 
-def activate(model: TtvModel) -> None:
+def activate(model: SystemModel) -> None:
     global _ACTIVE
     _ACTIVE = model
 
 
 def active_loglike(x):
+    assert _ACTIVE is not None
     return _ACTIVE.loglike(x)
 
 
 def active_prior_transform(u):
+    assert _ACTIVE is not None
     return _ACTIVE.prior_transform(u)

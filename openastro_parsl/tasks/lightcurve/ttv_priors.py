@@ -1,0 +1,150 @@
+"""Priors of the joint TTV fit: one-dimensional prior transforms and the per-planet prior configuration.
+
+Each body (a transiting planet, or a non-transiting perturber) has five parameters: mass (Earth masses),
+period (days, osculating at the integration start), a phase (``t0``, the time of a reference transit, for a
+transiting planet; ``mean_longitude`` at the integration start for a perturber), eccentricity and argument of
+pericentre ``omega``. The sampler works in (e, omega) with omega periodic; e cos omega and e sin omega are
+reported beside them. Eccentricity priors: ``rayleigh`` (scale ``eccentricity_scale``, truncated at
+``eccentricity_max``), ``sqrt_uniform`` (sqrt(e) uniform on [0, sqrt(e_max)]) or ``uniform``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+M_EARTH_MSUN = 3.003489596e-6  # IAU 2015 nominal GM_earth / GM_sun
+KINDS = ("uniform", "log", "rayleigh", "sqrt_uniform")
+BODY_PARAMETERS = ("mass", "period", "phase", "eccentricity", "omega")
+UNITS = {"mass": "M_earth", "period": "d", "t0": "d", "mean_longitude": "deg", "eccentricity": "", "omega": "deg"}
+
+
+@dataclass(frozen=True)
+class Prior:
+    """A one-dimensional prior on [lo, hi] (lo == hi: held fixed); ``scale`` is the Rayleigh sigma."""
+
+    name: str
+    lo: float
+    hi: float
+    kind: str = "uniform"  # uniform | log | rayleigh | sqrt_uniform
+    periodic: bool = False
+    scale: float = 0.0
+    unit: str = ""
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"prior {self.name}: kind {self.kind!r} is not one of {KINDS}")
+        if not self.hi >= self.lo:
+            raise ValueError(f"prior {self.name}: upper bound {self.hi} below lower bound {self.lo}")
+        if self.kind == "log" and self.lo <= 0:
+            raise ValueError(f"prior {self.name}: log-uniform needs positive bounds, got [{self.lo}, {self.hi}]")
+        if self.kind == "rayleigh" and not self.scale > 0:
+            raise ValueError(f"prior {self.name}: a Rayleigh prior needs a positive scale")
+
+    @property
+    def fixed(self) -> bool:
+        return self.lo == self.hi
+
+    def transform(self, u: float) -> float:
+        """Unit interval -> parameter (the inverse cumulative distribution)."""
+        if self.kind == "log":
+            return float(np.exp(np.log(self.lo) + u * (np.log(self.hi) - np.log(self.lo))))
+        if self.kind == "sqrt_uniform":
+            return float((np.sqrt(self.lo) + u * (np.sqrt(self.hi) - np.sqrt(self.lo))) ** 2)
+        if self.kind == "rayleigh":
+            c_lo, c_hi = (1 - np.exp(-0.5 * (b / self.scale) ** 2) for b in (self.lo, self.hi))
+            return float(self.scale * np.sqrt(-2 * np.log1p(-(c_lo + u * (c_hi - c_lo)))))
+        return float(self.lo + u * (self.hi - self.lo))
+
+    def describe(self) -> dict:
+        out = {"kind": "fixed" if self.fixed else self.kind, "lo": self.lo, "hi": self.hi, "unit": self.unit}
+        if self.kind == "rayleigh":
+            out["scale"] = self.scale
+        return out
+
+
+def _pair(v, name: str, positive: bool = False):
+    if v is None:
+        return v
+    if len(v) != 2 or not float(v[1]) >= float(v[0]):
+        raise ValueError(f"{name}: expected [low, high] with high >= low, got {v}")
+    if positive and float(v[0]) <= 0:
+        raise ValueError(f"{name}: bounds must be positive, got {v}")
+    return [float(v[0]), float(v[1])]
+
+
+class BodyPriors(BaseModel):
+    """Priors of one planet. Unset fields take the config's ``planet_defaults``; periods and phases of a
+    transiting planet default to windows around its linear ephemeris."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mass_earth: list[float] | None = Field(None, description="Mass prior [lo, hi] in Earth masses.")
+    mass_prior: Literal["uniform", "log"] | None = Field(None, description="uniform or log(-uniform) in mass.")
+    period: list[float] | None = Field(None, description="Period window [lo, hi] (days).")
+    period_ratio: list[float] | None = Field(None, description="Perturbers: period window as multiples of the "
+                                             "shortest transiting planet's period (when period is not set).")
+    period_window: float | None = Field(None, gt=0, description="Transiting planets: half-width of the period "
+                                        "window as a fraction of the linear-ephemeris period.")
+    t0_window_days: float | None = Field(None, gt=0, description="Transiting planets: half-width (days) of the "
+                                         "reference transit time window around the linear ephemeris.")
+    eccentricity_prior: Literal["rayleigh", "sqrt_uniform", "uniform"] | None = None
+    eccentricity_scale: float | None = Field(None, gt=0, description="Rayleigh sigma.")
+    eccentricity_max: float | None = Field(None, ge=0, lt=1, description="Upper eccentricity bound; 0 fixes a "
+                                           "circular orbit.")
+    inclination_deg: float | None = Field(None, gt=0, le=180, description="Orbital inclination (held fixed; "
+                                          "a transiting planet's comes from its light-curve fit).")
+
+    @field_validator("mass_earth", "period", "period_ratio")
+    @classmethod
+    def _positive(cls, v, info):
+        return _pair(v, info.field_name, positive=True)
+
+    def merged(self, defaults: "BodyPriors") -> "BodyPriors":
+        """These priors with unset fields taken from ``defaults``."""
+        mine = self.model_dump(exclude_none=True, exclude={"name"})
+        return BodyPriors(**(defaults.model_dump(exclude_none=True, exclude={"name"}) | mine))
+
+
+class PerturberPriors(BodyPriors):
+    """A non-transiting planet: its name and priors (a period or a period_ratio window is required)."""
+
+    name: str = Field(..., min_length=1)
+
+
+DEFAULTS = BodyPriors(mass_earth=[0.1, 1000.0], mass_prior="log", period_window=0.01, t0_window_days=0.2,
+                      period_ratio=[1.3, 4.0], eccentricity_prior="rayleigh", eccentricity_scale=0.05,
+                      eccentricity_max=0.5)
+
+
+def body_priors(name: str, p: BodyPriors, *, transiting: bool, period: float | None = None,
+                t0: float | None = None, shortest_period: float | None = None) -> list[Prior]:
+    """The five priors of one body (names ``{name}:{parameter}``) from its merged configuration."""
+    mass = p.mass_earth or [0.1, 1000.0]
+    out = [Prior(f"{name}:mass", mass[0], mass[1], p.mass_prior or "log", unit="M_earth")]
+    if p.period is not None:
+        lo, hi = p.period
+    elif transiting:
+        assert period is not None
+        w = (p.period_window or 0.01) * period
+        lo, hi = period - w, period + w
+    else:
+        if shortest_period is None or p.period_ratio is None:
+            raise ValueError(f"perturber {name}: set period or period_ratio")
+        lo, hi = (r * shortest_period for r in p.period_ratio)
+    out.append(Prior(f"{name}:period", lo, hi, "uniform", unit="d"))
+    if transiting:
+        assert t0 is not None
+        w = p.t0_window_days or 0.2
+        out.append(Prior(f"{name}:t0", t0 - w, t0 + w, "uniform", unit="d"))
+    else:
+        out.append(Prior(f"{name}:mean_longitude", 0.0, 360.0, "uniform", periodic=True, unit="deg"))
+    e_max = 0.5 if p.eccentricity_max is None else p.eccentricity_max
+    kind = p.eccentricity_prior or "rayleigh"
+    out.append(Prior(f"{name}:eccentricity", 0.0, e_max, kind, scale=p.eccentricity_scale or 0.05))
+    out.append(Prior(f"{name}:omega", 0.0, 360.0, "uniform", periodic=True, unit="deg")
+               if e_max > 0 else Prior(f"{name}:omega", 90.0, 90.0, unit="deg"))
+    return out

@@ -1,0 +1,105 @@
+"""K2-24 (Petigura et al. 2018): the joint TTV fit of a real two-planet system from its published times.
+
+Ten transit times (K2 and Spitzer) of b (P 20.9 d) and c (P 42.4 d) near 2:1, ingested as the user would
+(`openastro-butler ingest-transit-times ... --time-system BKJD` gives targets K2-24b and K2-24c in field
+K2-24); `ttvFit` plans one quantum for the field with both planets' datasets, and it runs through Parsl. The
+slow test runs the fit (6-18 min on this 2-core machine) and checks it against the published solution: the
+periods, and mass intervals that overlap the published (TTV + RV) masses M_b = 19.0 +2.2 -2.1 and
+M_c = 15.4 +1.9 -1.8 Earth masses. It fails today: the sampler settles in a high-mass mode of the multimodal
+posterior (docs/ttv.md, Validation).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from testdata import REAL_DATA
+
+from openastro_parsl.graph.planner import Planner
+from openastro_parsl.ingest.archival import ingest_transit_times
+from openastro_parsl.pipeline.pipeline import load_pipeline
+from openastro_parsl.tasks.lightcurve.ttv import TtvFitConfig, TtvFitTask
+
+K2_24 = REAL_DATA / "k2-24_petigura2018_transit_times.txt"
+OPENASTRO = Path(__file__).resolve().parents[2] / "pipelines" / "openastro.yaml"
+needs_real = pytest.mark.skipif(not K2_24.exists(), reason=f"real data file {K2_24} absent")
+PUBLISHED = {"K2-24b": {"period": 20.8851, "mass": (19.0 - 2.1, 19.0 + 2.2)},
+             "K2-24c": {"period": 42.3633, "mass": (15.4 - 1.8, 15.4 + 1.9)}}
+STELLAR_MASS = 1.07
+
+# Uninformative priors for a TTV-only fit (docs/ttv.md): masses uniform in 1..200 Earth masses, e uniform below
+# 0.3, period windows +-0.5 %, t0 windows +-0.1 d. (With the informative default, Rayleigh e with sigma 0.05,
+# the posterior sits in the low-e / high-mass mode of the mass-eccentricity degeneracy: ~40 Earth masses each.)
+K2_24_CONFIG = dict(stellar_masses={"K2-24": STELLAR_MASS}, n_cores=2, nlive=300, dlogz=0.5, seed=42,
+                    planet_defaults=dict(mass_earth=[1.0, 200.0], mass_prior="uniform", eccentricity_prior="uniform",
+                                         eccentricity_max=0.3, period_window=0.005, t0_window_days=0.1))
+
+
+@pytest.fixture
+def k2_24(butler):
+    ingest_transit_times(butler, K2_24, "transits/published", "K2-24", ra=242.37, dec=-24.99, time_system="BKJD")
+    return butler
+
+
+@needs_real
+def test_k2_24_plans_one_joint_quantum(k2_24):
+    graph = Planner(k2_24, load_pipeline(f"{OPENASTRO}#ttv"), inputs=["transits/published"],
+                    output_run="u/t/k2").plan()
+    (q,) = graph.quanta.values()
+    assert q.data_id["field"] == "K2-24" and len(q.inputs["transit_times"]) == 2
+    assert set(q.outputs) == {"posterior", "summary", "corner", "oc"}
+
+
+PIPELINE = """
+description: the joint TTV fit alone, cut short (a plumbing test, not a science one)
+tasks:
+  ttvFit:
+    class: openastro_parsl.tasks.lightcurve.TtvFitTask
+    config: {n_cores: 1, nlive: 20, maxcall: 300, stellar_masses: {K2-24: 1.07}, n_oc_draws: 3}
+"""
+
+
+@needs_real
+@pytest.mark.filterwarnings("ignore:The sampling was stopped short")
+def test_k2_24_runs_through_parsl(k2_24, tmp_path):
+    """The planned quantum runs on the local site: both planets reach run() as a list with their data IDs,
+    and the field's four outputs are stored."""
+    from openastro_parsl.execution.site import load_site
+    from openastro_parsl.execution.submit import Submission
+
+    spec = tmp_path / "ttv.yaml"
+    spec.write_text(PIPELINE)
+    graph = Planner(k2_24, load_pipeline(spec), inputs=["transits/published"], output_run="u/t/ttv").plan()
+    site, src = load_site(None)
+    assert Submission.start(k2_24, graph, site, src).run().ok
+    s = k2_24.get("ttvSummary", {"field": "K2-24"}, collections="u/t/ttv")
+    assert set(s["planets"]) == {"K2-24b", "K2-24c"} and s["stellar_mass_msun"] == 1.07
+    assert s["n_transits"] == {"K2-24b": 6, "K2-24c": 4} and s["n_likelihood_calls"] >= 300
+    assert k2_24.get("ttvOC", {"field": "K2-24"}, collections="u/t/ttv")[:4] == b"\x89PNG"
+    assert len(k2_24.get("ttvPosterior", {"field": "K2-24"}, collections="u/t/ttv")) > 0
+
+
+@needs_real
+@pytest.mark.slow
+@pytest.mark.xfail(reason="issue 15 open: one dynesty run settles in one mode of K2-24's multimodal mass-eccentricity "
+                          "posterior, chosen by the seed (docs/ttv.md); needs several runs merged by evidence",
+                   strict=False)
+@pytest.mark.timeout(2700)  # ~18 min on this 2-core machine under a load average of 9-14
+def test_k2_24_joint_fit_matches_the_published_system(k2_24):
+    b = k2_24.get("transitTimes", {"target": "K2-24b"}, collections="transits/published")
+    c = k2_24.get("transitTimes", {"target": "K2-24c"}, collections="transits/published")
+    out = TtvFitTask(TtvFitConfig(**K2_24_CONFIG)).run(
+        [b, c], data_id={"field": "K2-24"}, data_ids={"transit_times": [{"target": "K2-24b"}, {"target": "K2-24c"}]})
+    s = out["summary"]
+    assert s["stellar_mass_msun"] == STELLAR_MASS and s["warnings"] == []
+    assert s["timestep_check"]["max_shift_sigma"] < 0.1
+    for name, pub in PUBLISHED.items():
+        p = s["planets"][name]
+        # periods: the published value within the 95 % interval widened by 0.01 d (osculating periods at the
+        # fit's epoch differ from a paper's at its own by ~(m/M*) P, a few 1e-3 d here)
+        assert p["period_days"]["lo95"] - 0.01 < pub["period"] < p["period_days"]["hi95"] + 0.01, (name, p)
+        lo, hi = pub["mass"]
+        assert p["mass_earth"]["lo95"] < hi and p["mass_earth"]["hi95"] > lo, (name, p["mass_earth"])
+        assert p["mass_earth"]["lo95"] > 3.0  # a detection, not the prior's floor
+    assert s["n_transits"] == {"K2-24b": 6, "K2-24c": 4}
