@@ -9,9 +9,12 @@ the simulator) builds on.
 ``astro.jsonable``     numpy -> JSON-native values for StructuredData outputs
 ``astro.refcat``       reference catalogues: local files, Gaia DR3 through astroquery, a SQLite cone cache
 ``astro.observation``  exposure metadata (times, site, detector) from a raw header via the ingest translators
+``astro.mpcorb``       MPC orbit files (MPCORB format): read with file:line errors, write
+``astro.orbits``       two-body propagation of osculating elements to apparent topocentric positions
+``astro.minor_planets`` the minor planets predicted in a frame, and candidates matched to them
 =====================  ==============================================================================
 
-The first five are re-exported here; ``refcat`` and ``observation`` are imported as modules (they pull in
+The first five are re-exported here; the others are imported as modules (they pull in
 SQLite, the network client and the header translators, which most users of this package do not need).
 Nothing here imports the pipeline framework: these functions work on arrays, tables and WCSs.
 """
