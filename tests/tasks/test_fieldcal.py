@@ -184,3 +184,20 @@ def test_bad_inputs_name_the_frame():
     with pytest.raises(ValueError, match=r"frame\(s\) \[1\] have no \(finite\) measurement"):
         P.fit_field([0, 2], [0, 0], [1.0, 1.0], [0.01, 0.01], frame_group=[0, 0, 0], frame_column=[0, 0, 0],
                     cat_mag=np.ones((1, 2)), cat_err=np.full((1, 2), 0.01), blue=0, red=1)
+
+
+def test_catalogue_columns_default_to_those_calibrate_used():
+    """Bands named as the observatory names them (here 'B' and 'R') need no second band_map: each src says which
+    catalogue column and colour calibrate used; two colour indices in one field are refused by name."""
+    f = _field(np.random.default_rng(5))
+    srcs = _src_tables(f)
+    renamed = {"g": "B", "r": "R"}
+    for t in srcs:
+        t.meta.update({"refcat_band": t.meta["band"], "colour_index": "g-r", "band": renamed[t.meta["band"]]})
+    with pytest.raises(ValueError, match="band 'B' has no refcat column 'B'"):
+        P.field_measurements(srcs, f["cat"], band_map={})
+    m = P.field_measurements(srcs, f["cat"])
+    assert m.colour_index == "g-r" and {b for _, b in m.groups} == {"B", "R"}
+    srcs[0].meta["colour_index"] = "BP-RP"
+    with pytest.raises(ValueError, match="different colour indices"):
+        P.field_measurements(srcs, f["cat"])

@@ -254,6 +254,7 @@ class CalibrateTask(PipelineTask):
             "exposure": obs.exposure, "site_lat": obs.site_lat, "site_lon": obs.site_lon, "site_elev": obs.site_elev,
             "zp": fit.zp, "zp_err": fit.zp_err, "colour_term": fit.colour_term, "zp_adu": cal.zp_adu,
             "gain": obs.gain, "flux_unit": "adu", "pixel_origin": 0, "colour_index": "-".join(c.colour),
+            "refcat_band": cal.refcat_band,  # the catalogue column calibrated against (fieldCalibration reads it)
             "flags": dict(SOURCE_FLAGS), "assumed": list(obs.assumed),
             "mag_system": "mag = zp - 2.5 log10(flux*gain/exptime) (natural, no colour term); "
                           "mag_cal = mag - colour_term*colour",

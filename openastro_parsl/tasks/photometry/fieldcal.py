@@ -45,14 +45,28 @@ class FieldMeasurements:
     frames: list[tuple[str, int, str]]  # (instrument, exposure, band) per frame index
     groups: list[tuple[str, str]]  # (instrument, band) per group index
     star_ids: np.ndarray  # refcat id per star index
+    colour_index: str = "g-r"  # the catalogue colour the fit used (blue-red)
 
 
-def field_measurements(srcs: list[Table], refcat: Table, *, colour: tuple[str, str] = ("g", "r"),
+def _colour_of(srcs: list[Table], names: list[str]) -> tuple[str, str]:
+    """The colour index calibrate used (each src's ``colour_index``, e.g. ``BP-RP``); g-r for tables without it."""
+    used = {str(t.meta["colour_index"]): n for n, t in zip(names, srcs, strict=True) if t.meta.get("colour_index")}
+    if len(used) > 1:
+        raise ValueError(f"fieldCalibration: the frames were calibrated with different colour indices "
+                         f"({', '.join(f'{k} ({n})' for k, n in used.items())}); set config colour")
+    blue, sep, red = next(iter(used), "g-r").partition("-")
+    return (blue, red) if sep else ("g", "r")
+
+
+def field_measurements(srcs: list[Table], refcat: Table, *, colour: tuple[str, str] | None = None,
                        band_map: dict[str, str] | None = None, names: list[str] | None = None) -> FieldMeasurements:
-    """Collect every calibration star of every frame; ``ValueError`` naming the frame for a malformed table."""
-    band_map = band_map or {}
-    blue_col, red_col = colour
+    """Collect every calibration star of every frame; ``ValueError`` naming the frame for a malformed table.
+
+    Without ``colour`` / ``band_map`` each frame is fitted against the catalogue columns calibrate used for it
+    (the src table's ``colour_index`` and ``refcat_band``), so the mapping is configured once, on calibrate.
+    """
     names = names if names and len(names) == len(srcs) else [f"src #{i}" for i in range(len(srcs))]
+    blue_col, red_col = colour if colour is not None else _colour_of(srcs, names)
     columns = [blue_col, red_col]
     for col in columns:
         for c in (col, f"{col}_err"):
@@ -66,7 +80,10 @@ def field_measurements(srcs: list[Table], refcat: Table, *, colour: tuple[str, s
         if missing:
             raise ValueError(f"fieldCalibration {name}: src lacks {', '.join(missing)}")
         band = str(t.meta["band"])
-        col = band_map.get(band, band)
+        if band_map is not None:
+            col = band_map.get(band, band)
+        else:
+            col = str(t.meta.get("refcat_band") or _DEFAULT_BAND_MAP.get(band, band))
         if col not in refcat.colnames or f"{col}_err" not in refcat.colnames:
             raise ValueError(f"fieldCalibration {name}: band {band!r} has no refcat column {col!r} with errors "
                              f"{col}_err; map it with config band_map")
@@ -100,14 +117,18 @@ def field_measurements(srcs: list[Table], refcat: Table, *, colour: tuple[str, s
         inst_mag=np.concatenate([p[1] for p in per_frame]), inst_err=np.concatenate([p[2] for p in per_frame]),
         frame_group=np.array([group_of[(i, b)] for i, _, b in frames]),
         frame_column=np.array([columns.index(p[3]) for p in per_frame]), cat_mag=cat, cat_err=err,
-        blue=0, red=1, frames=frames, groups=groups, star_ids=ids)
+        blue=0, red=1, frames=frames, groups=groups, star_ids=ids,
+        colour_index=f"{blue_col}-{red_col}")
+
+
+_DEFAULT_BAND_MAP = {"clear": "r"}  # calibrate's default, for src tables that do not say what they used
 
 
 class FieldCalibrationConfig(TaskConfig):
-    colour: tuple[str, str] = Field(("g", "r"), description="Catalogue columns whose difference is the colour index "
-                                                            "(as calibrate's).")
-    band_map: dict[str, str] = Field(default_factory=lambda: {"clear": "r"},
-                                     description="Band -> refcat magnitude column (as calibrate's).")
+    colour: tuple[str, str] | None = Field(None, description="Catalogue columns whose difference is the colour "
+                                                             "index (default: those calibrate used).")
+    band_map: dict[str, str] | None = Field(None, description="Band -> refcat magnitude column (default: the column "
+                                                              "calibrate used for each frame).")
     error_floor_mag: float = Field(0.005, ge=0, description="Added in quadrature to each measurement's error.")
     colour_term_prior: float = Field(1.0, gt=0, description="Width of the N(0, .) prior on each colour term: only "
                                                             "keeps a camera whose stars span no colour solvable.")
@@ -145,7 +166,7 @@ class FieldCalibrationTask(PipelineTask):
         table = _table(m, fit)
         table.meta.update({
             "field": field, "n_frames": len(m.frames), "n_stars": len(m.star_ids), "n_measurements": len(m.frame),
-            "n_used": int(fit.used.sum()), "chi2_red": fit.chi2_red, "colour_index": "-".join(c.colour),
+            "n_used": int(fit.used.sum()), "chi2_red": fit.chi2_red, "colour_index": m.colour_index,
             "colour_terms": {f"{i}/{b}": [float(fit.colour_term[k]), float(fit.colour_term_err[k])]
                              for k, (i, b) in enumerate(m.groups)},
             "zp_definition": "counts_e = exptime * 10**(-0.4*(m + colour_term*(g-r) - zp))",
