@@ -32,7 +32,7 @@ def ingest_orbits_cmd(repo: str, file: str, run: str, chain: str, replace: bool)
     done = register_orbits(butler, table, run=run, replace=replace, chain=chain or None)
     epochs = sorted(set(float(e) for e in table["epoch_mjd"]))
     what = "replaced" if done.replaced else "registered"
-    console.print(f"mpcorb: {done.n_orbits} orbits {what} in run {run} ({butler.path(done.ref)}); epochs MJD "
+    console.print(f"mpcorb: {done.n_rows} orbits {what} in run {run} ({butler.path(done.ref)}); epochs MJD "
                   f"{epochs[0]:.1f}" + (f"-{epochs[-1]:.1f}" if len(epochs) > 1 else "") + " (TT)")
     if done.chain is not None:
         console.print(f"chain {chain}: {', '.join(done.chain)}  (plan with -i {chain})")
@@ -60,7 +60,7 @@ def ingest_known_sources_cmd(repo: str, file: str, field_name: str, run: str, ch
     table = read_known_sources(file)
     done = register_known_sources(butler, table, field_name, run=run, replace=replace, chain=chain or None)
     kinds = ", ".join(f"{int(np.sum(table['kind'] == k))} {k}" for k in sorted(set(table["kind"])))
-    console.print(f"knownSources {{field={field_name}}}: {done.n_orbits} sources ({kinds}) "
+    console.print(f"knownSources {{field={field_name}}}: {done.n_rows} sources ({kinds}) "
                   f"{'replaced' if done.replaced else 'registered'} in run {run} ({butler.path(done.ref)})")
     if done.chain is not None:
         console.print(f"chain {chain}: {', '.join(done.chain)}  (plan with -i {chain})")

@@ -15,8 +15,7 @@ from astropy.table import Table
 
 from ..butler import Butler
 from ..registry.refs import DatasetType
-from .orbits import RegisteredOrbits, register_table
-from .refcats import field_record
+from .refcats import Registered, field_record, register_table
 from .tablefile import BadRows, angles, read_table
 
 __all__ = ["KINDS", "KNOWN_SOURCES", "KNOWN_SOURCES_RUN", "read_known_sources", "register_known_sources"]
@@ -60,8 +59,9 @@ def read_known_sources(path: str | Path) -> Table:
 
 
 def register_known_sources(butler: Butler, table: Table, field_name: str, *, run: str = KNOWN_SOURCES_RUN,
-                           replace: bool = False, chain: str | None = "defaults") -> RegisteredOrbits:
+                           replace: bool = False, chain: str | None = "defaults") -> Registered:
     """Register ``table`` as the ``knownSources`` of ``field_name`` in ``run`` (one transaction)."""
     field_record(butler, field_name)
     return register_table(butler, KNOWN_SOURCES, {"field": field_name}, table, run=run, replace=replace,
-                          chain=chain, what="known sources", unit="sources")
+                          chain=chain, taken=f"run {run!r} already has known sources for field {field_name!r}",
+                          unit="sources")

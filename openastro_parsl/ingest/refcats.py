@@ -259,6 +259,7 @@ def check_coverage(table: Table, rec: dict, max_offset_deg: float = MAX_FIELD_OF
 @dataclass
 class Registered:
     ref: DatasetRef
+    n_rows: int
     replaced: int
     chain: list[str] | None
 
@@ -282,42 +283,49 @@ def _chain_plan(butler: Butler, chain: str | None, run: str) -> list[str] | None
 
 def register_refcat(butler: Butler, table: Table, field_name: str, *, run: str = REFCAT_RUN, replace: bool = False,
                     chain: str | None = DEFAULT_CHAIN) -> Registered:
-    """Register ``table`` as the ``refcat`` of ``field_name`` in ``run``, and make ``chain`` search ``run``.
+    """Register ``table`` as the ``refcat`` of ``field_name`` in ``run``, and make ``chain`` search ``run``."""
+    field_record(butler, field_name)
+    return register_table(butler, REFCAT, {"field": field_name}, table, run=run, replace=replace, chain=chain,
+                          taken=f"field {field_name!r} already has a refcat in run {run!r}", unit="stars")
 
-    A field that already has one in ``run`` is refused unless ``replace``: then its registry row and file are
-    swapped for the new ones in the same transaction (the old file is kept aside until the commit and restored if
-    anything fails), so no file is left orphaned and no dataset loses its file.
+
+def register_table(butler: Butler, dataset_type: DatasetType, data_id: dict, table: Table, *, run: str,
+                   replace: bool, chain: str | None, taken: str, unit: str) -> Registered:
+    """Write ``table`` as the one ``dataset_type`` dataset of ``data_id`` in ``run`` and make ``chain`` search
+    ``run`` (refcats, orbit files, known sources).
+
+    One the run already holds is refused (``taken``, with its ``unit`` count) unless ``replace``: then its registry
+    row and file are swapped for the new ones in the same transaction (the old file is kept aside until the commit
+    and restored if anything fails), so no file is left orphaned and no dataset loses its file.
     """
     reg = butler.registry
-    field_record(butler, field_name)
     validate_collection_name(run, "RUN collection")
     if reg.has_collection(run) and reg.collection_type(run) != CollectionType.RUN:
         raise OpenAstroError(f"--run {run!r} is a {reg.collection_type(run).value} collection, not a RUN")
     children = _chain_plan(butler, chain, run)
     old: list[DatasetRef] = []
-    if reg.get_dataset_type(REFCAT.name, missing_ok=True) is not None and reg.has_collection(run):
-        old = reg.query_datasets(REFCAT.name, [run], data_id={"field": field_name})
+    if reg.get_dataset_type(dataset_type.name, missing_ok=True) is not None and reg.has_collection(run):
+        old = reg.query_datasets(dataset_type.name, [run], data_id=data_id)
     if old and not replace:
         n = len(butler.get(old[0]))
-        raise OpenAstroError(f"field {field_name!r} already has a refcat in run {run!r} ({n} stars, "
-                             f"{butler.path(old[0])}); pass --replace to replace it")
+        raise OpenAstroError(f"{taken} ({n} {unit}, {butler.path(old[0])}); pass --replace to replace it")
     # Idempotent set-up first (a refused ingest above wrote nothing); then one transaction for the rest.
-    reg.register_dataset_type(REFCAT)
+    reg.register_dataset_type(dataset_type)
     reg.register_run(run)
     if children and RAW_RUN in children:
         reg.register_run(RAW_RUN)
     if chain and not reg.has_collection(chain):
         reg.register_collection(chain, CollectionType.CHAINED)
-    fmt = butler.datastore.formatter(REFCAT.storage_class)
-    final = dataset_relpath(run, REFCAT.name, ("field",), {"field": field_name}, fmt.extension)
+    fmt = butler.datastore.formatter(dataset_type.storage_class)
+    final = dataset_relpath(run, dataset_type.name, tuple(data_id), data_id, fmt.extension)
     incoming = str(PurePosixPath(final).with_name(f".incoming-{uuid.uuid4().hex[:12]}-{PurePosixPath(final).name}"))
-    loc = butler.datastore.write_at(table, incoming, fmt.name, what=f"refcat of field {field_name}")
+    loc = butler.datastore.write_at(table, incoming, fmt.name, what=f"{dataset_type.name} {data_id}")
     aside: list[tuple[Path, Path]] = []
     try:
         with reg.transaction() as c:
             if old:
                 reg.remove_datasets([o.id for o in old], c)
-            ref = reg.insert_datasets(REFCAT, run, [({"field": field_name}, {**loc, "path": final})], c)[0]
+            ref = reg.insert_datasets(dataset_type, run, [(data_id, {**loc, "path": final})], c)[0]
             if children is not None:
                 reg.set_chain(str(chain), children, conn=c)
             for o in old:  # files last, inside the transaction: a failure here rolls the registry back
@@ -334,7 +342,7 @@ def register_refcat(butler: Butler, table: Table, field_name: str, *, run: str =
         raise
     for keep, _ in aside:
         keep.unlink(missing_ok=True)
-    return Registered(ref, len(old), children)
+    return Registered(ref, len(table), len(old), children)
 
 
 # ----------------------------------------------------------------------------------------------------------
