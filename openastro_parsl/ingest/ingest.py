@@ -17,7 +17,7 @@ from astropy.io import fits
 from ..datastore.checksum import file_checksum
 from ..errors import OpenAstroError
 from ..registry.refs import DatasetRef, DatasetType
-from .overrides import apply_header_fixes
+from .overrides import apply_header_fixes, image_hdu
 from .translator import Translator, UnmatchedHeader, load_translators, translate_header
 
 RAW = DatasetType("raw", ("instrument", "exposure"), "RawImage")
@@ -63,7 +63,7 @@ def read_header_checked(path: Path) -> fits.Header:
         warnings.filterwarnings("ignore", category=fits.verify.VerifyWarning)
         try:
             with fits.open(path, memmap=False, ignore_missing_simple=False) as hdul:
-                image = next((h for h in hdul if h.is_image and h.header.get("NAXIS", 0) >= 2), None)
+                image = image_hdu(hdul)
                 if image is None:
                     raise OpenAstroError("no 2-D image in any HDU")
                 data = image.data

@@ -18,7 +18,7 @@ from astropy.io import fits
 
 from ..errors import OpenAstroError
 
-__all__ = ["HeaderFixError", "apply_header_fixes", "parse_header_fixes"]
+__all__ = ["HeaderFixError", "apply_header_fixes", "image_hdu", "parse_header_fixes"]
 
 _KEY = re.compile(r"[A-Z0-9_-]{1,8}")
 _RESERVED = {"SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "NAXIS3", "EXTEND", "BZERO", "BSCALE", "XTENSION",
@@ -54,11 +54,10 @@ def parse_header_fixes(items: Iterable[str]) -> dict[str, Any]:
     return fixes
 
 
-def _image_hdu(hdul: fits.HDUList) -> int:
-    for i, hdu in enumerate(hdul):
-        if hdu.is_image and hdu.header.get("NAXIS", 0) >= 2:
-            return i
-    raise HeaderFixError("no 2-D image in any HDU")
+def image_hdu(hdul: fits.HDUList) -> Any:
+    """The frame's image: the first HDU with a 2-D image (an fpack'd frame's is an extension). Ingest reads
+    the header there and --set writes it there."""
+    return next((h for h in hdul if h.is_image and h.header.get("NAXIS", 0) >= 2), None)
 
 
 def apply_header_fixes(src: Path, fixes: Mapping[str, Any], workdir: Path) -> Path:
@@ -71,7 +70,10 @@ def apply_header_fixes(src: Path, fixes: Mapping[str, Any], workdir: Path) -> Pa
     shutil.copyfile(src, dest)
     try:
         with fits.open(dest, mode="update", memmap=False) as hdul:
-            header = hdul[_image_hdu(hdul)].header
+            hdu = image_hdu(hdul)
+            if hdu is None:
+                raise HeaderFixError("no 2-D image in any HDU")
+            header = hdu.header
             for key, value in fixes.items():
                 header[key] = value
                 header.add_history(f"openastro-butler ingest --set {key}={value}")

@@ -88,7 +88,8 @@ def angles(table: FileTable, name: str, kind: str, bad: "BadRows") -> np.ndarray
     (``-05:06:07``, ``-5d06m07s``). RA must be within [0, 360) and Dec within [-90, 90].
     """
     from astropy import units as u
-    from astropy.coordinates import Angle
+
+    from .cards import angle_deg
 
     unit = table.units.get(name, "").strip().lower()
     hours = unit in ("h", "hourangle", "hour")
@@ -102,7 +103,7 @@ def angles(table: FileTable, name: str, kind: str, bad: "BadRows") -> np.ndarray
             deg = x * 15.0 if hours else x
         except (TypeError, ValueError):
             try:
-                deg = Angle(str(v), unit=u.hourangle if kind == "ra" else u.deg).deg
+                deg = angle_deg(str(v), hours=kind == "ra")
             except (ValueError, TypeError, u.UnitsError) as exc:
                 why = str(exc).split(";")[0] if "range" in str(exc) else (
                     f"neither degrees nor sexagesimal ({'hh:mm:ss' if kind == 'ra' else '±dd:mm:ss'})")
