@@ -20,7 +20,9 @@ from .common import console, user_errors
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--failed", is_flag=True, help="Only the failed quanta, with error, log tail and log paths.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--html", "html_out", type=click.Path(dir_okay=False), help="Write a static HTML report here.")
+@click.option("--html", "html_out", type=click.Path(dir_okay=False),
+              help="Write the report as one self-contained HTML page: timeline per worker, CPU and memory per task, "
+                   "failures with log tails.")
 @click.option("--log", "log", nargs=2, metavar="TASK DATA_ID", help="Print one quantum's log, e.g. --log calibrate \"exposure=1042\".")
 @click.option("--lines", default=20, show_default=True, help="Log lines to show per failure.")
 @user_errors
@@ -54,10 +56,16 @@ def main(run_dir, failed, as_json, html_out, log, lines) -> None:
         click.echo(json.dumps(data, indent=1, default=str))
         return
     if not failed:
-        table = Table("task", *STATES, "wall s", "peak MB", title=f"run {data['output_run']} ({data['state']})")
+        table = Table("task", *STATES, "wall s", "CPU s", "peak MB", title=f"run {data['output_run']} ({data['state']})")
         for label, t in data["per_task"].items():
-            table.add_row(label, *[str(t[s]) for s in STATES], f"{t['wall_s']:.1f}", f"{t['peak_mb']:.0f}")
+            table.add_row(label, *[str(t[s]) for s in STATES], f"{t['wall_s']:.1f}", f"{t['cpu_s']:.1f}",
+                          f"{t['peak_mb']:.0f}")
         console.print(table)
+        if data["workers"]:
+            busiest = max(data["workers"], key=lambda w: w["busy_s"])
+            console.print(f"{len(data['quanta'])} quanta ran on {len(data['workers'])} workers; busiest "
+                          f"{busiest['row']}: {busiest['quanta']} quanta, {busiest['busy_s']:.1f} s (timeline: --html)",
+                          soft_wrap=True)
         for task, reasons in data["no_work"].items():
             for reason, n in reasons.items():
                 console.print(f"no work: {task} x{n}: {reason}", soft_wrap=True)

@@ -1,14 +1,12 @@
 """Reading a run directory back: failed quanta, one quantum's log, a static HTML page.
 
-Failed quanta come with their errors and log tails; the HTML page (graph coloured by state, timeline) is to hand to a
-colleague.
+Failed quanta come with their errors and log tails; the HTML page (timeline, CPU and memory per task, graph coloured
+by state, failures) is one self-contained file to hand to a colleague.
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 from collections import deque
 from pathlib import Path
@@ -16,9 +14,11 @@ from typing import Any
 
 from ..errors import OpenAstroError
 from ..registry.where import Node, evaluate_where, parse_where, referenced_identifiers
+from . import report_svg
 from .runlock import run_liveness
 from .status import StatusStore
 from .submit import GRAPH_FILE, STATUS_FILE, summarize
+from .timeline import timeline_json
 
 
 def open_run(run_dir: str | Path) -> StatusStore:
@@ -93,7 +93,12 @@ def _matches(node: Node, dims: set[str], data_id: dict[str, Any]) -> bool:
 
 
 def report_json(run_dir: Path, lines: int = 20) -> dict[str, Any]:
-    """The run as ``openastro-report --json`` prints it: summary, state, failed quanta, no-work reasons."""
+    """The run as ``openastro-report --json`` prints it.
+
+    Summary, state, failed quanta, no-work reasons, and the timeline's data: ``quanta`` (start, end, host, block,
+    worker rank, pid, CPU seconds, peak RSS of each quantum that ran), ``workers`` (the timeline's rows) and
+    ``sessions`` (when the submit and each resume started).
+    """
     status = open_run(run_dir)
     summary = summarize(status, run_dir, status.meta("output_run", ""), 0.0).to_json()
     summary.pop("wall_s", None)
@@ -103,75 +108,94 @@ def report_json(run_dir: Path, lines: int = 20) -> dict[str, Any]:
     summary["state"] = run_state(status)
     summary["failed"] = failed_quanta(status, lines)
     summary["no_work"] = no_work_reasons(status)
+    summary.update(timeline_json(status))
     return summary
 
 
-def _timeline_png(status: StatusStore) -> str | None:
-    rows = [r for r in status.rows("WHERE started IS NOT NULL AND ended IS NOT NULL ORDER BY started")]
-    if not rows:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    t0 = min(r["started"] for r in rows)
-    tasks = list(dict.fromkeys(r["task"] for r in rows))
-    colors = {"succeeded": "#2e7d32", "failed": "#c62828"}
-    fig, ax = plt.subplots(figsize=(10, 0.5 + 0.4 * len(tasks)))
-    for r in rows:
-        y = tasks.index(r["task"])
-        ax.barh(y, r["ended"] - r["started"], left=r["started"] - t0, height=0.6,
-                color=colors.get(r["state"], "#9e9e9e"), alpha=0.6)
-    ax.set_yticks(range(len(tasks)), tasks)
-    ax.set_xlabel("seconds since first quantum started")
-    ax.set_title("quanta over time (green succeeded, red failed)")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-def write_html(run_dir: Path, out: Path) -> Path:
-    """Write the run's report as one static HTML page (graph coloured by state, timeline) to ``out``."""
+def _graph_html(run_dir: Path, out: Path, states: dict[str, str]) -> str:
+    """The quantum graph coloured by state, as inline SVG (or its DOT text when Graphviz is missing)."""
     from ..graph import dot as dotviz
     from ..graph.quantum_graph import QuantumGraph
 
+    if not (run_dir / GRAPH_FILE).exists():
+        return "<p>no graph in the run directory</p>"
+    graph = QuantumGraph.load(run_dir / GRAPH_FILE)
+    dot_text = dotviz.quantum_graph_dot(graph, states=states)
+    svg_path = out.with_suffix(".graph.svg")
+    try:
+        dotviz.write(dot_text, svg_path)
+        text = svg_path.read_text()
+        return text[text.find("<svg"):]
+    except OpenAstroError as exc:
+        return f"<p>{html.escape(str(exc))}</p><pre>{html.escape(dot_text)}</pre>"
+
+
+def _task_table(per_task: dict[str, dict[str, Any]]) -> str:
+    cols = ("succeeded", "no_work", "failed", "upstream_failed", "skipped", "pending")
+    head = "".join(f"<th>{c.replace('_', ' ')}</th>" for c in cols)
+    body = "".join(
+        f"<tr><td>{html.escape(t)}</td>" + "".join(f"<td>{c[s]}</td>" for s in cols)
+        + f"<td>{c['wall_s']:.1f}</td><td>{c['cpu_s']:.1f}</td><td>{c['peak_mb']:.0f}</td></tr>"
+        for t, c in per_task.items())
+    return f"<table><tr><th>task</th>{head}<th>wall s</th><th>CPU s</th><th>peak MB</th></tr>{body}</table>"
+
+
+def _failures_html(failed: list[dict[str, Any]], rows: dict[str, str]) -> str:
+    """Each failed quantum with its error, where it ran, its log paths and the tail of its stderr."""
+    out = []
+    for f in failed:
+        where = rows.get(f["quantum_id"], "did not reach a worker")
+        out.append(
+            f'<section class="failure" id="q-{html.escape(f["quantum_id"])}"><h3>{html.escape(f["task"])} '
+            f'{html.escape(json.dumps(f["data_id"]))} — {html.escape(str(f["kind"]))}</h3>'
+            f'<p>{html.escape(str(f["message"]))}</p><p>ran on {html.escape(where)}; attempts {f["attempts"]}'
+            + (f'; SLURM job {html.escape(str(f["slurm_job_id"]))}' if f["slurm_job_id"] else "")
+            + f'</p><p>log: <code>{html.escape(str(f["logs"]["stderr"]))}</code></p>'
+            f'<pre>{html.escape(chr(10).join(f["stderr_tail"]))}</pre></section>')
+    return "".join(out) or "<p>none</p>"
+
+
+def _memory_note(quanta: list[dict[str, Any]]) -> str:
+    lifetime = sum(1 for q in quanta if q["peak_rss_mb"] is not None and q["rss_scope"] != "quantum")
+    if not lifetime:
+        return ("<p>Peak memory is each quantum's own high-water mark in its worker process (reset at the quantum's "
+                "start); subprocesses a task starts are counted in CPU, not in memory.</p>")
+    return (f"<p>For {lifetime} quanta the worker could not reset its high-water mark (or the run predates it): their "
+            "peak is the worker process's largest so far, an upper bound for the quantum.</p>")
+
+
+_PAGE_CSS = """body{font-family:sans-serif;margin:2em} table{border-collapse:collapse}
+td,th{border:1px solid #ccc;padding:4px 8px} pre{background:#f6f6f6;padding:8px;overflow:auto}
+.scroll{overflow-x:auto} .failure:target{background:#fff3f3}"""
+
+
+def write_html(run_dir: Path, out: Path) -> Path:
+    """Write the run's report to ``out`` as one self-contained HTML page (inline SVG, CSS and JS; opens offline).
+
+    Per-task counts, a timeline (a row per worker, a bar per quantum), CPU and peak memory per quantum by task,
+    the quantum graph coloured by state, and the failed quanta with their log tails.
+    """
     status = open_run(run_dir)
     data = report_json(run_dir)
-    states = status.states()
-    graph_html = ""
-    if (run_dir / GRAPH_FILE).exists():
-        graph = QuantumGraph.load(run_dir / GRAPH_FILE)
-        dot_text = dotviz.quantum_graph_dot(graph, states=states)
-        svg_path = out.with_suffix(".graph.svg")
-        try:
-            dotviz.write(dot_text, svg_path)
-            graph_html = svg_path.read_text()
-            graph_html = graph_html[graph_html.find("<svg"):]
-        except OpenAstroError as exc:
-            graph_html = f"<p>{html.escape(str(exc))}</p><pre>{html.escape(dot_text)}</pre>"
-    png = _timeline_png(status)
-    rows = "".join(
-        f"<tr><td>{html.escape(t)}</td>" + "".join(f"<td>{c[s]}</td>" for s in
-                                                  ("succeeded", "no_work", "failed", "upstream_failed", "skipped", "pending"))
-        + f"<td>{c['wall_s']:.1f}</td><td>{c['peak_mb']:.0f}</td></tr>"
-        for t, c in data["per_task"].items())
-    fails = "".join(
-        f"<h3>{html.escape(f['task'])} {html.escape(json.dumps(f['data_id']))} — {html.escape(str(f['kind']))}</h3>"
-        f"<p>{html.escape(str(f['message']))}</p><p>log: <code>{html.escape(str(f['logs']['stderr']))}</code></p>"
-        f"<pre>{html.escape(chr(10).join(f['stderr_tail']))}</pre>" for f in data["failed"])
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>openastro run {html.escape(data['output_run'])}</title>
-<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:4px 8px}}
-pre{{background:#f6f6f6;padding:8px;overflow:auto}}</style></head><body>
-<h1>Run {html.escape(data['output_run'])}</h1><p>{html.escape(str(run_dir))} — state: {html.escape(str(data['state']))},
-ok: {data['ok']}</p>
-<h2>Per task</h2><table><tr><th>task</th><th>succeeded</th><th>no work</th><th>failed</th><th>upstream failed</th><th>skipped</th>
-<th>pending</th><th>wall s</th><th>peak MB</th></tr>{rows}</table>
-<h2>Graph</h2>{graph_html}
-<h2>Timeline</h2>{f'<img src="data:image/png;base64,{png}">' if png else '<p>no quantum has run yet</p>'}
-<h2>Failures ({len(data['failed'])})</h2>{fails or '<p>none</p>'}
+    quanta, workers = data["quanta"], data["workers"]
+    colors = report_svg.task_colors(list(dict.fromkeys([*data["per_task"], *(q["task"] for q in quanta)])))
+    states = [s for s in ("succeeded", "failed", "no_work") if any(q["state"] == s for q in quanta)]
+    states += ["other"] if any(q["state"] not in ("succeeded", "failed", "no_work") for q in quanta) else []
+    title = html.escape(data["output_run"])
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>openastro run {title}</title>
+<style>{_PAGE_CSS}{report_svg.CSS}</style></head><body>
+<h1>Run {title}</h1><p>{html.escape(str(run_dir))} — state: {html.escape(str(data['state']))}, ok: {data['ok']},
+wall {data.get('wall_s') or 0:.1f} s; {len(quanta)} quanta ran on {len(workers)} workers</p>
+<h2>Per task</h2>{_task_table(data["per_task"])}
+<h2>Timeline</h2>{report_svg.legend_html(colors, states)}
+<div class="scroll">{report_svg.timeline_svg(quanta, workers, data["sessions"], colors)}</div>
+<p id="timeline-shown"></p>
+<h2>CPU time per quantum</h2><div class="scroll">{report_svg.strip_svg(quanta, "cpu_s", "s", colors, "CPU time")}</div>
+<h2>Peak memory per quantum</h2>{_memory_note(quanta)}
+<div class="scroll">{report_svg.strip_svg(quanta, "peak_rss_mb", "MB", colors, "peak memory")}</div>
+<h2>Failures ({len(data['failed'])})</h2>{_failures_html(data["failed"], {q["quantum_id"]: q["row"] for q in quanta})}
+<h2>Graph</h2>{_graph_html(run_dir, out, status.states())}
+<script>{report_svg.JS}</script>
 </body></html>"""
     out.write_text(page)
     return out

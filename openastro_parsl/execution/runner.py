@@ -16,13 +16,13 @@ import io
 import json
 import logging
 import os
-import resource
-import socket
 import sys
 import time
 import traceback
 from pathlib import Path
 from typing import Any
+
+from .usage import QuantumUsage, worker_identity
 
 
 class _JsonLines(logging.Handler):
@@ -154,13 +154,13 @@ def run_quantum(payload: dict) -> dict:
     """Execute one quantum; return {quantum_id, ok, outputs, error, metrics...}. Runs in a Parsl worker."""
     from ..pipeline.task import NoWorkFound, import_task, run_extras
 
-    t0, c0 = time.time(), time.process_time()
+    usage = QuantumUsage()
+    t0 = time.time()
     root = Path(payload["datastore_root"])
     logs = {k: Path(v) for k, v in payload["logs"].items()}
     logs["stdout"].parent.mkdir(parents=True, exist_ok=True)
     manifest: dict[str, Any] = {
-        "quantum_id": payload["quantum_id"], "ok": False, "outputs": [], "error": None,
-        "host": socket.gethostname(), "pid": os.getpid(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "quantum_id": payload["quantum_id"], "ok": False, "outputs": [], "error": None, **worker_identity(),
         "started": t0,
     }
     # Host and SLURM job go in every record: if the node dies, the submit process learns from this log
@@ -208,6 +208,5 @@ def run_quantum(payload: dict) -> dict:
             root_logger.setLevel(old_level)
     manifest["ended"] = time.time()
     manifest["wall"] = manifest["ended"] - t0
-    manifest["cpu"] = time.process_time() - c0
-    manifest["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    manifest.update(usage.finish())  # cpu, maxrss_mb (this quantum's peak where the kernel allows), rss_scope
     return manifest

@@ -22,14 +22,34 @@ CREATE TABLE IF NOT EXISTS quantum (
     id TEXT PRIMARY KEY, task TEXT NOT NULL, data_id TEXT NOT NULL, state TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0, executor TEXT, error_kind TEXT, error_type TEXT, message TEXT,
     stdout TEXT, stderr TEXT, jsonl TEXT, started REAL, ended REAL, wall REAL, cpu REAL, maxrss_mb REAL,
-    host TEXT, slurm_job_id TEXT, block_id TEXT
+    host TEXT, slurm_job_id TEXT, block_id TEXT, pid INTEGER, worker_rank INTEGER, pool_id TEXT, rss_scope TEXT
 );
 CREATE INDEX IF NOT EXISTS quantum_by_state ON quantum(task, state);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS event (time REAL NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL);
 """
 _FIELDS = ("state", "attempts", "executor", "error_kind", "error_type", "message", "started", "ended", "wall",
-           "cpu", "maxrss_mb", "host", "slurm_job_id", "block_id")
+           "cpu", "maxrss_mb", "host", "slurm_job_id", "block_id", "pid", "worker_rank", "pool_id", "rss_scope")
+# Columns added since the first status stores: an older store gains them (NULL) when opened.
+_ADDED = {"block_id": "TEXT", "pid": "INTEGER", "worker_rank": "INTEGER", "pool_id": "TEXT", "rss_scope": "TEXT"}
+# What the worker reports about where and at what cost a quantum ran (see runner.run_quantum and usage.py).
+_WORKER = ("ended", "wall", "cpu", "maxrss_mb", "rss_scope", "host", "pid", "block_id", "worker_rank", "pool_id",
+           "slurm_job_id")
+
+
+def worker_fields(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The status fields of a finished quantum taken from its manifest: where, when and at what cost it ran.
+
+    ``started`` becomes the worker's start (until then it is when the quantum was handed to Parsl) only when the
+    worker reported one: a quantum lost with its worker keeps its hand-off time. ``ended`` is now when no worker
+    said otherwise.
+    """
+    fields = {k: manifest.get(k) for k in _WORKER}
+    if fields["ended"] is None:
+        fields["ended"] = time.time()
+    if manifest.get("started") is not None:
+        fields["started"] = manifest["started"]
+    return fields
 
 
 class StatusStore:
@@ -41,7 +61,19 @@ class StatusStore:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.executescript(_SCHEMA)
+        self._migrate()
         self.conn.row_factory = sqlite3.Row
+
+    def _migrate(self) -> None:
+        """Add the columns an older store lacks (left NULL); a read-only store is read as it is."""
+        have = {r[1] for r in self.conn.execute("PRAGMA table_info(quantum)")}
+        try:
+            for name, kind in _ADDED.items():
+                if name not in have:
+                    self.conn.execute(f"ALTER TABLE quantum ADD COLUMN {name} {kind}")
+        except sqlite3.OperationalError as exc:
+            if "readonly" not in str(exc):
+                raise
 
     @classmethod
     def open_existing(cls, path: str | Path) -> "StatusStore":
