@@ -19,7 +19,8 @@ from astropy.table import Table
 
 from ..errors import OpenAstroError
 
-__all__ = ["MPCORB_COLUMNS", "MpcorbError", "format_mpcorb_line", "pack_epoch", "parse_mpcorb_line", "read_mpcorb",
+__all__ = ["MPCORB_COLUMNS", "MpcorbError", "format_mpcorb_line", "pack_designation", "pack_epoch",
+           "parse_mpcorb_line", "read_mpcorb",
            "unpack_designation", "unpack_epoch", "validate_orbits"]
 
 MPCORB_COLUMNS = ("designation", "packed", "H", "G", "epoch_mjd", "M", "peri", "node", "incl", "e", "n", "a")
@@ -84,6 +85,38 @@ def unpack_designation(packed: str) -> str:
         if cycle is not None:
             return f"{_CENTURY[p[0]] + int(p[1:3])} {p[3]}{p[6]}{cycle or ''}"
     return p
+
+
+def pack_designation(number: int | None = None, provisional: str | None = None) -> str:
+    """MPC's packed form of a number (``1`` -> ``00001``, ``100345`` -> ``A0345``, ``620000`` -> ``~0000``) or, for
+    an unnumbered body, of a provisional designation (``2007 TA418`` -> ``K07Tf8A``); the inverse of
+    ``unpack_designation``. ValueError for anything else (survey designations such as ``2040 P-L``)."""
+    if number is not None:
+        n = int(number)
+        if n <= 0 or n >= 620000 + 62 ** 4:
+            raise ValueError(f"minor-planet number {n} out of range")
+        if n < 100000:
+            return f"{n:05d}"
+        if n < 620000:
+            return f"{_DIGITS[n // 10000]}{n % 10000:04d}"
+        k, out = n - 620000, ""
+        for _ in range(4):
+            k, r = divmod(k, 62)
+            out = _DIGITS[r] + out
+        return "~" + out
+    text = (provisional or "").strip()
+    parts = text.split()
+    if len(parts) != 2 or not parts[0].isdigit() or len(parts[0]) != 4 or len(parts[1]) < 2:
+        raise ValueError(f"cannot pack designation {text!r} (expected e.g. 2007 TA418)")
+    year, code = int(parts[0]), parts[1]
+    letters, digits = code[:2], code[2:]
+    century = {v: k for k, v in _CENTURY.items()}.get(year // 100 * 100)
+    if century is None or not letters.isalpha() or not letters.isupper() or (digits and not digits.isdigit()):
+        raise ValueError(f"cannot pack designation {text!r} (expected e.g. 2007 TA418)")
+    cycle = int(digits or 0)
+    if cycle >= 620:
+        raise ValueError(f"cannot pack designation {text!r}: cycle {cycle} too large")
+    return f"{century}{year % 100:02d}{letters[0]}{_DIGITS[cycle // 10]}{cycle % 10}{letters[1]}"
 
 
 def parse_mpcorb_line(line: str, where: str = "line") -> dict:

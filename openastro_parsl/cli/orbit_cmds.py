@@ -64,3 +64,95 @@ def ingest_known_sources_cmd(repo: str, file: str, field_name: str, run: str, ch
                   f"{'replaced' if done.replaced else 'registered'} in run {run} ({butler.path(done.ref)})")
     if done.chain is not None:
         console.print(f"chain {chain}: {', '.join(done.chain)}  (plan with -i {chain})")
+
+
+@main.command("fetch-orbits")
+@click.argument("repo", type=click.Path())
+@click.option("--field", "fields", multiple=True, help="Bodies crossing this field (SkyBoT at its nights); repeatable.")
+@click.option("--designations", default="", help="Bodies by number or designation, comma-separated (1,2019 RB21).")
+@click.option("--epoch", "epochs", multiple=True,
+              help="Date (ISO UTC or MJD) to search the field at, instead of its exposures' nights; repeatable.")
+@click.option("--radius", type=float, default=0.5, show_default=True, help="Cone radius around the field (deg).")
+@click.option("--location", default="500", show_default=True, help="Observatory code for SkyBoT (500: geocentre).")
+@click.option("--cache", type=click.Path(dir_okay=False),
+              help="Archive cache (SQLite); default $OPENASTRO_ARCHIVE_CACHE or ~/.cache/openastro_parsl/archive.sqlite.")
+@click.option("--offline", is_flag=True, help="Never touch the network: answer from the cache.")
+@click.option("--refresh", is_flag=True, help="Ask the archives again even for cached answers.")
+@click.option("--output", type=click.Path(dir_okay=False),
+              help="MPCORB file to write (default: mpcorb/<fields>.dat beside the cache).")
+@click.option("--run", default="orbits", show_default=True, help="RUN collection to register into.")
+@click.option("--chain", default="defaults", show_default=True,
+              help="CHAINED collection made to search --run (new: raw/all then --run); '' for none.")
+@click.option("--replace", is_flag=True, help="Replace the orbit file already in --run.")
+@user_errors
+def fetch_orbits_cmd(repo, fields, designations, epochs, radius, location, cache, offline, refresh, output, run,
+                     chain, replace) -> None:
+    """Fetch the orbits of the minor planets crossing a field (SkyBoT, then the MPC) and register them.
+
+    Run it on a machine with a network: the answers land in the cache, an MPCORB file is written and registered
+    as ingest-orbits registers one. Offline (--offline, or the archives unreachable) it answers from the cache.
+    """
+    from pathlib import Path
+
+    from ..astro.mpcorb import read_mpcorb
+    from ..ingest.archive_cache import ArchiveCache
+    from ..ingest.orbit_fetch import fetch_orbits, parse_epoch
+    from ..ingest.orbits import register_orbits
+
+    butler = Butler(repo)
+    got = fetch_orbits(butler, fields=tuple(fields), designations=tuple(d for d in designations.split(",") if d.strip()),
+                       epochs=tuple(parse_epoch(e) for e in epochs), radius_deg=radius, location=location,
+                       cache=cache, offline=offline, refresh=refresh)
+    for note in got.notes:
+        console.print(note)
+    path = Path(output) if output else (ArchiveCache(cache).path.parent / "mpcorb" /
+                                        f"{'+'.join(fields) or 'designations'}.dat")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(got.lines) + "\n")
+    table = read_mpcorb(path)  # the file as ingest-orbits reads it
+    done = register_orbits(butler, table, run=run, replace=replace, chain=chain or None)
+    console.print(f"mpcorb: {done.n_rows} orbits ({path}) {'replaced' if done.replaced else 'registered'} in run "
+                  f"{run} ({butler.path(done.ref)})")
+    if done.chain is not None:
+        console.print(f"chain {chain}: {', '.join(done.chain)}  (plan with -i {chain})")
+
+
+@main.command("fetch-known-sources")
+@click.argument("repo", type=click.Path())
+@click.option("--field", "field_name", required=True, help="The field the sources are for.")
+@click.option("--catalog", "catalogs", multiple=True, type=click.Choice(["ned", "simbad"]), required=True,
+              help="Catalogue to ask (repeatable: one dataset of both).")
+@click.option("--radius", type=float, default=0.5, show_default=True, help="Cone radius around the field (deg).")
+@click.option("--galaxy-radius", type=float, default=10.0, show_default=True,
+              help="Radius (arcsec) of a galaxy the catalogue gives no size for.")
+@click.option("--cache", type=click.Path(dir_okay=False),
+              help="Archive cache (SQLite); default $OPENASTRO_ARCHIVE_CACHE or ~/.cache/openastro_parsl/archive.sqlite.")
+@click.option("--offline", is_flag=True, help="Never touch the network: answer from the cache.")
+@click.option("--refresh", is_flag=True, help="Ask the archive again even for a cached cone.")
+@click.option("--run", default="knownsources", show_default=True, help="RUN collection to register into.")
+@click.option("--chain", default="defaults", show_default=True,
+              help="CHAINED collection made to search --run (new: raw/all then --run); '' for none.")
+@click.option("--replace", is_flag=True, help="Replace the field's known sources already in --run.")
+@user_errors
+def fetch_known_sources_cmd(repo, field_name, catalogs, radius, galaxy_radius, cache, offline, refresh, run, chain,
+                            replace) -> None:
+    """Fetch a field's catalogued galaxies, variables and quasars (NED, SIMBAD) and register them for its alerts.
+
+    Run it on a machine with a network: the cone lands in the cache and the repository's knownSources, as
+    ingest-known-sources registers a file. Offline (--offline, or the archive unreachable) it answers from the cache.
+    """
+    from ..ingest.catalog_fetch import fetch_known_sources
+    from ..ingest.known_sources import register_known_sources
+
+    butler = Butler(repo)
+    got = fetch_known_sources(butler, field_name, tuple(catalogs), radius_deg=radius,
+                              galaxy_radius_arcsec=galaxy_radius, cache=cache, offline=offline, refresh=refresh)
+    for note in got.notes:
+        console.print(note)
+    table = got.table
+    done = register_known_sources(butler, table, field_name, run=run, replace=replace, chain=chain or None)
+    kinds = ", ".join(f"{int(np.sum(table['kind'] == k))} {k}" for k in sorted(set(table["kind"])))
+    console.print(f"knownSources {{field={field_name}}}: {done.n_rows} sources ({kinds}) "
+                  f"{'replaced' if done.replaced else 'registered'} in run {run} ({butler.path(done.ref)})")
+    if done.chain is not None:
+        console.print(f"chain {chain}: {', '.join(done.chain)}  (plan with -i {chain})")

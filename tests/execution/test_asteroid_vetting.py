@@ -96,8 +96,10 @@ def test_without_the_orbit_file_the_asteroid_is_alerted_and_alerts_say_unvetted(
         s = _get(demo, e, "u/test/unvetted")
         assert s["ssobject_vetting"]["status"] == "unvetted" and "ingest-orbits" in s["ssobject_vetting"]["note"]
         assert s["known_ssobjects"] == []
+        assert s["catalogued_sources_vetting"]["status"] == "not_configured"  # none fetched: said, not an error
         for a in s["alerts"]:
             assert a["vetting"]["ssobject"]["decision"] == "unvetted"
+            assert a["vetting"]["bright_star"]["status"] == "vetted"  # the refcat is there: checked regardless
         x1 = _x1(e)
         if x1 is not None:
             assert len(_near(s["alerts"], *x1, radius=1.5)) == 1, e["file"]

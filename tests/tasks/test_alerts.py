@@ -129,7 +129,7 @@ def test_selection_rules_on_a_table():
     # only row 0 survives: 1 low score, 2 fading, 3 low S/N, 4 on the edge, 5 a catalogued star 0.5" away
     assert ok.tolist() == [True, False, False, False, False, False]
     assert info["reasons"] == {"low_score": 1, "low_snr": 1, "fading": 1, "flagged": 1, "catalogued": 1,
-                               "known_variable": 0, "known_ssobject": 0}
+                               "known_variable": 0, "known_ssobject": 0, "bright_star": 0}
     assert info["radius_arcsec"] == pytest.approx(2.25)  # 1.5 FWHM x 0.5"/px > 2"
 
 

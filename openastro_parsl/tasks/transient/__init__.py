@@ -7,6 +7,7 @@
                 detection (``DiffimTask``)
 ``realbogus``   the real/bogus CNN (torch), its shipped weights (``data/``) and ``RealBogusTask``
 ``alerts``      ``AlertsTask``: confident, unknown, unflagged candidates become alerts with stamps
+``brightstars`` the halos, spikes and ghosts of bright catalogue stars, which alerts veto
 ``training``    retraining the CNN on simulated pairs (``pipelines/train_realbogus.yaml``); import it as
                 ``tasks.transient.training``
 ==============  ===========================================================================================

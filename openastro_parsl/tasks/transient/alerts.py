@@ -12,7 +12,9 @@ that is a known minor planet is listed under ``known_ssobjects`` (designation, p
 Without an orbit file the alerts are marked ``unvetted`` for minor planets, with a note naming the command.
 With the field's ``knownSources`` (catalogued galaxies, variables, quasars: ``ingest-known-sources``), a
 candidate on a catalogued variable or quasar is not alerted and one inside a catalogued galaxy is alerted with
-a ``host_galaxy`` flag and its offset from the nucleus (a supernova candidate is exactly that).
+a ``host_galaxy`` flag and its offset from the nucleus (a supernova candidate is exactly that). A candidate
+within the halo/spike radius of a bright reference-catalogue star (growing with its flux), or on one of its
+ghosts (configured per instrument), is not alerted (``bright_star``, listed under ``near_bright_stars``).
 """
 
 from __future__ import annotations
@@ -28,13 +30,17 @@ from ...astro.match import nearest
 from ...astro.minor_planets import SsMatch, match_minor_planets
 from ...pipeline.connections import Connections, Input, Output, PrerequisiteInput
 from ...pipeline.task import PipelineTask, Resources, TaskConfig
+from .brightstars import BrightStarMatch, match_bright_stars
 from .diffim import FLAGS
 
 __all__ = ["KnownSource", "ORBITS_HINT", "select_alerts", "alert_figure", "AlertsTask", "ssobject_vetting"]
 
+# What an alert without catalogued-source vetting tells the user to run.
+KNOWN_HINT = ("`openastro-butler fetch-known-sources REPO --field FIELD --catalog simbad` (or --catalog ned) on a "
+              "machine with a network, or `openastro-butler ingest-known-sources REPO FILE --field FIELD`")
 # What an alert without minor-planet vetting tells the user to run (also the prerequisite's hint).
 ORBITS_HINT = ("add a minor-planet orbit file with `openastro-butler ingest-orbits {repo} MPCORB.DAT[.gz]` "
-               "(or `openastro-butler fetch-orbits {repo}` on a machine with a network)")
+               "(or `openastro-butler fetch-orbits {repo} --field FIELD` on a machine with a network)")
 
 
 class KnownSource(BaseModel):
@@ -63,6 +69,25 @@ class AlertsConfig(TaskConfig):
     reject_known_kinds: list[str] = Field(["variable", "qso"], description="knownSources kinds that keep a "
                                           "candidate within the match radius from alerting.")
     flag_host_galaxies: bool = Field(True, description="Flag alerts inside a knownSources galaxy (its radius).")
+    known_source_catalogs: list[str] | None = Field(
+        None, description="knownSources catalogues to vet against (ned, simbad, file; None: every one registered).")
+    known_source_radius_arcsec: float | None = Field(
+        None, gt=0, description="Match radius for reject_known_kinds (None: the refcat match radius).")
+    bright_star_mag_limit: float | None = Field(
+        12.0, description="Refcat stars brighter than this (bright_star_band) veto candidates in their halo and "
+                          "spikes (None: no bright-star check).")
+    bright_star_band: str = Field("r", description="Refcat magnitude column the bright-star check reads.")
+    bright_star_radius_arcsec: float = Field(
+        6.0, gt=0, description="Veto radius around a star at bright_star_mag_limit; x1.58 per magnitude brighter "
+                               "(sqrt of the flux).")
+    bright_star_max_radius_arcsec: float = Field(300.0, gt=0, description="Largest veto radius of any star.")
+    ghost_axis_pix: tuple[float, float] | None = Field(
+        None, description="Optical axis (x, y pixels) ghosts are reflected through (None: no ghost check).")
+    ghost_factors: list[float] = Field(default_factory=list, description="Ghost positions: axis + factor x (star - "
+                                       "axis), one factor per ghost (-1: the reflection through the axis).")
+    ghost_mag_limit: float | None = Field(None, description="Stars brighter than this make ghosts (None: "
+                                          "bright_star_mag_limit).")
+    ghost_radius_pix: float = Field(5.0, gt=0, description="A candidate this close to a ghost position is the ghost.")
 
 
 def ssobject_vetting(scored: Table, orbits: Table | None, config: AlertsConfig) -> SsMatch | None:
@@ -78,10 +103,22 @@ def ssobject_vetting(scored: Table, orbits: Table | None, config: AlertsConfig) 
                                config.ssobject_radius_arcsec, site=site, mag_limit=config.ssobject_mag_limit)
 
 
+def bright_star_vetting(scored: Table, refcat: Table | None, config: AlertsConfig) -> BrightStarMatch | None:
+    """The frame's candidates that are residuals or ghosts of bright refcat stars (None: check off or impossible)."""
+    if config.bright_star_mag_limit is None or refcat is None or config.bright_star_band not in refcat.colnames:
+        return None
+    return match_bright_stars(scored, refcat, config.bright_star_band, config.bright_star_mag_limit,
+                              config.bright_star_radius_arcsec, config.bright_star_max_radius_arcsec,
+                              config.ghost_axis_pix, tuple(config.ghost_factors), config.ghost_mag_limit,
+                              config.ghost_radius_pix)
+
+
 def _known_sources(scored: Table, known: Table | None, radius: float, config: AlertsConfig):
     """Per candidate: the nearest catalogued source (index, separation "), whether it is a rejected kind within
     the match radius, and the galaxy it lies in (index, -1 if none)."""
     n = len(scored)
+    if config.known_source_radius_arcsec is not None:
+        radius = config.known_source_radius_arcsec
     if known is None or len(known) == 0:
         return np.full(n, -1), np.full(n, np.inf), np.zeros(n, bool), np.full(n, -1)
     from ...astro.match import angular_separation
@@ -100,7 +137,8 @@ def _known_sources(scored: Table, known: Table | None, radius: float, config: Al
 
 
 def select_alerts(scored: Table, refcat: Table | None, config: AlertsConfig,
-                  ss: SsMatch | None = None, known: Table | None = None) -> tuple[np.ndarray, dict]:
+                  ss: SsMatch | None = None, known: Table | None = None,
+                  bright: BrightStarMatch | None = None) -> tuple[np.ndarray, dict]:
     """Boolean mask of the alerting rows and, per row, why each other one was not (for the summary)."""
     n = len(scored)
     if n == 0:
@@ -124,16 +162,21 @@ def select_alerts(scored: Table, refcat: Table | None, config: AlertsConfig,
         "catalogued": cat_sep <= radius,
         "known_variable": kv_sep <= radius,
         "known_ssobject": ss.matched if ss is not None else np.zeros(n, bool),
+        "bright_star": bright.flagged if bright is not None else np.zeros(n, bool),
     }
     ks_idx, ks_sep, ks_rejected, host = _known_sources(scored, known, radius, config)
     if known is not None:
         reasons["catalogued_source"] = ks_rejected
     ok = ~np.logical_or.reduce(list(reasons.values()))
     # the candidates that only vetting against minor planets kept from alerting
+    # (a body near a bright star is still that body: it is listed here, its vetting block names the star)
     only_ss = reasons["known_ssobject"] & ~np.logical_or.reduce(
-        [v for k, v in reasons.items() if k != "known_ssobject"])
+        [v for k, v in reasons.items() if k not in ("known_ssobject", "bright_star")])
+    # ... and those that only the bright-star check did (minor planets aside: a body is named, not vetoed)
+    only_bright = reasons["bright_star"] & ~np.logical_or.reduce(
+        [v for k, v in reasons.items() if k not in ("bright_star", "known_ssobject")]) & ~reasons["known_ssobject"]
     extra = {"radius_arcsec": radius, "cat_idx": cat_idx, "cat_sep": cat_sep, "kv_idx": kv_idx, "kv_sep": kv_sep,
-             "only_ssobject": only_ss, "ks_idx": ks_idx, "ks_sep": ks_sep, "host": host}
+             "only_ssobject": only_ss, "only_bright": only_bright, "ks_idx": ks_idx, "ks_sep": ks_sep, "host": host}
     return ok, {"reasons": {k: int(v.sum()) for k, v in reasons.items()}, **extra}
 
 
@@ -199,8 +242,10 @@ class AlertsTask(PipelineTask):
             raise ValueError(f"{where}: diaSrcScored has no rb_score column (run rbClassify first)")
         orbit_table = _orbit_table(orbits, where)
         ss = ssobject_vetting(scored, orbit_table, c) if len(scored) else None
-        known_table = (known if isinstance(known, Table) else known[0]) if known else None
-        ok, info = select_alerts(scored, refcat, c, ss, known_table)
+        known_table = _known_table(known, c)
+        bright = bright_star_vetting(scored, refcat, c) if len(scored) else None
+        ok, info = select_alerts(scored, refcat, c, ss, known_table, bright)
+        info["bright"] = bright
         meta = scored.meta
         instrument = str(did.get("instrument", meta.get("instrument", "")))
         exposure = int(did.get("exposure", meta.get("exposure", -1)))
@@ -215,6 +260,8 @@ class AlertsTask(PipelineTask):
             alerts.append(rec)
         known_sso = [self._record(scored, int(i), refcat, known_table, info, ss, ss_summary, instrument, exposure)
                      for i in np.flatnonzero(info.get("only_ssobject", np.zeros(0, bool)))]
+        near_bright = [self._record(scored, int(i), refcat, known_table, info, ss, ss_summary, instrument, exposure)
+                       for i in np.flatnonzero(info.get("only_bright", np.zeros(0, bool)))]
         shown = alerts[:c.max_stamps]
         png = alert_figure(cutouts, [a["cutout_index"] for a in shown],
                            [f"{a['alert_id']}\nm={a['mag']:.2f} rb={a['rb_score']:.2f}" if a["mag"] is not None
@@ -227,9 +274,13 @@ class AlertsTask(PipelineTask):
             "criteria": {"rb_threshold": c.rb_threshold, "snr_min": c.snr_min, "positive_only": c.positive_only,
                          "match_radius_arcsec": float(info.get("radius_arcsec", c.match_radius_arcsec)),
                          "reject_flags": c.reject_flags, "ssobject_radius_arcsec": c.ssobject_radius_arcsec,
-                         "ssobject_mag_limit": c.ssobject_mag_limit},
+                         "ssobject_mag_limit": c.ssobject_mag_limit,
+                         "bright_star_mag_limit": c.bright_star_mag_limit,
+                         "bright_star_radius_arcsec": c.bright_star_radius_arcsec,
+                         "ghost_factors": list(c.ghost_factors)},
             "rb_version": meta.get("rb_version"), "ssobject_vetting": ss_summary, "alerts": alerts,
-            "known_ssobjects": known_sso,
+            "known_ssobjects": known_sso, "near_bright_stars": near_bright,
+            "catalogued_sources_vetting": ks_summary(known_table, c),
         }
         self.log.info("%s: %d candidates, %d scored real, %d alerts, %d known minor planet(s)%s", where,
                       summary["n_candidates"], summary["n_real"], len(alerts), len(known_sso),
@@ -257,7 +308,8 @@ class AlertsTask(PipelineTask):
                                 "nearest": {"name": kv[ki].name, "sep_arcsec": float(info["kv_sep"][i])}
                                 if ki >= 0 and kv else None},
             "ssobject": _ss_vetting(ss, i, r, ss_summary),
-            "catalogued_sources": _ks_vetting(known, info, i, r, radius, c),
+            "catalogued_sources": _ks_vetting(known, info, i, r, c.known_source_radius_arcsec or radius, c),
+            "bright_star": _bright_vetting(info.get("bright"), refcat, i, r, c),
         }
         return {
             "alert_id": f"{instrument}-{exposure}-{cid}", "instrument": instrument, "exposure": exposure,
@@ -268,15 +320,35 @@ class AlertsTask(PipelineTask):
             "mag": finite_or_none(r["mag"]), "mag_err": finite_or_none(r["mag_err"]),
             "rb_score": float(r["rb_score"]), "fwhm_pix": float(r["fwhm"]), "flags": int(r["flags"]),
             "nearest_refcat": nearest_ref, "host_galaxy": vetting["catalogued_sources"].get("host_galaxy"),
+            "bright_star": vetting["bright_star"].get("star"),
             "vetting": vetting,
         }
+
+
+def ks_summary(known: Table | None, c: AlertsConfig) -> dict:
+    """The frame's vetting against catalogued sources: vetted (which catalogues, how many sources) or why not.
+
+    Without knownSources it is ``unvetted`` when the pipeline names catalogues (known_source_catalogs), else
+    ``not_configured``; a named catalogue the dataset lacks is listed under ``missing``."""
+    if known is None:
+        return {"status": "unvetted" if c.known_source_catalogs else "not_configured",
+                "note": "no knownSources for this field: " + KNOWN_HINT}
+    present = sorted(set(np.asarray(known.meta.get("all_catalogs", known["catalog"] if "catalog" in known.colnames
+                                                   else ["file"] * len(known))).astype(str)))
+    missing = sorted(set(c.known_source_catalogs or []) - set(present))
+    out = {"status": "vetted", "catalogs": present if c.known_source_catalogs is None
+           else sorted(set(c.known_source_catalogs) & set(present)), "n_sources": len(known)}
+    if missing:
+        out.update({"missing": missing, "note": f"no {', '.join(missing)} sources registered: " + KNOWN_HINT})
+    return out
 
 
 def _ks_vetting(known: Table | None, info: dict, i: int, row, radius: float, c: AlertsConfig) -> dict:
     """One candidate against the field's catalogued sources: the nearest, and the decision."""
     if known is None:
-        return {"status": "not_configured", "decision": "clear",
-                "note": "no knownSources for this field (openastro-butler ingest-known-sources)"}
+        head = ks_summary(None, c)
+        return {"status": head["status"], "decision": "unvetted" if head["status"] == "unvetted" else "clear",
+                "note": head["note"]}
     out: dict = {"status": "vetted", "radius_arcsec": radius, "decision": "clear", "nearest": None}
     k = int(info["ks_idx"][i])
     if k >= 0:
@@ -294,6 +366,46 @@ def _ks_vetting(known: Table | None, info: dict, i: int, row, radius: float, c: 
                               "radius_arcsec": float(known["radius_arcsec"][h])}
         if out["decision"] == "clear":
             out["decision"] = "host_galaxy"
+    return out
+
+
+def _bright_vetting(bright: BrightStarMatch | None, refcat: Table | None, i: int, row, c: AlertsConfig) -> dict:
+    """One candidate against the bright stars: the star whose halo/spikes or ghost it is on, or clear."""
+    if bright is None:
+        why = ("bright_star_mag_limit is None" if c.bright_star_mag_limit is None else "no refcat" if refcat is None
+               else f"the refcat has no {c.bright_star_band!r} column")
+        return {"status": "not_configured", "decision": "clear", "note": why}
+    out: dict = {"status": "vetted", "decision": "clear", "n_bright": bright.n_bright, "notes": bright.notes}
+    assert refcat is not None
+    k = int(bright.star[i])
+    if k >= 0:
+        dec0 = np.deg2rad(float(refcat["dec"][k]))
+        east = ((float(row["ra"]) - float(refcat["ra"][k]) + 180.0) % 360.0 - 180.0) * np.cos(dec0) * 3600.0
+        north = (float(row["dec"]) - float(refcat["dec"][k])) * 3600.0
+        out["decision"] = "bright_star"
+        out["star"] = {"id": int(refcat["id"][k]), "mag": float(refcat[c.bright_star_band][k]),
+                       "band": c.bright_star_band, "sep_arcsec": float(bright.star_sep[i]),
+                       "radius_arcsec": float(bright.star_radius[i]),
+                       "offset_arcsec": {"east": float(east), "north": float(north)}}
+    g = int(bright.ghost[i])
+    if g >= 0:
+        out["decision"] = "bright_star"
+        out["ghost"] = {"id": int(refcat["id"][g]), "mag": float(refcat[c.bright_star_band][g]),
+                        "factor": float(bright.ghost_factor[i]), "sep_pix": float(bright.ghost_sep_pix[i]),
+                        "x": float(bright.ghost_xy[i, 0]), "y": float(bright.ghost_xy[i, 1])}
+        out.setdefault("star", {"id": out["ghost"]["id"], "mag": out["ghost"]["mag"], "band": c.bright_star_band,
+                                "ghost": True})
+    return out
+
+
+def _known_table(known, c: AlertsConfig) -> Table | None:
+    """The field's knownSources (None if none), cut to the configured catalogues (a file's rows are 'file')."""
+    table = (known if isinstance(known, Table) else known[0]) if known else None
+    if table is None or c.known_source_catalogs is None:
+        return table
+    cats = np.asarray(table["catalog"]).astype(str) if "catalog" in table.colnames else np.full(len(table), "file")
+    out = table[np.isin(cats, c.known_source_catalogs)]
+    out.meta["all_catalogs"] = sorted(set(cats))
     return out
 
 
