@@ -23,6 +23,9 @@ from .yamlconfig import ConfigError, load_model
 
 CONFIG_NAME = "butler.yaml"
 REGISTRY_FILE = "registry.sqlite3"
+# postgresql://user@host:port[/PREFIX]: where `create` puts a new repository's registry when none is given, one
+# database (PREFIX + part of the repository's uuid; PREFIX defaults to "openastro_") per repository.
+REGISTRY_SERVER_ENV = "OPENASTRO_REGISTRY_SERVER"
 
 
 class _RegistryConfig(BaseModel):
@@ -48,6 +51,22 @@ class RepoConfig(BaseModel):
 
 def _db_url(root: Path, db: str) -> str:
     return db if "://" in db else f"sqlite:///{(root / db).resolve()}"
+
+
+def _default_db(repo_uuid: str) -> str:
+    """The registry of a repository created without one.
+
+    An SQLite file, or a new database on the server that ``$OPENASTRO_REGISTRY_SERVER`` names.
+    """
+    server = os.environ.get(REGISTRY_SERVER_ENV, "").strip()
+    if not server:
+        return REGISTRY_FILE
+    scheme, sep, rest = server.partition("://")
+    if not sep or not scheme.startswith("postgres"):
+        raise RepositoryError(f"${REGISTRY_SERVER_ENV}={server!r} is not a PostgreSQL server URL "
+                              "(postgresql://user@host:port[/PREFIX])")
+    base, _, prefix = rest.partition("/")
+    return f"{scheme}://{base}/{prefix or 'openastro_'}{repo_uuid.replace('-', '')[:16]}"
 
 
 class Butler:
@@ -84,7 +103,8 @@ class Butler:
             raise RepositoryError(f"{root} exists and is not a directory")
         uni = DimensionUniverse.from_file(universe) if universe else DimensionUniverse.default()
         root.mkdir(parents=True, exist_ok=True)
-        cfg = RepoConfig(uuid=str(uuid.uuid4()), registry=_RegistryConfig(db=db or REGISTRY_FILE),
+        repo_uuid = str(uuid.uuid4())
+        cfg = RepoConfig(uuid=repo_uuid, registry=_RegistryConfig(db=db or _default_db(repo_uuid)),
                          datastore=_DatastoreConfig(formatters=dict(formatters or {})))
         from .datastore.formatters import formatter_for
 

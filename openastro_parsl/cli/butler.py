@@ -15,7 +15,7 @@ from ..ingest.ingest import ingest_raws
 from ..ingest.overrides import parse_header_fixes
 from ..ingest.suggest import relevant_cards, suggestion_yaml
 from ..ingest.translator import load_translators, with_default_field
-from .common import console, parse_binds, user_errors
+from .common import console, err_console, parse_binds, user_errors
 
 TRANSFERS = ["copy", "symlink", "direct", "move"]
 
@@ -29,12 +29,13 @@ def main() -> None:
 @click.argument("repo", type=click.Path())
 @click.option("--universe", type=click.Path(exists=True, dir_okay=False),
               help="Dimension universe YAML (default: the packaged one).")
-@click.option("--db", help="Registry database: a path relative to REPO or an SQLAlchemy URL.")
+@click.option("--registry", "--db", "db", help="Registry database: an SQLite file (a path relative to REPO; default "
+              "registry.sqlite3) or a URL, e.g. postgresql://user@host:5432/NAME (NAME is created if missing).")
 @user_errors
 def create(repo: str, universe: str | None, db: str | None) -> None:
     """Create an empty repository at REPO."""
     butler = Butler.create(repo, universe=universe, db=db)
-    console.print(f"created repository {butler.root} (registry {butler.registry.url}, "
+    console.print(f"created repository {butler.root} (registry {butler.registry.display_url}, "
                   f"universe {butler.universe.name} v{butler.universe.version})")
 
 
@@ -227,6 +228,20 @@ def verify(repo: str) -> None:
     console.print(f"verified {checked} datasets: {len(problems)} problem(s)")
     if problems:
         raise SystemExit(1)
+
+
+@main.command("add-token")
+@click.argument("repo", type=click.Path())
+@click.argument("site")
+@user_errors
+def add_token(repo: str, site: str) -> None:
+    """Make SITE's upload token for the live service (printed once; a new one replaces the old)."""
+    from ..live.tokens import TokenStore
+
+    token, replaced = TokenStore(Butler(repo).root).add(site)
+    console.print(token)
+    err_console.print(f"site {site}: {'new token (the old one no longer works)' if replaced else 'token made'}; "
+                      f"it is shown only now. Upload with: Authorization: Bearer TOKEN, X-OpenAstro-Site: {site}")
 
 
 # Command groups that live in their own modules (one job each); importing them adds their commands to `main`.

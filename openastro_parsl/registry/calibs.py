@@ -17,11 +17,12 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Generic, Sequence, TypeVar
 
-from sqlalchemy import Column, ForeignKey, Index, Integer, String, Table, inspect, select
+from sqlalchemy import Column, ForeignKey, Index, Integer, Table, inspect, select
 
 from ..errors import ConflictError, DataIdError, MissingDatasetError
 from .names import validate_collection_name
 from .refs import CollectionType, DatasetRef
+from .schema import Str
 
 __all__ = ["CALIBRATION_TYPES", "NIGHT_DIMENSION", "Certified", "ValidityIndex", "certify", "certified",
            "parse_night"]
@@ -52,11 +53,11 @@ def _table(registry) -> Table:
     return Table(
         TABLE, md,
         Column("collection_id", Integer, ForeignKey("collection.id", ondelete="CASCADE"), primary_key=True),
-        Column("dataset_id", String(36), ForeignKey("dataset.id", ondelete="CASCADE"), primary_key=True),
+        Column("dataset_id", Str(36), ForeignKey("dataset.id", ondelete="CASCADE"), primary_key=True),
         Column("begin_night", Integer, primary_key=True),
         Column("end_night", Integer, nullable=False),
         Column("dataset_type_id", Integer, ForeignKey("dataset_type.id"), nullable=False),
-        Column("data_id_key", String(512), nullable=False),
+        Column("data_id_key", Str(512), nullable=False),
         Index("calib_validity_lookup", "collection_id", "dataset_type_id", "data_id_key"),
     )
 
@@ -128,7 +129,8 @@ def certify(registry, run: str, collection: str, *, begin: Any, end: Any,
     t = _table(registry)
     keys = [(registry._dataset_type_id(r.name), registry.universe.data_id_key(r.dataset_type.dimensions, r.data_id))
             for r in refs]
-    t.create(registry.engine, checkfirst=True)  # every other check passed; an empty table holds no overlap
+    with registry.transaction() as c:  # every other check passed; an empty table holds no overlap
+        t.create(c, checkfirst=True)
     with registry.transaction() as c:  # the overlap check and the rows in one transaction: no race between two
         if existing is None:
             registry.register_collection(collection, CollectionType.CALIBRATION,

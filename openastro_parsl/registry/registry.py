@@ -1,13 +1,15 @@
 """The registry: the single source of truth for what exists (dimensions, dataset types, collections, datasets).
 
-Only one process writes it at a time in practice (the submit loop, or a user's butler command); every write
-is one short transaction, so a killed writer never leaves half a change behind.
+One SQL database per repository, SQLite (a file in it) or PostgreSQL (by URL; docs/registry.md), the same code on
+both. Several processes write it at once (submits into different runs, ingests, planners): every write is one short
+transaction, so a killed writer never leaves half a change behind; SQLite writers queue for its write lock.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import time
 import uuid
 from collections import Counter
@@ -29,34 +31,159 @@ from .universe import DimensionUniverse
 from .where import compile_where, parse_where, referenced_identifiers
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:
+class RegistryBusyError(RepositoryError):
+    """An SQLite registry whose write lock another process held for longer than ``busy_timeout_s()``."""
+
+
+def _sqlite_connect(dbapi_conn, _record) -> None:
+    # The driver's own transaction handling off: SQLAlchemy's "begin" event below says BEGIN itself.
+    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA synchronous=NORMAL")
+    # 64 MiB of page cache (SQLite's default is 2 MiB): a registry of a million datasets has indexes of random
+    # UUIDs far larger than that, and registering a batch touches pages all over them.
+    cur.execute("PRAGMA cache_size=-65536")
     cur.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    """Writes take SQLite's write lock when they begin, waiting for it (the busy timeout) rather than failing.
+
+    A deferred transaction that read first and then writes cannot wait: SQLite fails it at once with 'database is
+    locked' when another writer committed in between. Reads stay deferred (and work on a read-only file).
+    """
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")
 
 
 # SQLite's words for a file that is not (or no longer) a whole database.
 _DAMAGED = ("file is not a database", "database disk image is malformed", "file is encrypted")
+BUSY_TIMEOUT_ENV = "OPENASTRO_REGISTRY_BUSY_TIMEOUT"
+
+
+def busy_timeout_s() -> float:
+    """How long an SQLite writer waits for another one's write lock before giving up: 60 s unless the env says."""
+    raw = os.environ.get(BUSY_TIMEOUT_ENV, "").strip()
+    try:
+        return float(raw) if raw else 60.0
+    except ValueError:
+        raise RepositoryError(f"${BUSY_TIMEOUT_ENV}={raw!r} is not a number of seconds") from None
+
+
+def normalize_url(url: str) -> str:
+    """``postgresql://`` (and ``postgres://``) through psycopg 3, the driver the package depends on."""
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url[len(scheme):]
+    return url
+
+
+def is_postgres(url: str) -> bool:
+    """Whether ``url`` names a PostgreSQL database."""
+    return normalize_url(url).startswith("postgresql")
+
+
+def display_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True) if "://" in url else url
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL and foreign keys, and one-line errors for a damaged file."""
+    """An engine for ``url``, with one-line errors for what users meet.
+
+    SQLite gets WAL, foreign keys, write transactions that wait for the lock, and one-line errors for a damaged or
+    busy file; PostgreSQL one-line errors for a server that cannot be reached.
+    """
+    url = normalize_url(url)
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 60})
-        event.listen(engine, "connect", _sqlite_pragmas)
+        timeout = busy_timeout_s()
+        engine = create_engine(url, connect_args={"timeout": timeout})
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
         where = _sqlite_path(url) or url
 
-        def damaged(context) -> None:
-            """Damage found in the middle of a query is one clear line too, not a DatabaseError traceback."""
+        def sqlite_error(context) -> None:
+            """Damage or a lock held too long, found in the middle of a query: one clear line, not a traceback."""
             msg = str(context.original_exception)
             if any(word in msg for word in _DAMAGED):
                 raise RepositoryError(f"registry database {where} is damaged ({msg}); restore it from a backup")
+            if "database is locked" in msg or "database table is locked" in msg:
+                raise RegistryBusyError(
+                    f"registry database {where} is busy: another process held its write lock for more than "
+                    f"{timeout:g} s; try again when it is done, or serve the repository from PostgreSQL "
+                    "(docs/registry.md) for many concurrent writers")
 
-        event.listen(engine, "handle_error", damaged)
+        event.listen(engine, "handle_error", sqlite_error)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, pool_pre_ping=True)
+    shown = display_url(url)
+
+    def server_error(context) -> None:
+        """A server that is down or a database that is gone: one line naming the URL, not a driver traceback."""
+        msg = " ".join(str(context.original_exception).split())
+        if isinstance(context.sqlalchemy_exception, OperationalError) and msg.startswith("connection"):
+            raise RepositoryError(f"registry database {shown} cannot be reached ({msg}); is the server running? "
+                                  "(a local one: bin/postgres-local start)")
+
+    event.listen(engine, "handle_error", server_error)
+    return engine
+
+
+def create_database(url: str) -> None:
+    """Create the PostgreSQL database ``url`` names unless it exists: one database per repository.
+
+    Made with byte-order collation ('C'), so string ranges (a run folder's paths) and sort orders are SQLite's.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ProgrammingError
+
+    u = make_url(url)
+    shown = display_url(url)
+    name = u.database
+    if not name or '"' in name:
+        raise RepositoryError(f"{shown} names no usable database: end the URL with one, e.g. .../openastro_myrepo")
+    probe = create_engine(u)
+    try:
+        with probe.connect():
+            return
+    except OperationalError as exc:
+        if "does not exist" not in str(exc.orig):
+            raise RepositoryError(f"registry database {shown} cannot be reached ({' '.join(str(exc.orig).split())}); "
+                                  "is the server running? (a local one: bin/postgres-local start)") from None
+    finally:
+        probe.dispose()
+    admin = create_engine(u.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as c:
+            c.execute(sql_text(f'CREATE DATABASE "{name}" TEMPLATE template0 ENCODING \'UTF8\' '
+                               "LC_COLLATE 'C' LC_CTYPE 'C'"))
+    except ProgrammingError as exc:
+        if "already exists" not in str(exc.orig):  # another process made it meanwhile: fine
+            raise RepositoryError(f"cannot create database {name!r} on {shown}: {' '.join(str(exc.orig).split())}; "
+                                  "create it yourself (createdb) and run the command again") from None
+    except OperationalError as exc:
+        raise RepositoryError(f"cannot create database {name!r} on {shown}: {' '.join(str(exc.orig).split())}") from None
+    finally:
+        admin.dispose()
+
+
+def _savepoint(c: Connection):
+    """A savepoint where a refused statement must not end the transaction.
+
+    PostgreSQL aborts the whole transaction on an error unless it was inside one; SQLite carries on without it.
+    """
+    return nullcontext() if c.dialect.name == "sqlite" else c.begin_nested()
+
+
+def _unique_race(c: Connection, exc: IntegrityError) -> bool:
+    """A unique key taken by another process between our check and our insert (PostgreSQL, READ COMMITTED).
+
+    SQLite writers hold the write lock from their first statement, so there it is never a race.
+    """
+    return c.dialect.name != "sqlite" and getattr(exc.orig, "sqlstate", None) == "23505"
 
 
 def _sqlite_path(url: str) -> Path | None:
@@ -118,25 +245,27 @@ def _record_diff(old: Mapping[str, Any], new: Mapping[str, Any], fill: bool = Fa
 
 
 class Registry:
-    """Dimensions, dataset types, collections and datasets in one SQL database (SQLite by default)."""
+    """Dimensions, dataset types, collections and datasets in one SQL database (SQLite by default, or PostgreSQL)."""
 
     def __init__(self, url: str, *, _create_with: DimensionUniverse | None = None):
-        self.url = url
+        self.url = url = normalize_url(url)
+        self._dataset_types: dict[str, tuple[int, DatasetType]] = {}
+        self._collections: dict[str, tuple[int, CollectionType]] = {}
         path = _sqlite_path(url)
         if _create_with is None and path is not None:
             check_sqlite_file(path)
+        if _create_with is not None and is_postgres(url):
+            create_database(url)
         self.engine = make_engine(url)
         if _create_with is not None:
             self.universe = _create_with
             self.schema = build_schema(self.universe)
             self._create()
         else:
-            self.universe = self._check_and_load_universe(path or url)
+            self.universe = self._check_and_load_universe(path or display_url(url))
             self.schema = build_schema(self.universe)
             self._ensure_path_index()
         self._has_mtime = _create_with is not None or self._ensure_mtime_column()
-        self._dataset_types: dict[str, tuple[int, DatasetType]] = {}
-        self._collections: dict[str, tuple[int, CollectionType]] = {}
 
     # -- creation and opening -----------------------------------------------------------------
     @classmethod
@@ -146,8 +275,8 @@ class Registry:
     def _create(self) -> None:
         insp = inspect(self.engine)
         if insp.get_table_names():
-            raise RepositoryError(f"{self.url}: database is not empty; refusing to create a registry in it")
-        with self.engine.begin() as conn:
+            raise RepositoryError(f"{display_url(self.url)}: database is not empty; refusing to create a registry in it")
+        with self.transaction() as conn:
             self.schema.metadata.create_all(conn)
             conn.execute(self.schema.meta.insert(), [
                 {"key": "magic", "value": MAGIC},
@@ -187,7 +316,7 @@ class Registry:
         if not added:
             return stored
         try:
-            with self.engine.begin() as c:
+            with self.transaction() as c:
                 for dim, attr, py in added:
                     table = dimension_table_name(dim)
                     have = {col["name"] for col in inspect(c).get_columns(table)}
@@ -211,10 +340,10 @@ class Registry:
             return
         try:
             try:
-                with self.engine.begin() as c:
+                with self.transaction() as c:
                     c.execute(sql_text(f"CREATE UNIQUE INDEX IF NOT EXISTS {PATH_INDEX} ON {t.name} (path)"))
             except IntegrityError:  # shared paths made before the check: `insert_datasets` still refuses more
-                with self.engine.begin() as c:
+                with self.transaction() as c:
                     c.execute(sql_text(f"CREATE INDEX IF NOT EXISTS {PATH_INDEX}_dup ON {t.name} (path)"))
         except OperationalError:
             pass
@@ -234,11 +363,21 @@ class Registry:
         if present():
             return True
         try:
-            with self.engine.begin() as c:
+            with self.transaction() as c:
                 c.execute(sql_text(f"ALTER TABLE {t.name} ADD COLUMN {MTIME_COLUMN} BIGINT"))
         except DatabaseError:  # read-only, or another process added it first
             return present()
         return True
+
+    @property
+    def display_url(self) -> str:
+        """The database's URL without a password (for messages)."""
+        return display_url(self.url)
+
+    @property
+    def backend(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self.engine.dialect.name
 
     @property
     def schema_version(self) -> int:
@@ -252,8 +391,10 @@ class Registry:
         must not find a run whose creation was undone.
         """
         try:
-            with self.engine.begin() as conn:
-                yield conn
+            with self.engine.connect() as conn:
+                conn.execution_options(write=True)  # SQLite: BEGIN IMMEDIATE (see _sqlite_begin)
+                with conn.begin():
+                    yield conn
         except BaseException:
             self._collections.clear()
             self._dataset_types.clear()
@@ -278,7 +419,7 @@ class Registry:
         if not rows:
             return 0
 
-        def _do(c: Connection) -> int:
+        def _do(c: Connection, retry: bool = True) -> int:
             inserted = 0
             keyset = [tuple(r.get(k) for k in pk) for r in rows]
             existing = self._existing_records(c, dimension, keyset)
@@ -303,7 +444,13 @@ class Registry:
                 seen[key] = row
                 new_rows.append(row)
             if new_rows:
-                c.execute(table.insert(), new_rows)
+                try:
+                    with _savepoint(c):
+                        c.execute(table.insert(), new_rows)
+                except IntegrityError as exc:
+                    if retry and _unique_race(c, exc):  # compare with the records another process just made
+                        return _do(c, retry=False)
+                    raise
                 inserted = len(new_rows)
             return inserted
 
@@ -326,7 +473,7 @@ class Registry:
         rows = self._record_rows(dimension, records)
         counts = {"inserted": 0, "updated": 0, "unchanged": 0}
 
-        def _do(c: Connection) -> dict[str, int]:
+        def _do(c: Connection, retry: bool = True) -> dict[str, int]:
             keyset = [tuple(r.get(k) for k in pk) for r in rows]
             existing = self._existing_records(c, dimension, keyset)
             new_rows: dict[tuple[Any, ...], dict[str, Any]] = {}
@@ -350,7 +497,14 @@ class Registry:
                 existing[key] = {**old, **{k: b for k, (_, b) in diff.items()}}
                 counts["updated"] += 1
             if new_rows:
-                c.execute(table.insert(), list(new_rows.values()))
+                try:
+                    with _savepoint(c):
+                        c.execute(table.insert(), list(new_rows.values()))
+                except IntegrityError as exc:
+                    if retry and _unique_race(c, exc):
+                        counts.update(inserted=0, updated=0, unchanged=0)
+                        return _do(c, retry=False)
+                    raise
                 counts["inserted"] = len(new_rows)
             return counts
 
@@ -474,11 +628,12 @@ class Registry:
 
         try:
             if conn is not None:
-                _do(conn)
+                with _savepoint(conn):
+                    _do(conn)
             else:
                 with self.transaction() as c:
                     _do(c)
-        except IntegrityError:
+        except IntegrityError:  # another process registered it meanwhile: compare with theirs
             self._dataset_types.pop(dataset_type.name, None)
             return self.register_dataset_type(dataset_type, conn)
         self._dataset_types.pop(dataset_type.name, None)
@@ -563,11 +718,16 @@ class Registry:
             assert key is not None  # an INSERT of one row always has its primary key
             self._collections[name] = (key[0], type)
 
-        if conn is not None:
-            _do(conn)
-        else:
-            with self.transaction() as c:
-                _do(c)
+        try:
+            if conn is not None:
+                with _savepoint(conn):
+                    _do(conn)
+            else:
+                with self.transaction() as c:
+                    _do(c)
+        except IntegrityError:  # another process made it meanwhile: same type is fine, as above
+            self._collections.pop(name, None)
+            return self.register_collection(name, type, doc, conn)
         return True
 
     def register_run(self, name: str, doc: str = "", conn: Connection | None = None) -> bool:
@@ -717,7 +877,8 @@ class Registry:
                 return []
             self._check_paths_free(c, locs, dt.name, run)
             try:
-                c.execute(self.schema.dataset.insert(), rows)
+                with _savepoint(c):
+                    c.execute(self.schema.dataset.insert(), rows)
             except IntegrityError:
                 t = self.schema.dataset
                 keys = [r["data_id_key"] for r in rows]

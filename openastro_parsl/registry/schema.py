@@ -34,7 +34,16 @@ PATH_INDEX = "dataset_location_path"  # unique: two datasets never share a file 
 # Nullable, added on open to older repositories: NULL means "not recorded", so a worker hashes the file.
 MTIME_COLUMN = "mtime_ns"
 
-_SQL_TYPES: dict[type, Callable[[], TypeEngine[Any]]] = {str: lambda: String(128), int: BigInteger, float: Float}
+
+def Str(length: int) -> TypeEngine[Any]:  # noqa: N802 - a column type, named like SQLAlchemy's
+    """A string column: VARCHAR(length) on SQLite, which never enforces it, unbounded on PostgreSQL, which would.
+
+    A value a backend accepts is then accepted by both (a long field or collection name).
+    """
+    return String(length).with_variant(String(), "postgresql")
+
+
+_SQL_TYPES: dict[type, Callable[[], TypeEngine[Any]]] = {str: lambda: Str(128), int: BigInteger, float: Float}
 
 
 def sql_type(py: type):
@@ -68,7 +77,7 @@ def dimension_table_name(name: str) -> str:
 def build_schema(universe: DimensionUniverse) -> Schema:
     """The registry's tables for ``universe``: one per dimension, then datasets, collections, provenance."""
     md = MetaData()
-    meta = Table("meta", md, Column("key", String(64), primary_key=True), Column("value", Text, nullable=False))
+    meta = Table("meta", md, Column("key", Str(64), primary_key=True), Column("value", Text, nullable=False))
 
     dims: dict[str, Table] = {}
     for dim in universe:
@@ -94,15 +103,15 @@ def build_schema(universe: DimensionUniverse) -> Schema:
     dataset_type = Table(
         "dataset_type", md,
         Column("id", Integer, primary_key=True, autoincrement=True),
-        Column("name", String(128), nullable=False, unique=True),
-        Column("dimensions", String(512), nullable=False),
-        Column("storage_class", String(64), nullable=False),
+        Column("name", Str(128), nullable=False, unique=True),
+        Column("dimensions", Str(512), nullable=False),
+        Column("storage_class", Str(64), nullable=False),
     )
     collection = Table(
         "collection", md,
         Column("id", Integer, primary_key=True, autoincrement=True),
-        Column("name", String(256), nullable=False, unique=True),
-        Column("type", String(16), nullable=False),
+        Column("name", Str(256), nullable=False, unique=True),
+        Column("type", Str(16), nullable=False),
         Column("doc", Text, nullable=False, default=""),
     )
     collection_chain = Table(
@@ -114,10 +123,10 @@ def build_schema(universe: DimensionUniverse) -> Schema:
     dim_cols = [Column(d.name, sql_type(d.key_type), nullable=True) for d in universe]
     dataset = Table(
         "dataset", md,
-        Column("id", String(36), primary_key=True),
+        Column("id", Str(36), primary_key=True),
         Column("dataset_type_id", Integer, ForeignKey("dataset_type.id"), nullable=False),
         Column("run_id", Integer, ForeignKey("collection.id"), nullable=False),
-        Column("data_id_key", String(512), nullable=False),
+        Column("data_id_key", Str(512), nullable=False),
         Column("ingest_date", Float, nullable=False),
         *dim_cols,
         UniqueConstraint("dataset_type_id", "run_id", "data_id_key", name="dataset_unique_in_run"),
@@ -125,11 +134,12 @@ def build_schema(universe: DimensionUniverse) -> Schema:
     )
     dataset_location = Table(
         "dataset_location", md,
-        Column("dataset_id", String(36), ForeignKey("dataset.id", ondelete="CASCADE"), primary_key=True),
-        Column("path", Text, nullable=False),
-        Column("checksum", String(64), nullable=False, index=True),
+        Column("dataset_id", Str(36), ForeignKey("dataset.id", ondelete="CASCADE"), primary_key=True),
+        # Byte order on PostgreSQL too, whatever the database's collation: a run folder's paths are one range.
+        Column("path", Text().with_variant(Text(collation="C"), "postgresql"), nullable=False),
+        Column("checksum", Str(64), nullable=False, index=True),
         Column("size", BigInteger, nullable=False),
-        Column("formatter", String(64), nullable=False),
+        Column("formatter", Str(64), nullable=False),
         # The file's st_mtime_ns, taken when its checksum was computed: with the size it lets a worker trust
         # an unchanged file without hashing it (OPENASTRO_VERIFY_INPUTS=fast). Last, where ALTER TABLE puts it.
         Column(MTIME_COLUMN, BigInteger, nullable=True),
@@ -138,37 +148,37 @@ def build_schema(universe: DimensionUniverse) -> Schema:
     tagged = Table(
         "tagged", md,
         Column("collection_id", Integer, ForeignKey("collection.id", ondelete="CASCADE"), primary_key=True),
-        Column("dataset_id", String(36), ForeignKey("dataset.id", ondelete="CASCADE"), primary_key=True),
+        Column("dataset_id", Str(36), ForeignKey("dataset.id", ondelete="CASCADE"), primary_key=True),
         Column("dataset_type_id", Integer, ForeignKey("dataset_type.id"), nullable=False),
-        Column("data_id_key", String(512), nullable=False),
+        Column("data_id_key", Str(512), nullable=False),
         UniqueConstraint("collection_id", "dataset_type_id", "data_id_key", name="tagged_unique"),
     )
     collection_meta = Table(
         "collection_meta", md,
         Column("collection_id", Integer, ForeignKey("collection.id", ondelete="CASCADE"), primary_key=True),
-        Column("key", String(64), primary_key=True),
+        Column("key", Str(64), primary_key=True),
         Column("value", Text, nullable=False),
     )
     # Provenance: which quantum wrote a dataset, from which inputs, with which config, where.
     quantum = Table(
         "quantum", md,
-        Column("id", String(36), primary_key=True),
+        Column("id", Str(36), primary_key=True),
         Column("run_id", Integer, ForeignKey("collection.id", ondelete="CASCADE"), nullable=False),
-        Column("task", String(128), nullable=False),
-        Column("task_class", String(256), nullable=False),
-        Column("data_id_key", String(512), nullable=False),
-        Column("config_hash", String(32), nullable=False),
-        Column("host", String(256)),
-        Column("slurm_job_id", String(64)),
+        Column("task", Str(128), nullable=False),
+        Column("task_class", Str(256), nullable=False),
+        Column("data_id_key", Str(512), nullable=False),
+        Column("config_hash", Str(32), nullable=False),
+        Column("host", Str(256)),
+        Column("slurm_job_id", Str(64)),
         Column("started", Float),
         Column("ended", Float),
         Column("packages", Text),
     )
     quantum_io = Table(
         "quantum_io", md,
-        Column("quantum_id", String(36), ForeignKey("quantum.id", ondelete="CASCADE"), primary_key=True),
-        Column("dataset_id", String(36), primary_key=True),
-        Column("role", String(8), primary_key=True),
+        Column("quantum_id", Str(36), ForeignKey("quantum.id", ondelete="CASCADE"), primary_key=True),
+        Column("dataset_id", Str(36), primary_key=True),
+        Column("role", Str(8), primary_key=True),
         Index("quantum_io_by_dataset", "dataset_id"),
     )
     return Schema(md, meta, dims, dataset_type, collection, collection_chain, dataset, dataset_location, tagged,

@@ -22,6 +22,7 @@ from openastro_parsl.pipeline.pipeline import load_pipeline
 from openastro_parsl.registry import calibs
 from openastro_parsl.registry.refs import CollectionType, DatasetType
 
+pytestmark = pytest.mark.both_backends
 IMAGE = Path(__file__).resolve().parents[2] / "pipelines" / "image.yaml"
 RAW = DatasetType("raw", ("instrument", "exposure"), "RawImage")
 BIAS = DatasetType("masterBias", ("instrument",), "Image")

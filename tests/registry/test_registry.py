@@ -60,6 +60,7 @@ def test_not_a_repo(tmp_path):
         Butler(tmp_path / "plain")
 
 
+@pytest.mark.both_backends
 def test_dimension_record_conflict_leaves_registry_unchanged(populated):
     reg = populated.registry
     with pytest.raises(ConflictError, match="exposure .*already exists with different values.*band"):
@@ -70,6 +71,7 @@ def test_dimension_record_conflict_leaves_registry_unchanged(populated):
     assert reg.sync_dimension_records("band", [{"name": "g"}]) == 0
 
 
+@pytest.mark.both_backends
 def test_dataset_type_conflict_names_both(populated):
     reg = populated.registry
     reg.register_dataset_type(CALEXP)
@@ -78,6 +80,7 @@ def test_dataset_type_conflict_names_both(populated):
         reg.register_dataset_type(DatasetType("calexp", ("instrument", "exposure"), "Image"))
 
 
+@pytest.mark.both_backends
 def test_collections_run_chained_tagged(populated):
     reg = populated.registry
     _insert(reg, "run/a", [1, 2, 3])
@@ -101,6 +104,7 @@ def test_collections_run_chained_tagged(populated):
         reg.query_datasets("calexp", "nope")
 
 
+@pytest.mark.both_backends
 def test_duplicate_dataset_in_run_is_refused_atomically(populated):
     reg = populated.registry
     _insert(reg, "run/a", [1])
@@ -110,6 +114,7 @@ def test_duplicate_dataset_in_run_is_refused_atomically(populated):
     assert [r.data_id["exposure"] for r in reg.query_datasets("calexp", "run/a")] == [1]
 
 
+@pytest.mark.both_backends
 def test_data_ids_are_expanded_and_validated(populated):
     reg = populated.registry
     (ref,) = _insert(reg, "run/a", [3])
@@ -118,6 +123,7 @@ def test_data_ids_are_expanded_and_validated(populated):
         reg.insert_datasets("calexp", "run/a", [({"instrument": "lco1m", "exposure": 77}, _loc(9))])
 
 
+@pytest.mark.both_backends
 def test_query_datasets_where_and_globs(populated):
     reg = populated.registry
     _insert(reg, "run/a", [1, 2, 3, 4, 5, 6])
@@ -137,6 +143,7 @@ def test_query_datasets_where_and_globs(populated):
         reg.query_datasets("calexq", "run/a")
 
 
+@pytest.mark.both_backends
 def test_malicious_where_leaves_registry_intact(populated):
     reg = populated.registry
     _insert(reg, "run/a", [1, 2, 3])
@@ -147,6 +154,7 @@ def test_malicious_where_leaves_registry_intact(populated):
     assert reg.count_datasets() == 3
 
 
+@pytest.mark.both_backends
 def test_query_data_ids(populated):
     reg = populated.registry
     rows = reg.query_data_ids(["field", "band"])

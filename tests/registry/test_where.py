@@ -71,14 +71,31 @@ def column(dimension: str, attribute: str | None):
     return exposure_table.c[COLUMN_OF[(dimension, attribute)]]
 
 
-@pytest.fixture(scope="module")
-def engine():
-    engine = sa.create_engine("sqlite://", poolclass=sa.pool.StaticPool)
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def engine(request):
+    """The exposure table on each registry backend: the compiled SQL must select the same rows on both."""
+    database = None
+    if request.param == "sqlite":
+        engine = sa.create_engine("sqlite://", poolclass=sa.pool.StaticPool)
+    else:
+        import uuid
+
+        from conftest import drop_databases
+
+        server = request.getfixturevalue("postgres_server")
+        database = f"oat_where_{uuid.uuid4().hex[:10]}"
+        admin = sa.create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{database}"'))
+        admin.dispose()
+        engine = sa.create_engine(f"{server}/{database}")
     metadata.create_all(engine)
     with engine.begin() as conn:
         conn.execute(sa.insert(exposure_table), [dict(zip(COLUMNS, row)) for row in ROWS])
     yield engine
     engine.dispose()
+    if database is not None:
+        drop_databases(server, database)
 
 
 def sql_ids(engine, text: str, binds=None) -> list[int]:
@@ -102,7 +119,7 @@ def eval_ids(text: str, binds=None) -> list[int]:
 
 def assert_table_intact(engine) -> None:
     with engine.connect() as conn:
-        tables = conn.execute(sa.text("SELECT name FROM sqlite_master WHERE type = 'table'")).scalars().all()
+        tables = sa.inspect(conn).get_table_names()
         assert tables == ["exposure"]
         rows = conn.execute(sa.select(*exposure_table.c).order_by(exposure_table.c.id)).all()
     assert [tuple(r) for r in rows] == sorted(ROWS, key=lambda r: r[1])
