@@ -27,12 +27,13 @@ from ..butler import Butler
 from ..errors import OpenAstroError
 from ..graph.quantum_graph import QuantumGraph
 from ..registry.refs import DatasetType
+from ..registry.registry import RegistryBusyError
 from .classify import classify_exception, classify_manifest, is_disk_full, learn_manager_job, lost_job
 from .preflight import preflight
 from .runlock import RunLock, process_start_time
 from .shutdown import Interrupts, load_parsl, stop_parsl
 from .site import SiteConfig, check_shell_safe, parsl_config
-from .status import DONE, STATES, StatusStore
+from .status import DONE, STATES, StatusStore, worker_fields
 
 GRAPH_FILE = "graph.qgraph"
 STATUS_FILE = "status.sqlite3"
@@ -68,7 +69,7 @@ def data_id_dirname(data_id: dict) -> str:
 
 def log_paths(run_dir: Path, task: str, data_id: dict, qid: str) -> dict[str, str]:
     """The paths of one quantum's stdout, stderr and structured log (``.jsonl``)."""
-    base = run_dir / "logs" / task / data_id_dirname(data_id) / qid
+    base = f"{run_dir}/logs/{task}/{data_id_dirname(data_id)}/{qid}"  # str(Path / ...) alike, at a tenth the cost
     return {"stdout": f"{base}.stdout", "stderr": f"{base}.stderr", "jsonl": f"{base}.jsonl"}
 
 
@@ -237,13 +238,15 @@ class Submission:
         for conn, (oid,) in q.outputs.items():
             n = ds[oid]
             outputs[conn] = {"id": oid, "path": n.path, "formatter": n.formatter, "dataset_type": n.dataset_type}
-        records = {}
+        records: dict[str, Any] = {}
         for dim in info.dimensions:
             req = self.butler.universe.required([dim])
             key = ",".join(f"{d}={q.data_id[d]}" for d in req)
             rec = self.graph.records.get(dim, {}).get(key)
             if rec is not None:
                 records[dim] = rec
+        for dim in info.related_records:  # a list: the targets of a field (PipelineTask.related_records)
+            records[dim] = self.graph.related_records(dim, q.data_id)
         payload = {"quantum_id": qid, "task": q.task, "class_path": info.class_path, "config": info.config,
                    "data_id": q.data_id, "inputs": inputs, "outputs": outputs, "records": records,
                    "datastore_root": str(self.butler.datastore.root),
@@ -265,21 +268,8 @@ class Submission:
             self.lock.release()
             self.lock = None
 
-    def _run(self) -> Summary:
-        from parsl import python_app
-
-        from .runner import run_quanta_packed
-
-        t_start = time.time()
-        self._register_types_and_run()
-        states = self._reconcile()
-        self.status.set_meta("site_path", self.site_source if Path(self.site_source).exists() else None)
-        self.status.set_meta("submit_pid", os.getpid())
-        self.status.set_meta("submit_host", self.host)
-        self.status.set_meta("submit_pid_start", process_start_time(os.getpid()))
-        self.status.set_meta("state", "running")
-        _best_effort((self.run_dir / RESERVE_FILE).write_bytes, b"\0" * RESERVE_BYTES)
-        self.status.event("start", pid=os.getpid(), site=self.site_source, quanta=len(self.graph.quanta))
+    def _init_loop(self, states: dict[str, str]) -> None:
+        """The loop's bookkeeping over the graph from these starting states (live mode extends it as quanta arrive)."""
         upstream = self.graph.upstream()
         downstream: dict[str, set[str]] = defaultdict(set)
         for q, ups in upstream.items():
@@ -301,25 +291,46 @@ class Submission:
         self._no_work_buffer: list[tuple[str, dict]] = []
         self._states, self._downstream, self._waiting, self._ready = states, downstream, waiting, ready
         self._running_buffer: list[tuple] = []
-        done_q: queue.Queue = queue.Queue()
+        self._done_q: queue.Queue = queue.Queue()
         self._inflight: dict[Any, list[str]] = {}
         self._parsl_tasks = 0
         # task -> wall times of its latest quanta (the median ignores the first ones, which pay for imports)
         self._durations: dict[str, deque] = defaultdict(lambda: deque(maxlen=32))
         self._stopped: str | None = None  # why the whole run must stop (a full disk), when it must
+
+    def _start_parsl(self) -> Any:
+        """Load Parsl for the site, with one app per executor; returns the DataFlowKernel."""
+        from parsl import python_app
+
+        from .runner import run_quanta_packed
+
+        dfk = load_parsl(parsl_config(self.site, self.run_dir))
+        self._apps = {e.label: python_app(run_quanta_packed, executors=[e.label], data_flow_kernel=dfk)
+                      for e in self.site.executors}
+        self._workers = sum((e.max_workers_per_node or os.cpu_count() or 1) * e.provider.max_blocks
+                            * e.provider.nodes_per_block for e in self.site.executors)
+        return dfk
+
+    def _run(self) -> Summary:
+        t_start = time.time()
+        self._register_types_and_run()
+        states = self._reconcile()
+        self.status.set_meta("site_path", self.site_source if Path(self.site_source).exists() else None)
+        self.status.set_meta("submit_pid", os.getpid())
+        self.status.set_meta("submit_host", self.host)
+        self.status.set_meta("submit_pid_start", process_start_time(os.getpid()))
+        self.status.set_meta("state", "running")
+        _best_effort((self.run_dir / RESERVE_FILE).write_bytes, b"\0" * RESERVE_BYTES)
+        self.status.event("start", pid=os.getpid(), site=self.site_source, quanta=len(self.graph.quanta))
+        self._init_loop(states)
+        ready, done_q = self._ready, self._done_q
         interrupts = Interrupts().install()  # from here a Ctrl-C or SIGTERM ends the run in order
         try:
-            dfk = load_parsl(parsl_config(self.site, self.run_dir))
+            dfk = self._start_parsl()
         except BaseException:
             interrupts.restore()
             raise
-        self._apps = {e.label: python_app(run_quanta_packed, executors=[e.label], data_flow_kernel=dfk)
-                      for e in self.site.executors}
-        self._done_q = done_q
-        workers = sum((e.max_workers_per_node or os.cpu_count() or 1) * e.provider.max_blocks
-                      * e.provider.nodes_per_block for e in self.site.executors)
-        limit = self.site.max_in_flight or max(64, 16 * workers)
-        self._workers = workers
+        limit = self.site.max_in_flight or max(64, 16 * self._workers)
         try:
             try:
                 last_progress = 0.0
@@ -444,9 +455,7 @@ class Submission:
         self._states[qid] = "no_work"
         m = manifest or {}
         self._no_work_buffer.append((qid, {"state": "no_work", "message": reason[:2000], "error_kind": None,
-                                           "error_type": None, "ended": m.get("ended", time.time()),
-                                           "wall": m.get("wall"), "cpu": m.get("cpu"), "maxrss_mb": m.get("maxrss_mb"),
-                                           "host": m.get("host"), "slurm_job_id": m.get("slurm_job_id")}))
+                                           "error_type": None, **worker_fields(m)}))
         self._missing.update(d for ids in self.graph.quanta[qid].outputs.values() for d in ids)
         self._release_downstream(qid)
 
@@ -496,6 +505,8 @@ class Submission:
             return
         try:
             self._register(successes)
+        except RegistryBusyError:  # one by one would wait as long again for each: stop in order; --resume registers
+            raise
         except OpenAstroError:  # one bad apple: register one by one so only it fails
             kept = []
             for qid, manifest in successes:
@@ -506,9 +517,7 @@ class Submission:
                     self._failed(qid, "registry", str(err), {**manifest, "error": {"type": type(err).__name__,
                                                                                     "message": str(err)}})
             successes = kept
-        self.status.update_rows([(qid, {"state": "succeeded", "ended": m["ended"], "wall": m["wall"], "cpu": m["cpu"],
-                                        "maxrss_mb": m["maxrss_mb"], "host": m["host"],
-                                        "slurm_job_id": m.get("slurm_job_id"), "error_kind": None,
+        self.status.update_rows([(qid, {"state": "succeeded", **worker_fields(m), "error_kind": None,
                                         "error_type": None, "message": None}) for qid, m in successes])
         for qid, _ in successes:
             self._states[qid] = "succeeded"
@@ -537,9 +546,7 @@ class Submission:
         self._flush_running()
         row = self.status.row(qid)
         self.status.update(qid, state="failed", error_kind=kind, error_type=err.get("type"), message=message,
-                           ended=manifest.get("ended", time.time()), wall=manifest.get("wall"), cpu=manifest.get("cpu"),
-                           maxrss_mb=manifest.get("maxrss_mb"), host=manifest.get("host"),
-                           slurm_job_id=manifest.get("slurm_job_id"))
+                           **worker_fields(manifest))
         if self.on_failure:
             self.on_failure({"task": q.task, "data_id": q.data_id, "kind": kind, "type": err.get("type"),
                              "message": message, "stderr": row["stderr"]})
@@ -564,6 +571,10 @@ class Submission:
         return max(bigger, key=lambda e: e.mem_per_worker or 0).label if bigger else None
 
     def _register(self, done: list[tuple[str, dict]]) -> None:
+        self.butler.registry.record_quanta(self.graph.output_run, self._registry_items(done))
+
+    def _registry_items(self, done: list[tuple[str, dict]]) -> list[dict]:
+        """What the registry records of finished quanta: outputs, inputs, provenance (live mode groups them by run)."""
         items = []
         for qid, manifest in done:
             q = self.graph.quanta[qid]
@@ -578,7 +589,7 @@ class Submission:
                 "provenance": {"host": manifest.get("host"), "slurm_job_id": manifest.get("slurm_job_id"),
                                "started": manifest.get("started"), "ended": manifest.get("ended"),
                                "packages": self.packages}})
-        self.butler.registry.record_quanta(self.graph.output_run, items)
+        return items
 
     # -- results ------------------------------------------------------------------------------
     def summary(self, wall_s: float) -> Summary:
