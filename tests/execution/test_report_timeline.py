@@ -1,6 +1,7 @@
 """The run report's timeline and resources, from a real run through Parsl HTEX rendered in a real headless browser.
 
-One small run (six frames, one of them made to fail) serves every test of the module. Chromium is Debian's
+One small run (six frames, one of them made to fail: the session's ``failed_runs.shared()`` of conftest.py, which
+test_submit.py's failure report reads too) serves every test of the module. Chromium is Debian's
 (installed by bin/setup): without it the browser test fails, it never passes silently.
 """
 
@@ -16,33 +17,19 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from testdata import make_small_repo
 
 from openastro_parsl.cli.report import main as report_main
 from openastro_parsl.execution.report import write_html
 from openastro_parsl.execution.report_svg import LABEL_W
-from openastro_parsl.execution.site import load_site
 from openastro_parsl.execution.status import StatusStore
-from openastro_parsl.execution.submit import Submission
-from openastro_parsl.graph.planner import Planner
-from openastro_parsl.pipeline.pipeline import load_pipeline
-
-FAULTY = Path(__file__).resolve().parents[1] / "pipelines" / "faulty.yaml"
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(failed_runs):
     """A finished run on the local HTEX site: 5 frameStats succeed, exposure 101 fails, what needs it is blocked."""
-    root = tmp_path_factory.mktemp("timeline")
-    butler = make_small_repo(root)
-    marker = root / "fail-now"
-    marker.touch()
-    pipeline = load_pipeline(FAULTY, ["frameStats:fail_exposures=[101]", f"frameStats:marker={marker}"])
-    graph = Planner(butler, pipeline, inputs=["defaults"], output_run="u/t/timeline").plan()
-    sub = Submission.start(butler, graph, *load_site(None))
-    summary = sub.run()
-    assert not summary.ok
-    return sub.run_dir
+    failed = failed_runs.shared()
+    assert not failed.summary.ok
+    return failed.sub.run_dir
 
 
 def _report(run_dir: Path) -> dict:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from openastro_parsl.butler import Butler
 from openastro_parsl.execution import slurm_local
 from openastro_parsl.execution.preflight import PreflightError
 from openastro_parsl.execution.site import load_site
@@ -141,22 +142,57 @@ def test_walltime_beyond_partition_limit_is_refused(slurm, tmp_path):
         Submission.start(butler, graph, site, src)
 
 
-def test_scancel_of_the_block_is_reported_and_resume_completes(slurm, tmp_path):
-    butler = make_small_repo(tmp_path)
-    repo = tmp_path / "repo"
-    site = site_file(tmp_path, retries=0)
-    proc = submit_cli("-b", str(repo), "-p", str(FAULTY), "-i", "defaults", "-o", "u/t/cancel", "--site", str(site),
-                      "-c", "frameStats:sleep_s=4")
+@pytest.fixture(scope="module")
+def lost_blocks(slurm, tmp_path_factory):
+    """Three runs whose pilot jobs end early, all at once through `openastro-submit`: a block cancelled with scancel,
+    a block lost to its walltime, a block drained before its walltime. SLURM's walltime minimum is a minute, so each
+    takes two minutes or more, mostly waiting. Each block asks for one core (no cores_per_node: its pool still
+    starts two workers, one per core of the node), so two runs' blocks share the local node and the third's queue
+    behind them. Returns each run's repository, run directory and output, and the cancelled job's id."""
+    def repo(name: str, n: int) -> Path:
+        root = tmp_path_factory.mktemp(name)
+        make_small_repo(root, n=n)
+        return root
+
+    one_core = {"cores_per_node": None}
+    short = {**one_core, "walltime": "00:01:00"}
+    wall, drain, cancel = repo("walltime", 2), repo("drain", 12), repo("cancel", 6)
+    marker = wall / "slow-once"
+    marker.touch()
+    args = {
+        "walltime": ["-p", str(FAULTY), "-c", "frameStats:fault=slow_once", "-c", f"frameStats:marker={marker}",
+                     "-c", "frameStats:fail_exposures=[101]",
+                     "--site", str(site_file(wall, retries=1, provider=short, drain_before_walltime_s=30))],
+        "drain": ["-p", f"{FAULTY}#frameStats", "-c", "frameStats:sleep_s=9",
+                  "--site", str(site_file(drain, retries=0, provider=short, drain_before_walltime_s=30))],
+        "cancel": ["-p", str(FAULTY), "-c", "frameStats:sleep_s=4",
+                   "--site", str(site_file(cancel, retries=0, provider=one_core))],
+    }
+    roots = {"walltime": wall, "drain": drain, "cancel": cancel}
+    procs: dict[str, subprocess.Popen] = {}
     try:
-        run_dir = run_dir_of(repo, "u/t/cancel")
-        job = wait_for(lambda: started_in_job(run_dir), 180, "a quantum started inside a SLURM job")
-        assert job in squeue_jobs()
+        for name, extra in args.items():  # the longest first: the walltime run waits for two blocks to end
+            procs[name] = submit_cli("-b", str(roots[name] / "repo"), "-i", "defaults", "-o", f"u/t/{name}", *extra)
+        cancel_dir = run_dir_of(cancel / "repo", "u/t/cancel")
+        job = wait_for(lambda: started_in_job(cancel_dir), 180, "a quantum started inside a SLURM job")
+        running = job in squeue_jobs()
         subprocess.run(["scancel", job], check=True, timeout=20)
-        out, _ = proc.communicate(timeout=300)
+        outs = {name: proc.communicate(timeout=420)[0] for name, proc in procs.items()}
     finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 1, out
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+    runs = {name: {"repo": roots[name] / "repo", "out": outs[name], "code": procs[name].returncode,
+                   "run_dir": run_dir_of(roots[name] / "repo", f"u/t/{name}", timeout=5)} for name in roots}
+    runs["cancel"].update(job=job, running=running)
+    return runs
+
+
+def test_scancel_of_the_block_is_reported_and_resume_completes(lost_blocks, tmp_path):
+    run = lost_blocks["cancel"]
+    run_dir, job, out = run["run_dir"], run["job"], run["out"]
+    assert run["running"], f"job {job} was not RUNNING when it was cancelled"
+    assert run["code"] == 1, out
     status = StatusStore(run_dir / STATUS_FILE)
     failed = list(status.rows("WHERE state = 'failed'"))
     assert failed, out
@@ -173,46 +209,44 @@ def test_scancel_of_the_block_is_reported_and_resume_completes(slurm, tmp_path):
     assert again.returncode == 0, out2
     final = counts(run_dir)
     assert final == {"succeeded": final["succeeded"]} and final["succeeded"] == 6 + 6 + 2 + 2
-    refs = butler.query_datasets("*", "u/t/cancel", find_first=False)
+    refs = Butler(run["repo"]).query_datasets("*", "u/t/cancel", find_first=False)
     keys = [(r.name, tuple(sorted(r.data_id.items()))) for r in refs]
     assert len(keys) == len(set(keys)) == 16  # no duplicate datasets
 
 
-def test_walltime_loss_is_classified_and_retried_in_a_new_block(slurm, tmp_path):
+def test_walltime_loss_is_classified_and_retried_in_a_new_block(lost_blocks):
     """A block of one minute: the quantum still running when SLURM ends the job is reported as lost to
     walltime and runs again, successfully, in a fresh block."""
-    butler = make_small_repo(tmp_path, n=2)
-    marker = tmp_path / "slow-once"
-    marker.touch()
-    site, src = load_site(site_file(tmp_path, retries=1, provider={"walltime": "00:01:00"},
-                                    drain_before_walltime_s=30))
-    graph = Planner(butler, load_pipeline(FAULTY, ["frameStats:fault=slow_once", f"frameStats:marker={marker}",
-                                                   "frameStats:fail_exposures=[101]"]),
-                    inputs=["defaults"], output_run="u/t/walltime").plan()
-    sub = Submission.start(butler, graph, site, src)
-    summary = sub.run()
-    assert summary.ok, summary.failures_by_kind
-    retries = [d for _, kind, d in sub.status.events() if kind == "retry"]
-    assert [r["kind"] for r in retries] == ["walltime"], retries
-    row = next(r for r in sub.status.rows() if r["task"] == "frameStats" and json.loads(r["data_id"])["exposure"] == 101)
-    assert row["attempts"] == 2
-    first_job = retries[0]["message"].split("SLURM job ")[1].split()[0]
-    assert row["slurm_job_id"] and row["slurm_job_id"] != first_job  # the retry ran in a new block
+    run = lost_blocks["walltime"]
+    assert run["code"] == 0, run["out"]
+    assert json.loads((run["run_dir"] / "summary.json").read_text())["ok"]
+    status = StatusStore(run["run_dir"] / STATUS_FILE)
+    try:
+        retries = [d for _, kind, d in status.events() if kind == "retry"]
+        assert [r["kind"] for r in retries] == ["walltime"], retries
+        row = next(r for r in status.rows() if r["task"] == "frameStats" and json.loads(r["data_id"])["exposure"] == 101)
+        assert row["attempts"] == 2
+        first_job = retries[0]["message"].split("SLURM job ")[1].split()[0]
+        assert row["slurm_job_id"] and row["slurm_job_id"] != first_job  # the retry ran in a new block
+    finally:
+        status.close()
 
 
-def test_block_drains_before_its_walltime_and_a_new_block_takes_over(slurm, tmp_path):
+def test_block_drains_before_its_walltime_and_a_new_block_takes_over(lost_blocks):
     """Blocks stop taking quanta `drain_before_walltime_s` before their walltime: nothing is cut short, the
     first block ends on its own (COMPLETED, not TIMEOUT) and a fresh block runs the rest. Twelve 9-s quanta on
     two workers need 54 s, so the 30-s drain must come however fast the block starts (eight could fit in it)."""
-    butler = make_small_repo(tmp_path, n=12)
-    site, src = load_site(site_file(tmp_path, retries=0, provider={"walltime": "00:01:00"},
-                                    drain_before_walltime_s=30))
-    graph = Planner(butler, load_pipeline(str(FAULTY) + "#frameStats", ["frameStats:sleep_s=9"]),
-                    inputs=["defaults"], output_run="u/t/drain").plan()
-    sub = Submission.start(butler, graph, site, src)
-    summary = sub.run()
-    assert summary.ok, summary.failures_by_kind
-    assert not [d for _, kind, d in sub.status.events() if kind == "retry"]
-    jobs = sorted({r["slurm_job_id"] for r in sub.status.rows()}, key=int)
+    run = lost_blocks["drain"]
+    summary = json.loads((run["run_dir"] / "summary.json").read_text())
+    assert run["code"] == 0 and summary["ok"], (summary["failures_by_kind"], run["out"])
+    status = StatusStore(run["run_dir"] / STATUS_FILE)
+    try:
+        assert not [d for _, kind, d in status.events() if kind == "retry"]
+        rows = list(status.rows())
+    finally:
+        status.close()
+    jobs = sorted({r["slurm_job_id"] for r in rows}, key=int)
     assert len(jobs) >= 2, "the drained block should have handed the remaining quanta to a new one"
     assert slurm_local.job_state(jobs[0]) == "COMPLETED"
+    # the premise of the timing: the first block, though it asked SLURM for one core, ran two workers
+    assert len({r["worker_rank"] for r in rows if r["slurm_job_id"] == jobs[0]}) == 2

@@ -52,11 +52,14 @@ def test_pipeline_runs_registers_with_provenance_and_logs(tmp_path, site):
     assert bool(prov["slurm_job_id"]) == on_slurm
 
 
-def test_failure_report_and_resume(tmp_path, site):
-    butler = make_small_repo(tmp_path)
-    marker = tmp_path / "fail-now"
-    marker.touch()
-    sub, summary = _run(butler, FAULTY, ["frameStats:fail_exposures=[101]", f"frameStats:marker={marker}"], site=site)
+def test_failure_report_and_resume(tmp_path, site_path, site, registry_backend, failed_runs):
+    # On the local site and SQLite, the session's failing run (test_report_timeline.py reads it too), claimed: it is
+    # resumed below. Elsewhere the same run, made here.
+    if site_path.stem == "local" and registry_backend == "sqlite":
+        failed = failed_runs.claim()
+    else:
+        failed = failed_runs.make(tmp_path, site)
+    butler, marker, sub, summary = failed.butler, failed.marker, failed.sub, failed.summary
     assert not summary.ok
     t = summary.per_task
     assert (t["frameStats"]["succeeded"], t["frameStats"]["failed"]) == (5, 1)
