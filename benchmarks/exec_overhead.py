@@ -8,6 +8,10 @@ first completion to the last (worker start-up is not counted for either).
     python benchmarks/exec_overhead.py --quanta 10000
 
 Last line: quanta=N framework_qps=X parsl_qps=Y ratio=X/Y (and the submit process's peak memory).
+
+``--status-only`` times the run's status store alone (``execution/status.py``) as the submit loop uses it: every
+quantum added at the start, then per batch of 200 one "running" and one "succeeded" update per quantum, each
+batch one transaction (figures for docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -91,12 +95,42 @@ def bare(root: Path, n: int) -> None:
     print(json.dumps({"qps": (len(done) - 1) / (done[-1] - done[0])}))
 
 
+def status_rate(root: Path, n: int) -> None:
+    """Quanta per second the status store takes: adding them, then the two updates per quantum of the loop."""
+    import uuid
+
+    from openastro_parsl.execution.status import StatusStore
+
+    store = StatusStore(root / "status.sqlite3")
+    ids = [str(uuid.UUID(int=i)) for i in range(n)]
+    t0 = time.perf_counter()
+    store.add_quanta((q, "first", {"instrument": "bench", "exposure": i},
+                      {k: f"{root}/logs/first/e={i}/{q}.{k}" for k in ("stdout", "stderr", "jsonl")})
+                     for i, q in enumerate(ids))
+    t1 = time.perf_counter()
+    for b in range(0, n, 200):
+        now = time.time()
+        store.update_rows([(q, {"state": "running", "attempts": 1, "executor": "local", "started": now})
+                           for q in ids[b:b + 200]])
+        store.update_rows([(q, {"state": "succeeded", "ended": now, "wall": 0.01, "cpu": 0.01, "maxrss_mb": 50.0,
+                                "host": "h", "slurm_job_id": None, "error_kind": None, "error_type": None,
+                                "message": None}) for q in ids[b:b + 200]])
+    t2 = time.perf_counter()
+    size = (root / "status.sqlite3").stat().st_size
+    print(f"status store: add {n / (t1 - t0):.0f} quanta/s, running+succeeded updates {n / (t2 - t1):.0f} quanta/s, "
+          f"{size / n:.0f} bytes per quantum")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quanta", type=int, default=2000)
     ap.add_argument("--part", choices=["framework", "bare"], help=argparse.SUPPRESS)
     ap.add_argument("--root", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--status-only", action="store_true", help="Time the status store alone.")
     args = ap.parse_args()
+    if args.status_only:
+        status_rate(Path(tempfile.mkdtemp(prefix="status-bench-")), args.quanta)
+        return
     if args.part:
         (framework if args.part == "framework" else bare)(args.root, args.quanta)
         return

@@ -6,15 +6,26 @@ YAML, no code) with visit, tract, patch and a visit_patch overlap dimension whos
 a visit covers. The tasks are the toy ones in ``openastro_parsl.testing.toy_tasks``, shared with the tests.
 
     python benchmarks/plan_scaling.py --quanta 100000 [--done-fraction 0.5] [--keep DIR]
+    python benchmarks/plan_scaling.py --quanta 10000 --lsst   # side by side with the Rubin middleware
 
-Last line: quanta=N plan_s=X save_s=Y peak_mb=Z (planning runs in a fresh process so the peak is its own).
+Last line: quanta=N plan_s=X save_s=Y peak_mb=Z cpu_s=C (planning runs in a fresh process so the peak is its own;
+C is the CPU time of plan + save, which the machine's load moves far less than the wall times).
+With ``--lsst`` the harness of ``../shared/bench/lsst_qg`` (its venv: ``$LSST_QG_PYTHON``, default ``.venv`` beside
+it) builds and saves the same-shaped graph at the same size between two runs of ours (the machine's load moves
+both), and the last line is the ratio of the costs per quantum, lsst (build + save) / ours (plan + save), in wall
+time and in CPU time (which the load moves less). The LSST build runs the harness's own ``build()`` on a repository
+its ``make-repo`` made.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
+import re
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -116,19 +127,67 @@ def plan_only(root: Path, skip: bool) -> None:
     from openastro_parsl.pipeline.pipeline import load_pipeline
 
     butler = Butler(root / "repo")
+    c0 = time.process_time()
     t0 = time.perf_counter()
     planner = Planner(butler, load_pipeline(root / "pipeline.yaml"), inputs=["calexps"], output_run="u/bench/run",
                       skip_existing_in=["u/bench/run"] if skip else [])
     graph = planner.plan()
     plan_s = time.perf_counter() - t0
+    c1 = time.process_time()
     t0 = time.perf_counter()
     graph.save(root / "bench.qgraph")
     save_s = time.perf_counter() - t0
+    cpu_s = time.process_time() - c0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"per task: {graph.counts_by_task()}; skipped as done: "
           f"{sum(r.skipped_existing for r in planner.reports.values())}; "
           f"file {((root / 'bench.qgraph').stat().st_size) / 1e6:.1f} MB")
-    print(f"quanta={len(graph)} plan_s={plan_s:.2f} save_s={save_s:.2f} peak_mb={peak:.0f}")
+    print(f"CPU: plan {c1 - c0:.2f} s, save {cpu_s - (c1 - c0):.2f} s; load average {os.getloadavg()[0]:.1f}")
+    print(f"quanta={len(graph)} plan_s={plan_s:.2f} save_s={save_s:.2f} peak_mb={peak:.0f} cpu_s={cpu_s:.2f}")
+
+
+LSST_HARNESS = Path(__file__).resolve().parents[2] / "shared" / "bench" / "lsst_qg"
+
+
+def run_ours(root: Path, skip: bool) -> dict[str, float]:
+    out = subprocess.run([sys.executable, __file__, "--plan-only", str(root)] + (["--skip"] if skip else []),
+                         check=True, capture_output=True, text=True).stdout
+    print(out.rstrip())
+    return {k: float(v) for k, v in re.findall(r"(\w+)=([\d.]+)", out.strip().splitlines()[-1])}
+
+
+# Run by the LSST venv's Python: the harness's own build(), with the CPU time of this process around it (the
+# butler's opening, which build() also does before its clock starts, is timed apart and taken off).
+_LSST_DRIVER = """
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+import run as harness
+from lsst.daf.butler import Butler
+from lsst.pipe.base.all_dimensions_quantum_graph_builder import AllDimensionsQuantumGraphBuilder  # noqa: F401
+c0 = time.process_time()
+Butler.from_config(sys.argv[2], collections=[harness.INPUT_CHAIN], writeable=False).close()
+c1 = time.process_time()
+res = harness.build(sys.argv[2], sys.argv[3], True, False)
+res["cpu_s"] = time.process_time() - c1 - (c1 - c0)
+print(json.dumps(res))
+"""
+
+
+def run_lsst(quanta: int, root: Path) -> dict[str, float]:
+    """The Rubin middleware's build + save of the same pipeline shape at about ``quanta`` quanta (its harness)."""
+    python = os.environ.get("LSST_QG_PYTHON", str(LSST_HARNESS / ".venv" / "bin" / "python"))
+    if not Path(python).exists():
+        sys.exit(f"no LSST venv at {python}: make one from {LSST_HARNESS}/requirements.txt or set LSST_QG_PYTHON")
+    tracts = max(1, round(quanta / 1392))  # the harness's 1,392 quanta per tract in 6 bands
+    repo = root / "lsst_repo"
+    subprocess.run([python, str(LSST_HARNESS / "run.py"), "make-repo", str(repo), "--tracts", str(tracts)],
+                   check=True, capture_output=True, text=True)
+    out = subprocess.run([python, "-c", _LSST_DRIVER, str(LSST_HARNESS), str(repo), str(root / "lsst.qg")],
+                         check=True, capture_output=True, text=True, cwd=LSST_HARNESS).stdout
+    res = json.loads(out.strip().splitlines()[-1])
+    print(f"lsst: quanta={res['n_quanta']} build_s={res['build_s']:.2f} save_s={res['save_s']:.2f} "
+          f"cpu_s={res['cpu_s']:.2f} file {res['file_bytes'] / 1e6:.1f} MB")
+    return {"quanta": res["n_quanta"], "cost": res["build_s"] + res["save_s"], "cpu": res["cpu_s"]}
 
 
 def main() -> None:
@@ -136,6 +195,7 @@ def main() -> None:
     ap.add_argument("--quanta", type=int, default=10000)
     ap.add_argument("--done-fraction", type=float, default=0.0)
     ap.add_argument("--keep", type=Path, help="Build in this directory and keep it.")
+    ap.add_argument("--lsst", action="store_true", help="Also time the Rubin middleware's harness at this size.")
     ap.add_argument("--plan-only", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--skip", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -148,8 +208,18 @@ def main() -> None:
     t0 = time.perf_counter()
     build(root, args.quanta, args.done_fraction)
     print(f"built registry in {time.perf_counter() - t0:.1f} s at {root}")
-    subprocess.run([sys.executable, __file__, "--plan-only", str(root)] + (["--skip"] if args.done_fraction else []),
-                   check=True)
+    ours = run_ours(root, bool(args.done_fraction))
+    if not args.lsst:
+        return
+    lsst = run_lsst(args.quanta, root)
+    again = run_ours(root, bool(args.done_fraction))
+    load = os.getloadavg()[0]
+    wall = statistics.mean([(r["plan_s"] + r["save_s"]) / r["quanta"] for r in (ours, again)]) * 1e3
+    cpu = statistics.mean([r["cpu_s"] / r["quanta"] for r in (ours, again)]) * 1e3
+    lsst_wall, lsst_cpu = lsst["cost"] / lsst["quanta"] * 1e3, lsst["cpu"] / lsst["quanta"] * 1e3
+    print(f"ms per quantum, plan + save: lsst wall {lsst_wall:.3f} cpu {lsst_cpu:.3f}; ours (mean of the two runs) "
+          f"wall {wall:.4f} cpu {cpu:.4f}; load average {load:.1f}")
+    print(f"ratio_wall={lsst_wall / wall:.1f} ratio_cpu={lsst_cpu / cpu:.1f}")
 
 
 if __name__ == "__main__":

@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
 from ..errors import FormatterError
-from .image import Image
+
+if TYPE_CHECKING:  # the image module loads astropy, which JSON and table datasets do not need
+    from .image import Image
 
 
 class Formatter:
@@ -39,6 +41,8 @@ class FitsImageFormatter(Formatter):
     def write(self, obj: Any, path: Path) -> None:
         from astropy.io import fits
 
+        from .image import Image
+
         if isinstance(obj, np.ndarray):
             obj = Image(obj)
         if not isinstance(obj, Image):
@@ -57,6 +61,8 @@ class FitsImageFormatter(Formatter):
         memory-mapped planes in their stored dtype, read only where touched.
         """
         from astropy.io import fits
+
+        from .image import Image
 
         bbox = (parameters or {}).get("bbox")
         if (parameters or {}).get("lazy") and not bbox:
@@ -89,6 +95,8 @@ class FitsImageFormatter(Formatter):
 
     def _read_lazy(self, path: Path) -> Image:
         from astropy.io import fits
+
+        from .image import Image
 
         try:
             with warnings.catch_warnings():

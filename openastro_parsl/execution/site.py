@@ -25,6 +25,7 @@ _WALLTIME = re.compile(r"^(\d+-)?\d{1,3}:\d{2}:\d{2}$")
 _TOKEN = re.compile(r"^[A-Za-z0-9_.,+@:-]+$")
 _CONSTRAINT = re.compile(r"^[A-Za-z0-9_.,+@:&|*\[\]()-]+$")
 _SHELL_SAFE_PATH = re.compile(r"^[\w.,+@:=/-]+$")  # \w: letters and digits of any script, and _
+LOCAL_STRATEGY_PERIOD_S = 0.2  # Parsl's strategy tick on a site without SLURM (see parsl_config)
 
 
 class SiteError(OpenAstroError):
@@ -260,7 +261,8 @@ def parsl_config(site: SiteConfig, run_dir: Path):
         if e.drain_before_walltime_s is not None and p.kind == "slurm":
             drain = max(30, p.walltime_seconds() - e.drain_before_walltime_s)
         executors.append(HighThroughputExecutor(
-            label=e.label, provider=provider, max_workers_per_node=e.max_workers_per_node,
+            label=e.label, provider=provider, launch_cmd=_local_launch_cmd() if p.kind == "local" and not p.worker_init else None,
+            max_workers_per_node=e.max_workers_per_node,
             cores_per_worker=e.cores_per_worker, mem_per_worker=e.mem_per_worker,
             heartbeat_threshold=e.heartbeat_threshold, heartbeat_period=max(2, e.heartbeat_threshold // 4),
             drain_period=drain,
@@ -268,8 +270,33 @@ def parsl_config(site: SiteConfig, run_dir: Path):
             worker_logdir_root=str(run_dir / "parsl_workers"), poll_period=10,
             address=worker_address(e), loopback_address="127.0.0.1", encrypted=e.encrypted))
     _parsl_logging(run_dir / "parsl")
+    # Parsl launches the init_blocks at the strategy's second tick (its first runs before the executors exist), so
+    # a local block would wait up to strategy_period before starting. A tick is cheap (counts in this process;
+    # providers are polled at their own interval), so local sites tick fast; SLURM blocks wait in a queue anyway.
     return Config(executors=executors, run_dir=str(run_dir / "parsl"), retries=0, strategy="simple",
-                  strategy_period=2, initialize_logging=False, usage_tracking=0)
+                  strategy_period=2 if site.uses_slurm else LOCAL_STRATEGY_PERIOD_S, initialize_logging=False,
+                  usage_tracking=0)
+
+
+def _local_launch_cmd() -> str | None:
+    """Parsl's worker-pool command, run by this interpreter instead of the first ``process_worker_pool.py`` on PATH.
+
+    On PATH that script may be a version manager's shim (pyenv's costs a shell and a ``pyenv exec`` per block) or
+    another environment's Parsl. Only for local blocks without a ``worker_init`` (which may activate another
+    environment on purpose); None (Parsl's default) when either path holds characters a shell would interpret.
+    """
+    import importlib.util
+    import sys
+
+    from parsl.executors.high_throughput.executor import DEFAULT_LAUNCH_CMD
+
+    spec = importlib.util.find_spec("parsl.executors.high_throughput.process_worker_pool")
+    script = spec.origin if spec else None
+    head = "process_worker_pool.py "
+    if not script or not DEFAULT_LAUNCH_CMD.startswith(head) or not all(
+            _SHELL_SAFE_PATH.match(x) for x in (sys.executable, script)):
+        return None
+    return f"{sys.executable} {script} " + DEFAULT_LAUNCH_CMD[len(head):]
 
 
 class _QuietFileHandler(logging.FileHandler):

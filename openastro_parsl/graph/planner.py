@@ -134,7 +134,10 @@ class Planner:
             d = self.universe[dim]
             keys = self.universe.required([dim])
             out = {}
-            for r in self.registry.dimension_records(dim):
+            for row in self.registry.dimension_records(dim):
+                # plain str keys: SQLAlchemy's column names (quoted_name) would make every worker that unpickles a
+                # quantum's records import SQLAlchemy, and pickle slower
+                r = {str(k): v for k, v in row.items()}
                 r[dim] = r[d.key_name]
                 out[tuple(r[k] for k in keys)] = r
             self._records[dim] = out
@@ -301,7 +304,7 @@ class Planner:
                 {n: {"dataset_type": c.dataset_type, "dimensions": list(c.dimensions), "storage_class": c.storage_class,
                      "multiple": c.multiple, "kind": c.kind, "minimum": c.minimum,
                      "lazy": c.lazy} for n, c in t.connections.items()},
-                t.resources.model_dump())
+                t.resources.model_dump(), tuple(t.task_class.related_records))
             for c in t.prerequisites():
                 if c.calibration:
                     continue  # by validity range: _calib_index
@@ -313,35 +316,39 @@ class Planner:
             task_req = self.universe.required(t.dimensions)
             out_specs = []
             for c in t.outputs():
-                out_specs.append((c, self.universe.data_id_order(c.dimensions), self.universe.required(c.dimensions),
+                oreq = self.universe.required(c.dimensions)
+                out_specs.append((c, self.universe.data_id_order(c.dimensions), oreq,
+                                  tuple(oreq) == tuple(task_req),  # the output's key is the quantum's (most are)
                                   dataset_types[c.dataset_type]["formatter"],
                                   self.butler.datastore.formatter(c.storage_class).extension,
                                   skip_existing[c.dataset_type], in_output[c.dataset_type]))
+            run = self.output_run
+            skip_any = any(spec[6] for spec in out_specs)  # any output already in --skip-existing-in
+            out_any = any(spec[7] for spec in out_specs)  # any output already in the output run
             for data_id, inputs in made:
-                key = ",".join(f"{d}={data_id[d]}" for d in task_req)
-                qid = quantum_uuid(self.output_run, t.label, key)
+                key = ",".join([f"{d}={data_id[d]}" for d in task_req])  # a list: join of a generator is slower
+                qid = quantum_uuid(run, t.label, key)
                 outputs: dict[str, list[str]] = {}
                 out_nodes: list[DatasetNode] = []
                 existing_skip, existing_out = [], []
-                for c, odims, oreq, fmt, ext, skip_map, out_map in out_specs:
+                for c, odims, oreq, same_key, fmt, ext, skip_map, out_map in out_specs:
                     oid = {d: data_id[d] for d in odims}
-                    okey = ",".join(f"{d}={oid[d]}" for d in oreq)
-                    existing_skip.append(skip_map.get(okey))
-                    existing_out.append(out_map.get(okey))
-                    node = DatasetNode(dataset_uuid(self.output_run, c.dataset_type, okey), c.dataset_type, oid,
-                                       self.output_run, dataset_relpath(self.output_run, c.dataset_type, oreq, oid, ext),
-                                       fmt, None, False)
+                    okey = key if same_key else ",".join([f"{d}={oid[d]}" for d in oreq])
+                    existing_skip.append(skip_map.get(okey) if skip_map else None)
+                    existing_out.append(out_map.get(okey) if out_map else None)
+                    node = DatasetNode(dataset_uuid(run, c.dataset_type, okey), c.dataset_type, oid,
+                                       run, dataset_relpath(run, c.dataset_type, oreq, oid, ext), fmt, None, False)
                     out_nodes.append(node)
                     outputs[c.name] = [node.id]
-                found = [e for e in existing_skip if e is not None]
-                if out_nodes and len(found) == len(existing_skip):
+                found = [e for e in existing_skip if e is not None] if skip_any else []
+                if out_nodes and found and len(found) == len(existing_skip):
                     report.skipped_existing += 1
                     for c, ref in zip(t.outputs(), found, strict=True):
                         node = self._node_from_ref(ref)
                         datasets[node.id] = node
                         available.setdefault(c.dataset_type, _Available()).nodes.append(node)
                     continue
-                clobber = [e.id for e in existing_out if e is not None]
+                clobber = [e.id for e in existing_out if e is not None] if out_any else []
                 if clobber and not self.clobber:
                     have = [str(e) for e in existing_out if e is not None]
                     partial_problems.append(f"{t.label} {{{key}}}: output run already holds {', '.join(have)}")
@@ -370,15 +377,26 @@ class Planner:
         self._check_paths_free(datasets, quanta)
         # The records of each quantum's own dimensions travel with the graph (tasks may ask for them).
         records: dict[str, dict[str, dict]] = {}
+        of_task: dict[str, list[Quantum]] = defaultdict(list)  # one pass over the quanta, not one per task and dim
+        for q in quanta.values():
+            of_task[q.task].append(q)
         for label, info in tasks.items():
             for dim in info.dimensions:
                 req = self.universe.required([dim])
-                keys = dict.fromkeys(tuple(q.data_id[d] for d in req) for q in quanta.values() if q.task == label)
+                keys = dict.fromkeys(tuple(q.data_id[d] for d in req) for q in of_task[label])
                 table = self._records_of(dim)
                 bucket = records.setdefault(dim, {})
                 for k in keys:
                     if k in table:
                         bucket[",".join(f"{d}={v}" for d, v in zip(req, k, strict=True))] = table[k]
+            for dim in info.related_records:  # e.g. the targets of a field quantum (PipelineTask.related_records)
+                req = self.universe.required([dim])
+                carried = [d for d in self.universe.expanded([dim]) if d in info.dimensions and d != dim]
+                wanted = {tuple(q.data_id[d] for d in carried) for q in of_task[label]}
+                bucket = records.setdefault(dim, {})
+                for k, rec in self._records_of(dim).items():
+                    if carried and tuple(rec.get(d) for d in carried) in wanted:
+                        bucket[",".join(f"{d}={v}" for d, v in zip(req, k, strict=True))] = rec
         header = {
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "repo": str(self.butler.root),
             "repo_id": self.butler.repo_id,

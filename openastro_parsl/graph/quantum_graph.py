@@ -28,11 +28,12 @@ FORMAT = "openastro-qgraph"
 VERSION = 2      # 2: dataset rows carry size and mtime_ns (at 6 and 7; data ID values from 8)
 READABLE = (1, 2)
 _NS = uuid.UUID("8f1c7f4e-5d0b-4b7e-9a55-0e6b8f3b2a10")
+_NS_BYTES = _NS.bytes  # UUID.bytes builds a new bytes object at every call
 
 
 def _uuid5(name: str) -> str:
     """``str(uuid.uuid5(_NS, name))`` without building UUID objects (the planner makes ~2 per quantum)."""
-    h = hashlib.sha1(_NS.bytes + name.encode()).hexdigest()
+    h = hashlib.sha1(_NS_BYTES + name.encode()).hexdigest()
     return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{(int(h[16], 16) & 0x3 | 0x8):x}{h[17:20]}-{h[20:32]}"
 
 
@@ -114,6 +115,7 @@ class TaskInfo:
     dimensions: tuple[str, ...]
     connections: dict[str, dict[str, Any]]   # name -> {dataset_type, dimensions, storage_class, multiple, kind}
     resources: dict[str, Any]
+    related_records: tuple[str, ...] = ()  # PipelineTask.related_records
 
 
 @dataclass
@@ -297,6 +299,18 @@ class QuantumGraph:
                     if seen.setdefault(path, i) != i:
                         raise DatastorePathError(f"two outputs of the graph share the path {path!r}; the graph was "
                                                  "edited or is damaged (re-plan with openastro-plan)")
+
+    def related_records(self, dimension: str, data_id: dict[str, Any]) -> list[dict[str, Any]]:
+        """Records of ``dimension`` that agree with ``data_id`` on every dimension both carry (one at least).
+
+        For a field's data ID: the targets in that field.
+        """
+        out = []
+        for rec in self.records.get(dimension, {}).values():
+            shared = [d for d in data_id if d in rec]
+            if shared and all(rec[d] == data_id[d] for d in shared):
+                out.append(rec)
+        return out
 
     def record(self, dimension: str, data_id: dict[str, Any], universe_required: tuple[str, ...]) -> dict[str, Any] | None:
         key = ",".join(f"{d}={data_id[d]}" for d in universe_required)

@@ -60,6 +60,9 @@ class PipelineTask:
     Config: ClassVar[type[TaskConfig]] = TaskConfig
     Connections: ClassVar[type[Connections]] = Connections
     resources: ClassVar[Resources] = Resources()
+    # Dimensions whose records related to a quantum's data ID travel with it as ``records[dim]``, a list (a
+    # field quantum's targets: ttvFit reads the host's stellar mass there). Own dimensions' records always do.
+    related_records: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 import numpy as np
 from astropy.table import Table
 from astropy.wcs import WCS
-from scipy.spatial import cKDTree
 
 from ...astro.wcs import quiet_wcs, wcs_from_cards  # noqa: F401 - re-exported: the cards a solution is stored as
 from .sources import Sources
@@ -112,6 +111,8 @@ def mutual_match(det_xy: np.ndarray, cat_xy: np.ndarray, radius: float) -> tuple
     """Pairs (det, cat) that are each other's nearest neighbour within ``radius`` pixels."""
     if len(det_xy) == 0 or len(cat_xy) == 0:
         return np.empty(0, int), np.empty(0, int)
+    from scipy.spatial import cKDTree  # here: planning imports this module, and scipy costs it a quarter second
+
     d1, j = cKDTree(cat_xy).query(det_xy, distance_upper_bound=radius)
     d2, i = cKDTree(det_xy).query(cat_xy, distance_upper_bound=radius)
     det = np.flatnonzero(np.isfinite(d1))

@@ -21,7 +21,6 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from .fit import (Catalogue, SolveResult, accept, chance_probability, fit_wcs, in_frame, mutual_match, refine,
                   sky_centre, tangent_plane)
@@ -166,6 +165,8 @@ def solve_quads(sources: Sources, cat: Catalogue, hints: Hints, settings: QuadSe
     img_order = np.concatenate([order, order_m[wide_m]])
     img_len = np.concatenate([length, length_m[wide_m]])
     img_parity = np.concatenate([np.zeros(len(codes), bool), np.ones(int(wide_m.sum()), bool)])
+    from scipy.spatial import cKDTree  # here: planning imports this module, and scipy costs it a quarter second
+
     img_tree = cKDTree(img_codes)
     det_tree = cKDTree(sources.xy)
 
@@ -253,6 +254,8 @@ def _try_region(members, wcat, idx_ok, cat_tree, cat, search, sources, det_tree,
     if not keep.any():
         return None
     ccodes, corder, clen = ccodes[keep], corder[keep], clen[keep]
+    from scipy.spatial import cKDTree
+
     pairs = img_tree.sparse_distance_matrix(cKDTree(ccodes), s.code_tolerance, output_type="ndarray")
     if len(pairs) == 0:
         return None

@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 from pydantic import Field, field_validator
-from scipy import ndimage
 
 from ...datastore.image import MASK_BITS, Image
 from ...pipeline.connections import Connections, Input, Output, PrerequisiteInput
@@ -40,6 +39,8 @@ def _interpolate(data: np.ndarray, bad: np.ndarray, size: int = 5) -> np.ndarray
     """``data`` with ``bad`` pixels replaced by the mean of the good ones in a ``size`` x ``size`` box."""
     if not bad.any():
         return data
+    from scipy import ndimage  # here: planning imports this module, and scipy costs it a quarter second
+
     good = (~bad).astype(np.float64)
     num = ndimage.uniform_filter(np.where(bad, 0.0, data), size, mode="nearest")
     den = ndimage.uniform_filter(good, size, mode="nearest")
