@@ -9,6 +9,8 @@ al. 2018, BKJD), both transiting, all ten parameters free.
     python benchmarks/ttv.py                         # calls/s of both, then both inferences (nlive 150, 2 cores)
     python benchmarks/ttv.py --skip-inference        # calls/s only
     python benchmarks/ttv.py --demo-seeds 5          # + perturber mass/period inside the 95 % intervals, per seed
+    python benchmarks/ttv.py --skip-inference --k2-24-seeds 2   # K2-24's validation fit (the slow test's
+                                                     # settings) per seed: masses against the published ones
 
 Last line: one_planet_calls_per_s=... two_planet_calls_per_s=... [one_planet_wall_s=... one_planet_ncall=...
 two_planet_wall_s=... two_planet_ncall=...] [demo_seeds_truth_in_95=k/n].
@@ -74,6 +76,20 @@ def k2_24_config(**kw):
                                                 "period_window": 0.005, "t0_window_days": 0.1}} | kw))
 
 
+PUBLISHED_MASSES = {"K2-24b": (19.0 - 2.1, 19.0 + 2.2), "K2-24c": (15.4 - 1.8, 15.4 + 1.9)}  # Petigura+ 2018
+
+
+def validation_config(seed: int):
+    """The settings of the K2-24 slow test (tests/tasks/test_ttv_k2_24.py, K2_24_CONFIG) with another seed."""
+    from openastro_parsl.tasks.lightcurve.ttv import TtvFitConfig
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "tasks"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from test_ttv_k2_24 import K2_24_CONFIG
+
+    return TtvFitConfig(**(K2_24_CONFIG | {"seed": seed, "progress_every_s": 60.0}))
+
+
 def loglike_rate(model, seconds: float, seed: int = 0) -> float:
     """Likelihood calls/s (one process) at random prior draws."""
     rng = np.random.default_rng(seed)
@@ -118,6 +134,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=7, help="noise seed of the demo's synthetic transit times")
     ap.add_argument("--demo-seeds", type=int, default=0, help="fit the demo with this many noise seeds and count "
                     "those whose 95 %% intervals hold the perturber's mass and period")
+    ap.add_argument("--runs", type=int, default=1, help="independent runs merged per inference (n_runs)")
+    ap.add_argument("--k2-24-seeds", type=int, default=0, help="run K2-24's validation fit (settings of "
+                    "tests/tasks/test_ttv_k2_24.py) with this many seeds and compare with the published masses")
     ap.add_argument("--skip-inference", action="store_true")
     args = ap.parse_args(argv)
 
@@ -125,7 +144,7 @@ def main(argv=None) -> int:
     c = truth["planet"]["ttvfast"]["planets"][1]
     one_tables, one_ids = [demo_table(truth, args.seed)], {"transit_times": [{"target": "OA-T1"}]}
     two_tables, two_ids = k2_24_tables()
-    kw = {"nlive": args.nlive, "n_cores": args.cores, "seed": 3}
+    kw = {"nlive": args.nlive, "n_cores": args.cores, "seed": 3, "n_runs": args.runs}
     one_rate = loglike_rate(model_of(demo_config(**kw), one_tables, one_ids), args.seconds)
     two_rate = loglike_rate(model_of(k2_24_config(**kw), two_tables, two_ids), args.seconds)
     print(f"log-likelihood, 1 transiting planet + perturber (demo): {one_rate:.0f} calls/s (1 core); "
@@ -147,6 +166,15 @@ def main(argv=None) -> int:
             print(f"  truth (mass {c['mass'] / M_EARTH_MSUN:.1f} M_earth, period {c['period']:.4f} d) "
                   f"inside the 95 % intervals: {ok}")
         line += f" demo_seeds_truth_in_95={hits}/{args.demo_seeds}"
+    if args.k2_24_seeds:
+        hits = 0
+        for seed in range(1, args.k2_24_seeds + 1):
+            s = infer(f"K2-24 validation, seed {seed}", validation_config(seed), two_tables, two_ids, "K2-24")
+            ok = all(s["planets"][n]["mass_earth"]["lo95"] < hi and s["planets"][n]["mass_earth"]["hi95"] > lo
+                     for n, (lo, hi) in PUBLISHED_MASSES.items())
+            hits += ok
+            print(f"  run agreement: {s['run_agreement']}; 95 % mass intervals overlap the published: {ok}")
+        line += f" k2_24_seeds_overlap_published={hits}/{args.k2_24_seeds}"
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     print(line)
     return 0

@@ -29,10 +29,12 @@ def _report(report) -> None:
                    "(else it gets a field of its own name).")
 @user_errors
 def define_targets_cmd(repo: str, file: str, field_radius: float) -> None:
-    """Define or update targets from a CSV/ECSV FILE: name, ra, dec, kind [, period, epoch, duration, field].
+    """Define or update targets from a CSV/ECSV FILE: name, ra, dec, kind [, period, epoch, ...].
 
-    ra/dec in degrees or sexagesimal (RA in hours); kind one of transit_host, variable, transient, field_star;
-    period and duration in days, epoch a full BJD_TDB. Re-running updates changed rows.
+    Optional columns: period, epoch, duration, stellar_mass, field.
+    ra/dec in degrees or sexagesimal (RA in hours); kind one of transit_host, planet, variable, transient,
+    field_star; period and duration in days, epoch a full BJD_TDB, stellar_mass in Msun (or a column mstar).
+    Re-running updates changed rows.
     """
     from ..ingest.campaign import define_targets
 

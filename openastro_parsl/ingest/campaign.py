@@ -19,9 +19,13 @@ from ..errors import OpenAstroError
 from .tablefile import BadRows, FileTable, TableFileError, angles, read_table
 
 KINDS = ("transit_host", "planet", "variable", "transient", "field_star")  # planet: one planet of a host (K2-24b)
-TARGET_COLUMNS = ("name", "ra", "dec", "kind", "period", "epoch", "duration", "field")
+TARGET_COLUMNS = ("name", "ra", "dec", "kind", "period", "epoch", "duration", "stellar_mass", "field")
+# Other names a column may go by. No bare ``mass``: on a planet's row it would be the planet's own mass.
+ALIASES = {"stellar_mass": ("stellar_mass_msun", "mstar", "m_star")}
 FIELD_COLUMNS = ("name", "ra", "dec")
 EPHEMERIS = ("period", "epoch", "duration")
+STELLAR_MASS_RANGE = (0.01, 300.0)  # Msun: from brown-dwarf hosts to the most massive stars
+_MASS_UNITS = ("", "msun", "solmass", "m_sun", "msol")
 DEFAULT_FIELD_RADIUS_DEG = 0.5   # a target this close to a defined field's centre joins it
 DEFAULT_CLUSTER_RADIUS_DEG = 0.25  # pointings this close to a cluster's centre are one field
 UNASSIGNED = "unassigned"         # the field of frames whose header names none (ingest/translator.py)
@@ -48,9 +52,17 @@ def _kind(value: Any) -> str | None:
     return text if text in KINDS else None
 
 
-def _columns(table: FileTable, known: tuple[str, ...], required: tuple[str, ...]) -> tuple[dict[str, str], list[str]]:
-    """Known columns present (canonical -> as written), and the file's other columns (ignored, said so)."""
-    present = {k: c for k in known if (c := table.find(k)) is not None}
+def _columns(table: FileTable, known: tuple[str, ...], required: tuple[str, ...],
+             aliases: Mapping[str, tuple[str, ...]] | None = None) -> tuple[dict[str, str], list[str]]:
+    """Known columns present (canonical -> as written; a column may go by an alias), and the file's other
+    columns (ignored, said so). Two columns for one quantity are refused."""
+    present = {}
+    for k in known:
+        found = [c for n in (k, *(aliases or {}).get(k, ())) if (c := table.find(n)) is not None]
+        if len(found) > 1:
+            raise TableFileError(f"{table.path}: columns {', '.join(found)} all give {k}; keep one")
+        if found:
+            present[k] = found[0]
     missing = [k for k in required if k not in present]
     if missing:
         raise TableFileError(f"{table.path}: missing column(s) {', '.join(missing)} (has "
@@ -110,7 +122,7 @@ def read_targets(path: str | Path, butler: Butler, field_radius_deg: float = DEF
     centred on it.
     """
     table = read_table(path, ("csv", "ecsv"))
-    cols, others = _columns(table, TARGET_COLUMNS, ("name", "ra", "dec", "kind"))
+    cols, others = _columns(table, TARGET_COLUMNS, ("name", "ra", "dec", "kind"), ALIASES)
     notes = [f"ignored column(s): {', '.join(others)}"] if others else []
     bad = BadRows()
     for where, why in table.problems:
@@ -133,6 +145,8 @@ def read_targets(path: str | Path, butler: Butler, field_radius_deg: float = DEF
             bad.add(table.where(i), f"epoch {epoch:g} is not a full Julian date (BJD_TDB, e.g. 2459000.5)")
         if np.isfinite(duration) and (duration <= 0 or (np.isfinite(period) and duration >= period)):
             bad.add(table.where(i), f"duration {duration:g} d is not between 0 and the period")
+    if "stellar_mass" in cols:
+        eph["stellar_mass"] = _stellar_masses(table, cols["stellar_mass"], bad)
     universe = butler.universe
     lacking = [k for k in eph if k not in universe["target"].metadata and np.isfinite(eph[k]).any()]
     if lacking:
@@ -167,6 +181,20 @@ def read_targets(path: str | Path, butler: Butler, field_radius_deg: float = DEF
             rec[k] = float(values[i]) if np.isfinite(values[i]) else None
         targets.append(rec)
     return targets, list(new_fields.values()), notes
+
+
+def _stellar_masses(table: FileTable, col: str, bad: BadRows) -> np.ndarray:
+    """Column ``col`` as stellar masses in Msun (NaN where empty); out-of-range values are bad rows."""
+    unit = table.units.get(col, "").strip().lower().replace(" ", "")
+    if unit not in _MASS_UNITS:
+        raise TableFileError(f"{table.path}: column {col!r} has unit {unit!r}; stellar masses are in solar masses "
+                             "(Msun / solMass)")
+    values = table.floats(col, "stellar_mass", bad)
+    lo, hi = STELLAR_MASS_RANGE
+    for i, m in enumerate(values):
+        if not np.isnan(m) and not lo <= m <= hi:  # inf too
+            bad.add(table.where(i), f"stellar_mass {m:g} is not between {lo:g} and {hi:g} Msun")
+    return values
 
 
 def define_targets(butler: Butler, path: str | Path, field_radius_deg: float = DEFAULT_FIELD_RADIUS_DEG) -> SyncReport:

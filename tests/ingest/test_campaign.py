@@ -162,10 +162,12 @@ def test_helpers():
 
 
 def _old_universe_text() -> str:
+    """The packaged universe as it was at version 1: no target ephemeris (v2) nor stellar_mass (v3)."""
     text = DimensionUniverse.default().text
-    for line in [ln for ln in text.splitlines() if ln.strip().split(":")[0] in ("period", "epoch", "duration")]:
+    gone = ("period", "epoch", "duration", "stellar_mass")
+    for line in [ln for ln in text.splitlines() if ln.strip().split(":")[0] in gone]:
         text = text.replace(line + "\n", "")
-    return text.replace("\nversion: 2\n", "\nversion: 1\n")
+    return text.replace(f"\nversion: {DimensionUniverse.default().version}\n", "\nversion: 1\n")
 
 
 def test_repository_of_the_previous_universe_is_upgraded_on_open(tmp_path):
@@ -177,7 +179,8 @@ def test_repository_of_the_previous_universe_is_upgraded_on_open(tmp_path):
     reg.sync_dimension_records("target", [{"name": "t", "field": "f", "ra": 1.0, "dec": 2.0, "kind": "variable"}])
     reg.close()
     reopened = Registry(url)
-    assert reopened.universe.version == 2 and "period" in reopened.universe["target"].metadata
+    assert reopened.universe.version == DimensionUniverse.default().version
+    assert {"period", "stellar_mass"} <= set(reopened.universe["target"].metadata)
     assert reopened.dimension_records("target")[0]["period"] is None  # old records: unknown
     counts = reopened.update_dimension_records("target", [{"name": "t", "period": 2.5}])
     assert counts == {"inserted": 0, "updated": 1, "unchanged": 0}

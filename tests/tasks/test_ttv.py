@@ -29,7 +29,7 @@ from openastro_parsl.tasks.lightcurve.ttv_sampling import load_posterior, narrow
 CIRCULAR = dict(eccentricity_max=0.0, mass_prior="log")
 QUICK = dict(planet_defaults=dict(CIRCULAR, mass_earth=[3.0, 3000.0], period_window=0.003, t0_window_days=0.02),
              perturbers=[dict(name="c", period_ratio=[1.9, 2.2], mass_earth=[3.0, 300.0])],
-             compare_without_perturbers=False, nlive=100, n_cores=1, seed=42, n_oc_draws=10)
+             compare_without_perturbers=False, nlive=100, n_runs=1, n_cores=1, seed=42, n_oc_draws=10)
 IDS = {"transit_times": [{"target": "OA-T1"}]}
 
 

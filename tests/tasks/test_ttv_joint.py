@@ -13,8 +13,9 @@ import pytest
 from astropy.table import Table
 
 from openastro_parsl.tasks.lightcurve import ttv_model as tm
-from openastro_parsl.tasks.lightcurve.ttv import TtvFitConfig, TtvFitTask
+from openastro_parsl.tasks.lightcurve.ttv import TtvFitConfig, TtvFitTask, build_model
 from openastro_parsl.tasks.lightcurve.ttv_priors import Prior
+from openastro_parsl.tasks.lightcurve.ttv_sampling import sample_posterior
 
 # Two sub-Neptunes just wide of 2:1 around a 0.9 Msun star
 TRUTH = {"b:mass": 25.0, "b:period": 10.0, "b:t0": 1000.3, "b:eccentricity": 0.0, "b:omega": 90.0,
@@ -39,7 +40,7 @@ def synthetic_tables(seed: int, err_min: float = 1.0) -> dict[str, Table]:
 
 
 def joint_config(**kw) -> TtvFitConfig:
-    base = dict(stellar_masses={"SYS": STAR}, n_cores=1, nlive=80, seed=5, n_oc_draws=5,
+    base = dict(stellar_masses={"SYS": STAR}, n_cores=1, nlive=80, n_runs=1, seed=5, n_oc_draws=5,
                 planet_defaults=dict(mass_earth=[1.0, 200.0], mass_prior="log", eccentricity_max=0.0,
                                      period_window=0.004, t0_window_days=0.05))
     return TtvFitConfig(**(base | kw))
@@ -111,3 +112,54 @@ def test_targets_selects_planets_and_names_come_from_data_ids(tables):
     with pytest.raises(ValueError, match="no transit times for them"):
         TtvFitTask(joint_config(planets={"e": {}})).run([tables["b"]], data_id={"field": "SYS"},
                                                         data_ids={"transit_times": [{"target": "b"}]})
+
+
+@pytest.mark.filterwarnings("ignore:The sampling was stopped short")
+def test_independent_runs_are_merged_checkpointed_and_compared(tables, tmp_path):
+    """``n_runs`` runs with their own random streams, merged into one posterior (every run's samples, the
+    calls summed), one checkpoint per run; a rerun reuses every finished run without a new likelihood call."""
+    cfg = joint_config(n_runs=2, nlive=20, maxcall=800, compare_without_perturbers=False, checkpoint_every_s=1e9)
+    out = TtvFitTask(cfg).run([tables["b"], tables["c"]], checkpoint_dir=str(tmp_path), data_id={"field": "SYS"},
+                              data_ids=IDS)
+    s = out["summary"]
+    runs = s["sampler"]["runs"]
+    assert s["sampler"]["n_runs"] == 2 and [r["run"] for r in runs] == [0, 1]
+    assert s["n_likelihood_calls"] == sum(r["ncall"] for r in runs) and "2 runs merged" in s["sampler"]["method"]
+    assert runs[0]["log_evidence"] != runs[1]["log_evidence"]  # independent streams, not one run twice
+    assert len(out["posterior"]) == sum(r["n_samples"] for r in runs)
+    assert np.isclose(np.sum(out["posterior"]["weight"]), 1.0)
+    assert s["run_agreement"]["n_runs"] == 2 and isinstance(s["run_agreement"]["agree"], bool)
+    assert (tmp_path / "ttv_dynesty.pkl").exists() and (tmp_path / "ttv_dynesty_run2.pkl").exists()
+    data = [tm.TransitData.from_table(tables[n], name=n) for n in "bc"]
+    results, info = sample_posterior(build_model(cfg, data, STAR), nlive=20, n_runs=2, maxcall=800, seed=5,
+                                     checkpoint_file=tmp_path / "ttv_dynesty.pkl")
+    assert info["resumed"] and info["ncall_at_resume"] == info["ncall"] == s["n_likelihood_calls"]
+    assert float(results.logz[-1]) == s["log_evidence"]
+
+
+def _toy_run(centre: float, seed: int, offset: float = 0.0):
+    """A real dynesty run on a narrow 1-D Gaussian likelihood at ``centre`` (raised by ``offset`` in ln L)."""
+    import dynesty
+
+    sampler = dynesty.NestedSampler(lambda x: offset - 0.5 * ((x[0] - centre) / 0.02) ** 2, lambda u: u, 1,
+                                    nlive=40, rstate=np.random.default_rng(seed))
+    sampler.run_nested(dlogz=0.5, print_progress=False)
+    return sampler.results
+
+
+def test_run_agreement_flags_runs_in_other_modes_or_with_other_evidence():
+    from openastro_parsl.tasks.lightcurve.ttv import disagreement_warning
+    from openastro_parsl.tasks.lightcurve.ttv_sampling import run_agreement
+
+    a, b = _toy_run(0.3, 1), _toy_run(0.3, 2)
+    same = run_agreement(["x"], [a, b])
+    assert same["agree"] and same["log_evidence_spread"] <= same["log_evidence_tolerance"]
+    other_mode = run_agreement(["x"], [a, _toy_run(0.7, 3)])
+    assert not other_mode["agree"] and other_mode["parameters_disagreeing"] == ["x"]
+    other_z = run_agreement(["x"], [a, _toy_run(0.3, 4, offset=5.0)])
+    assert not other_z["agree"] and other_z["parameters_disagreeing"] == []
+    assert 4.0 < other_z["log_evidence_spread"] < 6.0
+    line = disagreement_warning(other_z)
+    assert "log-evidences spread by" in line and "raise nlive or n_runs" in line and "\n" not in line
+    assert run_agreement(["x"], [a]) == {"n_runs": 1, "sigma": 3.0, "agree": True, "log_evidence_spread": 0.0,
+                                         "log_evidence_tolerance": 0.0, "parameters_disagreeing": []}

@@ -3,10 +3,12 @@
 Ten transit times (K2 and Spitzer) of b (P 20.9 d) and c (P 42.4 d) near 2:1, ingested as the user would
 (`openastro-butler ingest-transit-times ... --time-system BKJD` gives targets K2-24b and K2-24c in field
 K2-24); `ttvFit` plans one quantum for the field with both planets' datasets, and it runs through Parsl. The
-slow test runs the fit (6-18 min on this 2-core machine) and checks it against the published solution: the
-periods, and mass intervals that overlap the published (TTV + RV) masses M_b = 19.0 +2.2 -2.1 and
-M_c = 15.4 +1.9 -1.8 Earth masses. It fails today: the sampler settles in a high-mass mode of the multimodal
-posterior (docs/ttv.md, Validation).
+slow test runs the fit (three merged runs, ~30 min on this shared 2-core machine) and checks it against the
+published solution: the periods, and mass intervals that overlap the published (TTV + RV) masses
+M_b = 19.0 +2.2 -2.1 and M_c = 15.4 +1.9 -1.8 Earth masses. It fails today (xfail): the ten times constrain a
+ridge, not a point (the other slow test: masses from ~6 to ~53 Earth masses fit them equally well, the
+eccentricities trading against the masses), and the runs settle on the part of the ridge their eccentricity
+prior and sampler favour (docs/ttv.md, Validation); the published masses need the radial velocities.
 """
 
 from __future__ import annotations
@@ -31,7 +33,10 @@ STELLAR_MASS = 1.07
 # Uninformative priors for a TTV-only fit (docs/ttv.md): masses uniform in 1..200 Earth masses, e uniform below
 # 0.3, period windows +-0.5 %, t0 windows +-0.1 d. (With the informative default, Rayleigh e with sigma 0.05,
 # the posterior sits in the low-e / high-mass mode of the mass-eccentricity degeneracy: ~40 Earth masses each.)
-K2_24_CONFIG = dict(stellar_masses={"K2-24": STELLAR_MASS}, n_cores=2, nlive=300, dlogz=0.5, seed=42,
+# Three independent rslice runs of 150 live points merged by evidence (docs/ttv.md, Several runs): one run of the
+# older rwalk setting settled in a seed-chosen mode of the mass-eccentricity degeneracy.
+K2_24_CONFIG = dict(stellar_masses={"K2-24": STELLAR_MASS}, n_cores=2, nlive=150, n_runs=3, sample="rslice",
+                    dlogz=0.5, seed=42,
                     planet_defaults=dict(mass_earth=[1.0, 200.0], mass_prior="uniform", eccentricity_prior="uniform",
                                          eccentricity_max=0.3, period_window=0.005, t0_window_days=0.1))
 
@@ -52,29 +57,35 @@ def test_k2_24_plans_one_joint_quantum(k2_24):
 
 
 PIPELINE = """
-description: the joint TTV fit alone, cut short (a plumbing test, not a science one)
+description: the joint TTV fit alone, cut short (a plumbing test, not a science one); no stellar mass in config
 tasks:
   ttvFit:
     class: openastro_parsl.tasks.lightcurve.TtvFitTask
-    config: {n_cores: 1, nlive: 20, maxcall: 300, stellar_masses: {K2-24: 1.07}, n_oc_draws: 3}
+    config: {n_cores: 1, nlive: 20, n_runs: 1, maxcall: 300, n_oc_draws: 3}
 """
 
 
 @needs_real
 @pytest.mark.filterwarnings("ignore:The sampling was stopped short")
-def test_k2_24_runs_through_parsl(k2_24, tmp_path):
-    """The planned quantum runs on the local site: both planets reach run() as a list with their data IDs,
-    and the field's four outputs are stored."""
+def test_k2_24_runs_through_parsl_with_the_stellar_mass_of_its_target_record(k2_24, tmp_path):
+    """The planned quantum runs on the local site: both planets reach run() as a list with their data IDs, the
+    host's stellar mass set by define-targets reaches the fit through the field's target records, and the
+    field's four outputs are stored."""
     from openastro_parsl.execution.site import load_site
     from openastro_parsl.execution.submit import Submission
+    from openastro_parsl.ingest.campaign import define_targets
 
+    (tmp_path / "hosts.csv").write_text(f"name,ra,dec,kind,stellar_mass\nK2-24,242.37,-24.99,transit_host,{STELLAR_MASS}\n")
+    assert define_targets(k2_24, tmp_path / "hosts.csv").counts["target"]["updated"] == 1
     spec = tmp_path / "ttv.yaml"
     spec.write_text(PIPELINE)
     graph = Planner(k2_24, load_pipeline(spec), inputs=["transits/published"], output_run="u/t/ttv").plan()
     site, src = load_site(None)
     assert Submission.start(k2_24, graph, site, src).run().ok
     s = k2_24.get("ttvSummary", {"field": "K2-24"}, collections="u/t/ttv")
-    assert set(s["planets"]) == {"K2-24b", "K2-24c"} and s["stellar_mass_msun"] == 1.07
+    assert set(s["planets"]) == {"K2-24b", "K2-24c"} and s["stellar_mass_msun"] == STELLAR_MASS
+    assert s["model"]["stellar_mass_source"] == "target record K2-24 stellar_mass"
+    assert not any("stellar mass" in w for w in s["warnings"])
     assert s["n_transits"] == {"K2-24b": 6, "K2-24c": 4} and s["n_likelihood_calls"] >= 300
     assert k2_24.get("ttvOC", {"field": "K2-24"}, collections="u/t/ttv")[:4] == b"\x89PNG"
     assert len(k2_24.get("ttvPosterior", {"field": "K2-24"}, collections="u/t/ttv")) > 0
@@ -82,10 +93,41 @@ def test_k2_24_runs_through_parsl(k2_24, tmp_path):
 
 @needs_real
 @pytest.mark.slow
-@pytest.mark.xfail(reason="issue 15 open: one dynesty run settles in one mode of K2-24's multimodal mass-eccentricity "
-                          "posterior, chosen by the seed (docs/ttv.md); needs several runs merged by evidence",
+@pytest.mark.timeout(900)
+def test_k2_24_times_fit_equally_well_along_a_mass_eccentricity_ridge(k2_24):
+    """Why a TTV-only fit cannot pin K2-24's masses: at the published masses, at ~3x them and at ~0.35x them,
+    some orbit (eccentricities, periods, phases optimised) fits the ten times with chi2 below their number."""
+    from scipy.optimize import differential_evolution, minimize
+
+    from openastro_parsl.tasks.lightcurve import ttv_model as tm
+    from openastro_parsl.tasks.lightcurve.ttv import build_model
+
+    data = [tm.TransitData.from_table(k2_24.get("transitTimes", {"target": n}, collections="transits/published"),
+                                      name=n) for n in ("K2-24b", "K2-24c")]
+    model = build_model(TtvFitConfig(**K2_24_CONFIG), data, STELLAR_MASS)
+    other = [n for n in model.free if not n.endswith(":mass")]
+    found = {}
+    for masses in ((19.0, 15.4), (53.0, 52.0), (7.4, 5.4)):
+        def chi2(u, masses=masses):
+            p = {n: model.prior(n).transform(v) for n, v in zip(other, u, strict=True)}
+            p["K2-24b:mass"], p["K2-24c:mass"] = masses
+            return -2 * (model.loglike([p[n] for n in model.free]) - model._norm)
+
+        best = min((minimize(chi2, differential_evolution(chi2, [(0, 1)] * len(other), seed=seed, maxiter=150,
+                                                           polish=False).x,
+                             method="Nelder-Mead", bounds=[(0, 1)] * len(other), options={"maxiter": 4000})
+                    for seed in range(3)), key=lambda r: r.fun)
+        found[masses] = best.fun
+    assert all(c < 10 for c in found.values()), found  # ten transit times
+
+
+@needs_real
+@pytest.mark.slow
+@pytest.mark.xfail(reason="issue 15 open: the ten times allow masses from ~6 to ~53 Earth masses along the mass-"
+                          "eccentricity ridge (test above); three merged rslice runs (uniform e < 0.3) sit at "
+                          "M_b 54 [44, 66], M_c 52 [41, 71] (docs/ttv.md); the published masses need the RVs",
                    strict=False)
-@pytest.mark.timeout(2700)  # ~18 min on this 2-core machine under a load average of 9-14
+@pytest.mark.timeout(5400)  # three runs of ~500,000 calls: ~29 min on this 2-core machine at a load of 6-9
 def test_k2_24_joint_fit_matches_the_published_system(k2_24):
     b = k2_24.get("transitTimes", {"target": "K2-24b"}, collections="transits/published")
     c = k2_24.get("transitTimes", {"target": "K2-24c"}, collections="transits/published")

@@ -12,7 +12,8 @@ Modelling choices, in one place:
   from the config (days, or multiples of the shortest transiting period).
 - ``perturbers`` unset: one perturber when the system has a single transiting planet (it cannot have TTVs
   alone), none otherwise. With perturbers, the fit is repeated without them and both evidences reported.
-- Stellar mass: ``stellar_masses[system]``, else a ``stellar_mass`` in the quantum's dimension records, else
+- Stellar mass: ``stellar_masses[system]``, else the ``stellar_mass`` of the planets' or their host's target
+  record (``openastro-butler define-targets``; the field's target records travel with the quantum), else
   ``stellar_mass_msun``.
 - The step is ``timestep_fraction`` of the shortest period in the model; at the maximum-likelihood sample,
   halving it must move the model times by less than ``step_check_sigma`` sigma, else the summary warns.
@@ -32,10 +33,12 @@ from ...pipeline.task import NoWorkFound, PipelineTask, Resources, TaskConfig
 from . import ttv_model as tm
 from .ttv_plots import corner_figure, oc_figure
 from .ttv_priors import DEFAULTS, BodyPriors, PerturberPriors, body_priors
-from .ttv_sampling import available_cores, load_posterior, narrow_priors, sample_posterior
+from .ttv_sampling import available_cores, load_posterior, narrow_priors, run_agreement, sample_posterior
 
 CHECKPOINT_NAME = "ttv_dynesty.pkl"
 CHECKPOINT_NULL = "ttv_dynesty_without_perturbers.pkl"
+NLIVE_PER_DIMENSION = 25  # live points per free parameter of each run (n_runs of them are merged)
+NLIVE_MIN = 100
 
 
 class TtvFitConfig(TaskConfig):
@@ -64,7 +67,11 @@ class TtvFitConfig(TaskConfig):
                                        "this many mutual Hill radii (Gladman 1993 stability).")
     min_transits: int = Field(3, ge=3, description="Planets with fewer transit times are left out; none left: "
                               "no work (NoWorkFound).")
-    nlive: int = Field(400, ge=10, description="dynesty live points.")
+    nlive: int | None = Field(None, ge=10, description="dynesty live points of each run (None: "
+                              "NLIVE_PER_DIMENSION per free parameter, at least NLIVE_MIN).")
+    n_runs: int = Field(4, ge=1, description="Independent nested-sampling runs (own random streams), merged by "
+                        "dynesty.utils.merge_runs; several keep every mode of a multimodal posterior and let the "
+                        "summary say whether the runs agree (run_agreement).")
     dlogz: float = Field(0.5, gt=0, description="Stop when the remaining evidence is below this (ln units).")
     sample: Literal["auto", "unif", "rwalk", "slice", "rslice"] = Field("rwalk", description="dynesty "
                                                                         "sampling method.")
@@ -140,10 +147,47 @@ def planet_summary(model: tm.SystemModel, intervals: dict) -> dict:
     return out
 
 
-def _stellar_mass(cfg: TtvFitConfig, system: str, records: dict | None) -> tuple[float, str]:
+def disagreement_warning(agreement: dict) -> str:
+    """One line: how the independent runs differ and what to do about it."""
+    parts = []
+    if agreement["log_evidence_spread"] > agreement["log_evidence_tolerance"]:
+        parts.append(f"log-evidences spread by {agreement['log_evidence_spread']:.2f} (> "
+                     f"{agreement['log_evidence_tolerance']:.2f}, {agreement['sigma']:g} sigma)")
+    if agreement["parameters_disagreeing"]:
+        parts.append("68 % intervals that do not overlap for " + ", ".join(agreement["parameters_disagreeing"]))
+    return (f"the {agreement['n_runs']} nested-sampling runs disagree ({'; '.join(parts)}): the posterior is "
+            "multimodal or under-sampled; the merged posterior weights what the runs found by evidence, raise "
+            "nlive or n_runs until they agree")
+
+
+def _one_value(system: str, found: list[tuple[str, float]]) -> float | None:
+    values = sorted({m for _, m in found})
+    if len(values) > 1:
+        raise ValueError(f"ttvFit field {system}: target records give different stellar masses ("
+                         + ", ".join(f"{n} {m:g}" for n, m in found) + f" Msun); make them agree (openastro-butler "
+                         f"define-targets) or set stellar_masses[{system}]")
+    return values[0] if values else None
+
+
+def stellar_mass_of(cfg: TtvFitConfig, system: str, records: dict | None, planets: list[str]) -> tuple[float, str]:
+    """The host's mass (Msun) and where it came from: ``stellar_masses[system]``; else the fitted planets' own
+    target records; else the field's transit hosts (those whose name begins a fitted planet's, K2-24 for
+    K2-24b, else every one); else a ``stellar_mass`` on the quantum's own records; else ``stellar_mass_msun``.
+    Records that disagree are refused rather than one picked."""
     if system in cfg.stellar_masses:
         return float(cfg.stellar_masses[system]), f"config stellar_masses[{system}]"
-    for dim, rec in (records or {}).items():
+    records = records or {}
+    targets = [r for r in records.get("target") or [] if isinstance(r, dict) and r.get("stellar_mass")]
+    if isinstance(records.get("target"), dict):  # a target quantum's own record
+        targets = [records["target"]] if records["target"].get("stellar_mass") else []
+    own = [(r["name"], float(r["stellar_mass"])) for r in targets if r.get("name") in planets]
+    hosts = [r for r in targets if r.get("kind") == "transit_host" and r.get("name") not in planets]
+    named = [r for r in hosts if any(p.startswith(str(r.get("name"))) for p in planets)] or hosts
+    for found in (own, [(r["name"], float(r["stellar_mass"])) for r in named]):
+        mass = _one_value(system, found)
+        if mass is not None:
+            return mass, f"target record {', '.join(sorted(n for n, _ in found))} stellar_mass"
+    for dim, rec in records.items():
         for key in ("stellar_mass", "stellar_mass_msun"):
             if isinstance(rec, dict) and rec.get(key):
                 return float(rec[key]), f"{dim} record {key}"
@@ -164,6 +208,7 @@ class TtvFitTask(PipelineTask):
     """Joint nested sampling of the masses and orbits of a system's planets from their transit times."""
 
     dimensions = ("field",)
+    related_records = ("target",)  # the field's targets: the host's stellar_mass (stellar_mass_of)
     Config = TtvFitConfig
     Connections = TtvFitConnections
     resources = Resources(cores=2, memory_mb=2048, walltime_min=240.0, resource_class="mcmc")
@@ -201,7 +246,7 @@ class TtvFitTask(PipelineTask):
         names = [i.get("target") or t.meta.get("target") or t.meta.get("planet") or f"planet{k + 1}"
                  for k, (i, t) in enumerate(zip(ids, tables, strict=True))]
         data = self._planets(tables, names, system)
-        stellar_mass, mass_source = _stellar_mass(cfg, system, records)
+        stellar_mass, mass_source = stellar_mass_of(cfg, system, records, [d.name for d in data])
         model = build_model(cfg, data, stellar_mass)
         warm = None
         if cfg.warm_start:
@@ -211,16 +256,18 @@ class TtvFitTask(PipelineTask):
                                    cfg.timestep_fraction, cfg.min_hill_separation, model.inclinations)
             warm = {"path": cfg.warm_start, "narrowed": changed}
         cores = cfg.n_cores or available_cores()
-        sampler_args = dict(nlive=cfg.nlive, dlogz=cfg.dlogz, sample=cfg.sample, bound=cfg.bound, cores=cores,
+        nlive = cfg.nlive or max(NLIVE_MIN, NLIVE_PER_DIMENSION * model.ndim)
+        sampler_args = dict(nlive=nlive, n_runs=cfg.n_runs, dlogz=cfg.dlogz, sample=cfg.sample, bound=cfg.bound, cores=cores,
                             seed=cfg.seed, maxcall=cfg.maxcall, checkpoint_every=cfg.checkpoint_every_s,
                             progress_every=cfg.progress_every_s, log=self.log)
-        self.log.info("%s: %s, %d free parameters, nlive %d, %d core(s)", system,
+        self.log.info("%s: %s, %d free parameters, %d run(s) of nlive %d, %d core(s)", system,
                       ", ".join(f"{d.name} ({d.n} transits)" for d in data) +
                       (f" + perturbers {', '.join(model.perturbers)}" if model.perturbers else ""),
-                      model.ndim, cfg.nlive, cores)
+                      model.ndim, cfg.n_runs, nlive, cores)
         ckpt = Path(checkpoint_dir) if checkpoint_dir else None
         results, info = sample_posterior(model, checkpoint_file=ckpt / CHECKPOINT_NAME if ckpt else None,
                                          **sampler_args)
+        agreement = run_agreement(model.free, info.pop("run_results"))
         cols = posterior_columns(model, results)
         names_out = [n for n in cols if n not in ("logl", "weight")]
         intervals = credible_intervals(cols, names_out)
@@ -233,6 +280,8 @@ class TtvFitTask(PipelineTask):
             warnings.append(f"halving the TTVFast step ({step['timestep_days']:.4g} d) moves the best-fit model "
                             f"times by {step['max_shift_sigma']:.3g} sigma (>= {cfg.step_check_sigma}); lower "
                             "timestep_fraction")
+        if not agreement["agree"]:
+            warnings.append(disagreement_warning(agreement))
         if mass_source == "config stellar_mass_msun" and "stellar_mass_msun" not in cfg.model_fields_set:
             warnings.append(f"stellar mass {stellar_mass} Msun is the default; set stellar_masses[{system}]")
         for w in warnings:
@@ -243,6 +292,7 @@ class TtvFitTask(PipelineTask):
             null_model = model.without_perturbers()
             null_res, null_info = sample_posterior(
                 null_model, checkpoint_file=ckpt / CHECKPOINT_NULL if ckpt else None, **sampler_args)
+            null_info.pop("run_results")
             null_z, null_err = float(null_res.logz[-1]), float(null_res.logzerr[-1])
             comparison = {"with_perturbers": {"log_evidence": logz, "log_evidence_err": logz_err,
                                               "n_likelihood_calls": info["ncall"]},
@@ -270,9 +320,12 @@ class TtvFitTask(PipelineTask):
             "stellar_mass_msun": stellar_mass, "free_parameters": list(model.free),
             "priors": {p.name: p.describe() for p in model.priors}, "warm_start": warm,
             "log_evidence": logz, "log_evidence_err": logz_err, "n_likelihood_calls": info["ncall"],
-            "evidence_comparison": comparison, "timestep_check": step, "warnings": warnings,
+            "evidence_comparison": comparison, "timestep_check": step, "run_agreement": agreement,
+            "warnings": warnings,
             "credible_intervals": intervals, "max_likelihood": ml, "units": units, "model": model_info,
-            "sampler": {"method": "dynesty static nested sampling", "nlive": cfg.nlive, "dlogz": cfg.dlogz,
+            "sampler": {"method": "dynesty static nested sampling" + (f", {cfg.n_runs} runs merged by evidence "
+                                                                       "(merge_runs)" if cfg.n_runs > 1 else ""),
+                        "nlive": nlive, "dlogz": cfg.dlogz,
                         "sample": cfg.sample, "bound": cfg.bound, "seed": cfg.seed, "maxcall": cfg.maxcall,
                         "niter": int(results.niter), "n_samples": len(table),
                         "efficiency_percent": float(results.eff),

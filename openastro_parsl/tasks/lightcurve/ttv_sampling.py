@@ -1,6 +1,9 @@
-"""Nested sampling of a ``SystemModel`` with dynesty: a process pool, checkpoints, resume, warm starts.
+"""Nested sampling of a ``SystemModel`` with dynesty: several runs merged, a process pool, checkpoints, resume,
+warm starts.
 
-Static nested sampling (multimodal period aliases are why nested sampling and not MCMC). Likelihood calls
+Static nested sampling (multimodal period aliases are why nested sampling and not MCMC). One run can settle in
+one mode of a multimodal posterior (a mass-eccentricity degeneracy); independent runs merged with
+``dynesty.utils.merge_runs`` keep every mode any run found, and ``run_agreement`` says when they differ. Likelihood calls
 are spread over a ``spawn`` pool whose workers each hold the model (``ttv_model.activate``), so only
 parameter vectors cross process boundaries. A checkpoint is resumed only when its fingerprint (data, priors,
 model and sampler settings, dynesty version) matches; any other is discarded.
@@ -66,22 +69,75 @@ class _ProgressLog:
                       results.loglstar, results.logz)
 
 
+def run_seed(seed: int, k: int) -> np.random.Generator:
+    """Random stream of run ``k``: run 0 is ``default_rng(seed)`` (a one-run fit is unchanged); the others are
+    independent children of the seed (``SeedSequence`` spawn keys), not seed + k, which could meet another
+    fit's seed."""
+    return np.random.default_rng(seed if k == 0 else np.random.SeedSequence(seed, spawn_key=(k,)))
+
+
+def run_checkpoint(checkpoint_file: Path | None, k: int) -> Path | None:
+    """Checkpoint of run ``k``: the configured file for run 0, ``<stem>_run<k+1><suffix>`` beside it for the others."""
+    if checkpoint_file is None or k == 0:
+        return checkpoint_file
+    return checkpoint_file.with_name(f"{checkpoint_file.stem}_run{k + 1}{checkpoint_file.suffix}")
+
+
 def sample_posterior(model: tm.SystemModel, *, nlive: int = 250, dlogz: float = 0.5, sample: str = "rwalk",
                      bound: str = "multi", cores: int = 1, seed: int = 42, maxcall: int | None = None,
-                     checkpoint_file: str | Path | None = None, checkpoint_every: float = 60.0,
+                     n_runs: int = 1, checkpoint_file: str | Path | None = None, checkpoint_every: float = 60.0,
                      progress_every: float = 30.0, log=None):
-    """Run (or resume) static nested sampling; returns (dynesty Results, info dict).
+    """``n_runs`` independent static nested-sampling runs, each run (or resumed) in turn over one pool, merged
+    into one with ``dynesty.utils.merge_runs``; returns (Results, info).
 
-    With a checkpoint file, the sampler state is saved every ``checkpoint_every`` seconds and at the end; a
-    later call with the same model and settings resumes from it (``info['resumed']``, ``info['ncall_at_resume']``).
+    Merging is what a single run with the summed live points would have done: at every likelihood level the
+    runs' live points are pooled, so modes found by any run are kept and weighted by their evidence. Each run
+    has its own checkpoint (``run_checkpoint``): an interrupted fit keeps its finished runs and resumes the
+    interrupted one. ``info['runs']`` holds each run's own evidence and calls (``run_agreement`` compares them).
     """
-    import dynesty
+    from dynesty.utils import merge_runs
 
     log = log or logging.getLogger(__name__)
     if not model.free:
         raise ValueError("every TTV parameter is fixed (all prior ranges have equal bounds); nothing to sample")
-    settings = {"nlive": nlive, "sample": sample, "bound": bound, "seed": seed}
     ckpt = Path(checkpoint_file) if checkpoint_file else None
+    tm.activate(model)
+    pool_ctx = mp.get_context("spawn").Pool(cores, tm.activate, (model,)) if cores > 1 else nullcontext(None)
+    t0 = time.time()
+    runs, infos = [], []
+    with pool_ctx as pool:
+        for k in range(n_runs):
+            res, one = _one_run(model, pool, k, nlive=nlive, dlogz=dlogz, sample=sample, bound=bound, cores=cores,
+                                seed=seed, maxcall=maxcall, ckpt=run_checkpoint(ckpt, k),
+                                checkpoint_every=checkpoint_every, progress_every=progress_every, log=log)
+            if n_runs > 1:
+                log.info("run %d/%d: ln Z %.2f ± %.2f, %d calls", k + 1, n_runs, res.logz[-1], res.logzerr[-1],
+                         one["ncall"])
+            runs.append(res)
+            infos.append(one)
+    results = runs[0] if n_runs == 1 else merge_runs(runs, print_progress=False)
+    info: dict[str, Any] = {
+        "resumed": any(i["resumed"] for i in infos), "ncall_at_resume": sum(i["ncall_at_resume"] for i in infos),
+        "iterations_at_resume": sum(i["iterations_at_resume"] for i in infos), "cores": cores,
+        "checkpoint": str(ckpt) if ckpt else None, "ncall": sum(i["ncall"] for i in infos), "n_runs": n_runs,
+        "runs": [{"seed": seed, "run": k, "log_evidence": float(r.logz[-1]), "log_evidence_err": float(r.logzerr[-1]),
+                  "ncall": i["ncall"], "n_samples": len(r.samples), "resumed": i["resumed"]}
+                 for k, (r, i) in enumerate(zip(runs, infos, strict=True))]}
+    info["wall_time_s"] = time.time() - t0
+    info["calls_per_s"] = info["ncall"] / max(info["wall_time_s"], 1e-9)
+    info["run_results"] = runs
+    return results, info
+
+
+def _one_run(model: tm.SystemModel, pool, k: int, *, nlive: int, dlogz: float, sample: str, bound: str, cores: int,
+             seed: int, maxcall: int | None, ckpt: Path | None, checkpoint_every: float, progress_every: float, log):
+    """Run (or resume) run ``k``. With a checkpoint file, the sampler state is saved every ``checkpoint_every``
+    seconds and at the end; a later call with the same model and settings resumes from it."""
+    import dynesty
+
+    settings: dict[str, Any] = {"nlive": nlive, "sample": sample, "bound": bound, "seed": seed}
+    if k:
+        settings["run"] = k
     fp_path = ckpt.with_suffix(".json") if ckpt else None
     fp = fingerprint(model, settings)
     resume = False
@@ -92,43 +148,65 @@ def sample_posterior(model: tm.SystemModel, *, nlive: int = 250, dlogz: float = 
         else:
             log.warning("checkpoint %s is for other data or settings; starting afresh", ckpt)
             ckpt.unlink()
-    tm.activate(model)
-    pool_ctx = mp.get_context("spawn").Pool(cores, tm.activate, (model,)) if cores > 1 else nullcontext(None)
-    t0 = time.time()
-    info: dict[str, Any] = {"resumed": False, "ncall_at_resume": 0, "iterations_at_resume": 0, "cores": cores,
-            "checkpoint": str(ckpt) if ckpt else None}
-    with pool_ctx as pool:
-        sampler = None
-        if resume:
-            try:
-                with old_module_names():  # a checkpoint written before the tasks/ reorganisation names old modules
-                    sampler = dynesty.NestedSampler.restore(str(ckpt), pool=pool)
-            except Exception as exc:  # noqa: BLE001 - an unreadable checkpoint only costs the work in it
-                log.warning("cannot restore checkpoint %s (%s); starting afresh", ckpt, exc)
-            else:
-                info.update(resumed=True, ncall_at_resume=int(sampler.ncall), iterations_at_resume=int(sampler.it))
-                log.info("resuming from %s at iteration %d, %d likelihood calls", ckpt, sampler.it, sampler.ncall)
-        if sampler is None:
-            resume = False
-            sampler = dynesty.NestedSampler(
-                tm.active_loglike, tm.active_prior_transform, model.ndim, nlive=nlive, bound=bound,
-                sample=sample, periodic=model.periodic or None, pool=pool,
-                queue_size=cores if pool is not None else None, rstate=np.random.default_rng(seed))
-            if ckpt and fp_path:
-                ckpt.parent.mkdir(parents=True, exist_ok=True)
-                fp_path.write_text(json.dumps({"fingerprint": fp, "settings": settings}))
-        if resume and sampler.added_live:
-            log.info("checkpoint %s holds a finished run; using it as is", ckpt)
+    info: dict[str, Any] = {"resumed": False, "ncall_at_resume": 0, "iterations_at_resume": 0}
+    sampler = None
+    if resume:
+        try:
+            with old_module_names():  # a checkpoint written before the tasks/ reorganisation names old modules
+                sampler = dynesty.NestedSampler.restore(str(ckpt), pool=pool)
+        except Exception as exc:  # noqa: BLE001 - an unreadable checkpoint only costs the work in it
+            log.warning("cannot restore checkpoint %s (%s); starting afresh", ckpt, exc)
         else:
-            sampler.run_nested(dlogz=dlogz, maxcall=maxcall, print_progress=True,
-                               print_func=_ProgressLog(log, progress_every),
-                               checkpoint_file=str(ckpt) if ckpt else None, checkpoint_every=checkpoint_every,
-                               resume=resume)
-        results = sampler.results
-        info["ncall"] = int(sampler.ncall)
-    info["wall_time_s"] = time.time() - t0
-    info["calls_per_s"] = info["ncall"] / max(info["wall_time_s"], 1e-9)
-    return results, info
+            info.update(resumed=True, ncall_at_resume=int(sampler.ncall), iterations_at_resume=int(sampler.it))
+            log.info("resuming from %s at iteration %d, %d likelihood calls", ckpt, sampler.it, sampler.ncall)
+    if sampler is None:
+        resume = False
+        sampler = dynesty.NestedSampler(
+            tm.active_loglike, tm.active_prior_transform, model.ndim, nlive=nlive, bound=bound,
+            sample=sample, periodic=model.periodic or None, pool=pool,
+            queue_size=cores if pool is not None else None, rstate=run_seed(seed, k))
+        if ckpt and fp_path:
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            fp_path.write_text(json.dumps({"fingerprint": fp, "settings": settings}))
+    if resume and sampler.added_live:
+        log.info("checkpoint %s holds a finished run; using it as is", ckpt)
+    else:
+        sampler.run_nested(dlogz=dlogz, maxcall=maxcall, print_progress=True,
+                           print_func=_ProgressLog(log, progress_every),
+                           checkpoint_file=str(ckpt) if ckpt else None, checkpoint_every=checkpoint_every,
+                           resume=resume)
+    info["ncall"] = int(sampler.ncall)
+    return sampler.results, info
+
+
+def run_agreement(names, runs, *, sigma: float = 3.0) -> dict:
+    """Do independent runs describe the same posterior? Their log-evidences must agree within ``sigma``
+    combined errors, and every free parameter's (``names``, the samples' columns) central 68 % interval of each run must overlap every other
+    run's. Runs that settle in different modes of a multimodal posterior fail the second test: the merged
+    posterior then rests on how many live points each mode got, and more runs or live points are needed
+    before its intervals can be trusted."""
+    from dynesty.utils import quantile
+
+    out: dict[str, Any] = {"n_runs": len(runs), "sigma": sigma, "agree": True, "log_evidence_spread": 0.0,
+                           "log_evidence_tolerance": 0.0, "parameters_disagreeing": []}
+    if len(runs) < 2:
+        return out
+    z = np.array([float(r.logz[-1]) for r in runs])
+    ze = np.array([float(r.logzerr[-1]) for r in runs])
+    i, j = int(np.argmax(z)), int(np.argmin(z))
+    out["log_evidence_spread"] = float(z[i] - z[j])
+    out["log_evidence_tolerance"] = float(sigma * np.hypot(ze[i], ze[j]))
+    bands = []
+    for r in runs:
+        w = r.importance_weights()
+        bands.append([quantile(r.samples[:, d], [0.16, 0.84], weights=w) for d in range(len(names))])
+    for d, name in enumerate(names):
+        lo, hi = max(b[d][0] for b in bands), min(b[d][1] for b in bands)
+        if lo > hi:
+            out["parameters_disagreeing"].append(name)
+    out["agree"] = bool(out["log_evidence_spread"] <= out["log_evidence_tolerance"]
+                        and not out["parameters_disagreeing"])
+    return out
 
 
 # --- warm start -------------------------------------------------------------------------------------------
