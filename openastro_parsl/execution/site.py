@@ -49,6 +49,8 @@ class ProviderConfig(BaseModel):
     exclusive: bool = False
     scheduler_options: str = Field("", description="Extra #SBATCH lines, verbatim.")
     launcher: Literal["single", "srun"] = "single"
+    status_poll_s: int = Field(60, ge=1, le=600, description="Seconds between squeue polls of the blocks: how soon "
+                               "an ended pilot job is noticed and replaced (Parsl's own is fixed at 60).")
     # both
     init_blocks: int = Field(1, ge=0)
     min_blocks: int = Field(0, ge=0)
@@ -251,8 +253,8 @@ def parsl_config(site: SiteConfig, run_dir: Path):
             provider = LocalProvider(init_blocks=p.init_blocks, min_blocks=p.min_blocks, max_blocks=p.max_blocks,
                                      worker_init=p.worker_init)
         else:
-            provider = SlurmProvider(
-                partition=p.partition, account=p.account, qos=p.qos, constraint=p.constraint,
+            provider = _polled_slurm_provider(SlurmProvider)(
+                p.status_poll_s, partition=p.partition, account=p.account, qos=p.qos, constraint=p.constraint,
                 nodes_per_block=p.nodes_per_block, cores_per_node=p.cores_per_node, mem_per_node=p.mem_per_node,
                 init_blocks=p.init_blocks, min_blocks=p.min_blocks, max_blocks=p.max_blocks, walltime=p.walltime,
                 scheduler_options=p.scheduler_options, worker_init=p.worker_init, exclusive=p.exclusive,
@@ -276,6 +278,25 @@ def parsl_config(site: SiteConfig, run_dir: Path):
     return Config(executors=executors, run_dir=str(run_dir / "parsl"), retries=0, strategy="simple",
                   strategy_period=2 if site.uses_slurm else LOCAL_STRATEGY_PERIOD_S, initialize_logging=False,
                   usage_tracking=0)
+
+
+def _polled_slurm_provider(base):
+    """SlurmProvider with the site's squeue interval.
+
+    Parsl polls every 60 s, so a block that ended (walltime, scancel, drain) waited up to a minute for its
+    replacement; a small cluster or a test node can ask sooner.
+    """
+
+    class PolledSlurmProvider(base):  # type: ignore[misc,valid-type]  # base: parsl SlurmProvider, imported late
+        def __init__(self, status_poll_s: int, **kwargs):
+            super().__init__(**kwargs)
+            self._status_poll_s = status_poll_s
+
+        @property
+        def status_polling_interval(self) -> int:
+            return self._status_poll_s
+
+    return PolledSlurmProvider
 
 
 def _local_launch_cmd() -> str | None:

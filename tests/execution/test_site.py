@@ -27,7 +27,7 @@ executors:
     resource_classes: [fast, slow]
     drain_before_walltime_s: 300
   - label: mcmc
-    provider: {kind: slurm, partition: long, walltime: "1-00:00:00", account: astro}
+    provider: {kind: slurm, partition: long, walltime: "1-00:00:00", account: astro, status_poll_s: 7}
     cores_per_worker: 8
     mem_per_worker: 16
     resource_classes: [mcmc]
@@ -43,7 +43,11 @@ retries: 2
     assert site.executor("mcmc").provider.walltime_seconds() == 86400
     cfg = parsl_config(site, tmp_path)
     fast, mcmc = cfg.executors
-    assert type(fast.provider).__name__ == "SlurmProvider" and fast.provider.partition == "debug"
+    from parsl.providers import SlurmProvider
+
+    assert isinstance(fast.provider, SlurmProvider) and fast.provider.partition == "debug"
+    assert fast.provider.status_polling_interval == 60  # Parsl's own interval unless the site asks sooner
+    assert mcmc.provider.status_polling_interval == 7
     assert fast.provider.max_blocks == 4 and "--licenses=scratch" in fast.provider.scheduler_options
     assert fast.drain_period == 3600 - 300
     assert mcmc.provider.account == "astro"
