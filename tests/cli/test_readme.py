@@ -37,4 +37,4 @@ def test_max_in_flight_default_is_the_codes():
     said = "16 x workers, at least 64"
     assert said in _site_table()["`max_in_flight`"]
     assert said in SiteConfig.model_fields["max_in_flight"].description
-    assert "self.site.max_in_flight or max(64, 16 * workers)" in inspect.getsource(Submission)
+    assert "self.site.max_in_flight or max(64, 16 * self._workers)" in inspect.getsource(Submission)
