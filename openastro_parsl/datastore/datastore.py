@@ -15,7 +15,7 @@ import shutil
 import uuid
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import DatastorePathError, FormatterError, OpenAstroError
 from .checksum import file_checksum
@@ -64,6 +64,22 @@ def dataset_relpath(run: str, dataset_type: str, key_dims: Sequence[str], data_i
                 f"cannot store {dataset_type} {dict(data_id)}: the file or folder name {part[:40]!r}... is "
                 f"{len(part.encode())} bytes, more than the file system's {NAME_MAX} (shorten the data ID values)")
     return "/".join(parts)
+
+
+def dataset_relpath_maker(run: str, dataset_type: str, key_dims: Sequence[str],
+                          extension: str) -> Callable[[Mapping[str, Any]], str]:
+    """``dataset_relpath`` of one run, dataset type and extension, for the many data IDs a planner gives it."""
+    head = f"{run_relpath(run)}/{dataset_type}/"
+    short = NAME_MAX // 4  # a name of at most this many characters fits in NAME_MAX bytes of UTF-8
+
+    def make(data_id: Mapping[str, Any]) -> str:
+        values = [_safe(data_id[d]) for d in key_dims]
+        name = "_".join([dataset_type, *values]) + extension
+        if len(name) > short:  # every part is in the name: measure them in bytes (and refuse) the slow way
+            return dataset_relpath(run, dataset_type, key_dims, data_id, extension)
+        values[-1:] = [name]  # the folders carry every value but the last
+        return head + "/".join(values)
+    return make
 
 
 @lru_cache(maxsize=1024)

@@ -11,17 +11,26 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping, Sequence
+from operator import itemgetter
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 from ..butler import Butler
-from ..datastore.datastore import dataset_relpath, run_relpath
+from ..datastore.datastore import dataset_relpath_maker, run_relpath
 from ..errors import OpenAstroError
 from ..pipeline.pipeline import Pipeline, TaskDef
 from ..registry.calibs import NIGHT_DIMENSION, ValidityIndex, certified
 from ..registry.names import validate_collection_name
 from ..registry.refs import CollectionType, DatasetRef, DatasetType
 from ..registry.where import evaluate_where, parse_where, referenced_identifiers
-from .quantum_graph import DatasetNode, Quantum, QuantumGraph, TaskInfo, dataset_uuid, paused_gc, quantum_uuid
+from .quantum_graph import (
+    DatasetNode,
+    Quantum,
+    QuantumGraph,
+    TaskInfo,
+    dataset_uuid_maker,
+    paused_gc,
+    quantum_uuid_maker,
+)
 
 
 class PlanningError(OpenAstroError):
@@ -41,7 +50,7 @@ class _Available:
         if idx is None:
             idx = defaultdict(list)
             for n in self.nodes:
-                idx[tuple(n.data_id.get(d) for d in dims)].append(n)
+                idx[tuple(map(n.data_id.get, dims))].append(n)
             self._index[dims] = idx
         return idx
 
@@ -68,6 +77,43 @@ class _MissingPrereq:
     task: str
     problem: str
     hint: str = ""
+
+
+class _OutputSpec(NamedTuple):
+    """What every quantum of a task needs to predict one of its outputs, worked out once per task."""
+
+    name: str                    # connection
+    dataset_type: str
+    dims: tuple[str, ...]        # of its data ID, in order
+    key_of: Callable[[Mapping[str, Any]], str] | None  # its data ID key; None: the quantum's key is it
+    same_id: bool                # its data ID is the quantum's
+    formatter: str
+    path_of: Callable[[Mapping[str, Any]], str]
+    in_skip: dict[str, DatasetRef]     # found in --skip-existing-in, by data ID key
+    in_output: dict[str, DatasetRef]   # already in the output run, by data ID key
+    dataset_id: Callable[[str], str]
+    available: list[DatasetNode]       # where later tasks find it
+
+
+def _key_maker(dims: Sequence[str]) -> Callable[[Mapping[str, Any]], str]:
+    """``lambda data_id: universe.data_id_key(dims, data_id)`` with the text around the values made once."""
+    if not dims:
+        return lambda data_id: ""
+    template = ",".join(d.replace("{", "{{").replace("}", "}}") + "={}" for d in dims)
+    values = itemgetter(*dims)
+    if len(dims) == 1:
+        return lambda data_id: template.format(values(data_id))
+    return lambda data_id: template.format(*values(data_id))
+
+
+def _tuple_getter(dims: Sequence[str]) -> Callable[[Mapping[str, Any]], tuple]:
+    """``lambda row: tuple(row[d] for d in dims)``, as fast as operator.itemgetter makes it."""
+    if not dims:
+        return lambda row: ()
+    if len(dims) == 1:
+        d = dims[0]
+        return lambda row: (row[d],)
+    return itemgetter(*dims)
 
 
 class _Blank(dict):
@@ -134,12 +180,16 @@ class Planner:
             d = self.universe[dim]
             keys = self.universe.required([dim])
             out = {}
-            for row in self.registry.dimension_records(dim):
-                # plain str keys: SQLAlchemy's column names (quoted_name) would make every worker that unpickles a
-                # quantum's records import SQLAlchemy, and pickle slower
-                r = {str(k): v for k, v in row.items()}
+            rows = self.registry.dimension_records(dim)
+            # plain str keys: SQLAlchemy's column names (quoted_name) would make every worker that unpickles a
+            # quantum's records import SQLAlchemy, and pickle slower
+            plain = all(type(k) is str for k in rows[0]) if rows else True
+            names = [str(k) for k in rows[0]] if rows else []
+            key_of = _tuple_getter(keys)
+            for row in rows:  # the registry's rows are new dicts, ours to complete
+                r = row if plain else dict(zip(names, row.values(), strict=True))
                 r[dim] = r[d.key_name]
-                out[tuple(r[k] for k in keys)] = r
+                out[key_of(r)] = r
             self._records[dim] = out
         return self._records[dim]
 
@@ -313,55 +363,8 @@ class Planner:
                             if self.registry.get_dataset_type(c.dataset_type, missing_ok=True) else [])
                     prereq_cache[c.dataset_type] = _Available([self._node_from_ref(r) for r in refs])
             made = self._plan_task(t, available, prereq_cache, report, missing_prereqs)
-            task_req = self.universe.required(t.dimensions)
-            out_specs = []
-            for c in t.outputs():
-                oreq = self.universe.required(c.dimensions)
-                out_specs.append((c, self.universe.data_id_order(c.dimensions), oreq,
-                                  tuple(oreq) == tuple(task_req),  # the output's key is the quantum's (most are)
-                                  dataset_types[c.dataset_type]["formatter"],
-                                  self.butler.datastore.formatter(c.storage_class).extension,
-                                  skip_existing[c.dataset_type], in_output[c.dataset_type]))
-            run = self.output_run
-            skip_any = any(spec[6] for spec in out_specs)  # any output already in --skip-existing-in
-            out_any = any(spec[7] for spec in out_specs)  # any output already in the output run
-            for data_id, inputs in made:
-                key = ",".join([f"{d}={data_id[d]}" for d in task_req])  # a list: join of a generator is slower
-                qid = quantum_uuid(run, t.label, key)
-                outputs: dict[str, list[str]] = {}
-                out_nodes: list[DatasetNode] = []
-                existing_skip, existing_out = [], []
-                for c, odims, oreq, same_key, fmt, ext, skip_map, out_map in out_specs:
-                    oid = {d: data_id[d] for d in odims}
-                    okey = key if same_key else ",".join([f"{d}={oid[d]}" for d in oreq])
-                    existing_skip.append(skip_map.get(okey) if skip_map else None)
-                    existing_out.append(out_map.get(okey) if out_map else None)
-                    node = DatasetNode(dataset_uuid(run, c.dataset_type, okey), c.dataset_type, oid,
-                                       run, dataset_relpath(run, c.dataset_type, oreq, oid, ext), fmt, None, False)
-                    out_nodes.append(node)
-                    outputs[c.name] = [node.id]
-                found = [e for e in existing_skip if e is not None] if skip_any else []
-                if out_nodes and found and len(found) == len(existing_skip):
-                    report.skipped_existing += 1
-                    for c, ref in zip(t.outputs(), found, strict=True):
-                        node = self._node_from_ref(ref)
-                        datasets[node.id] = node
-                        available.setdefault(c.dataset_type, _Available()).nodes.append(node)
-                    continue
-                clobber = [e.id for e in existing_out if e is not None] if out_any else []
-                if clobber and not self.clobber:
-                    have = [str(e) for e in existing_out if e is not None]
-                    partial_problems.append(f"{t.label} {{{key}}}: output run already holds {', '.join(have)}")
-                    continue
-                q = Quantum(qid, t.label, data_id, {n: [d.id for d in ds] for n, ds in inputs.items()}, outputs, clobber)
-                quanta[qid] = q
-                report.quanta += 1
-                for ds in inputs.values():
-                    for d in ds:
-                        datasets.setdefault(d.id, d)
-                for c, node in zip(t.outputs(), out_nodes, strict=True):
-                    datasets[node.id] = node
-                    available.setdefault(c.dataset_type, _Available()).nodes.append(node)
+            self._make_quanta(t, made, report, dataset_types, skip_existing, in_output, available, datasets, quanta,
+                              partial_problems)
         if missing_prereqs:
             missing_lines = _missing_lines(missing_prereqs, str(self.butler.root))
             shown = missing_lines[:50]
@@ -381,22 +384,25 @@ class Planner:
         for q in quanta.values():
             of_task[q.task].append(q)
         for label, info in tasks.items():
+            ids = [q.data_id for q in of_task[label]]
             for dim in info.dimensions:
                 req = self.universe.required([dim])
-                keys = dict.fromkeys(tuple(q.data_id[d] for d in req) for q in of_task[label])
+                key_of = _key_maker(req)
                 table = self._records_of(dim)
                 bucket = records.setdefault(dim, {})
-                for k in keys:
-                    if k in table:
-                        bucket[",".join(f"{d}={v}" for d, v in zip(req, k, strict=True))] = table[k]
+                for k in dict.fromkeys(map(_tuple_getter(req), ids)):
+                    rec = table.get(k)
+                    if rec is not None:
+                        bucket[key_of(rec)] = rec
             for dim in info.related_records:  # e.g. the targets of a field quantum (PipelineTask.related_records)
                 req = self.universe.required([dim])
+                key_of = _key_maker(req)
                 carried = [d for d in self.universe.expanded([dim]) if d in info.dimensions and d != dim]
-                wanted = {tuple(q.data_id[d] for d in carried) for q in of_task[label]}
+                wanted = set(map(_tuple_getter(carried), ids))
                 bucket = records.setdefault(dim, {})
-                for k, rec in self._records_of(dim).items():
+                for rec in self._records_of(dim).values():
                     if carried and tuple(rec.get(d) for d in carried) in wanted:
-                        bucket[",".join(f"{d}={v}" for d, v in zip(req, k, strict=True))] = rec
+                        bucket[key_of(rec)] = rec
         header = {
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "repo": str(self.butler.root),
             "repo_id": self.butler.repo_id,
@@ -407,6 +413,78 @@ class Planner:
             "skipped": {label: r.skipped_existing for label, r in self.reports.items() if r.skipped_existing},
         }
         return QuantumGraph(header, tasks, dataset_types, datasets, quanta, records)
+
+    def _make_quanta(self, t: TaskDef, made: list[tuple[dict, dict[str, list[DatasetNode]]]], report: TaskReport,
+                     dataset_types: dict[str, dict[str, Any]], skip_existing: dict[str, dict[str, DatasetRef]],
+                     in_output: dict[str, dict[str, DatasetRef]], available: dict[str, _Available],
+                     datasets: dict[str, DatasetNode], quanta: dict[str, Quantum], partial_problems: list[str]) -> None:
+        """The quanta of one task and their predicted outputs (or, with --skip-existing-in, the outputs found).
+
+        The hot loop of planning: everything that is the same for all quanta of the task is worked out before it.
+        """
+        task_req = self.universe.required(t.dimensions)
+        order = self.universe.data_id_order(t.dimensions)
+        key_of = _key_maker(task_req)
+        run = self.output_run
+        outs = t.outputs()
+        out_specs: list[_OutputSpec] = []
+        for c in outs:
+            oreq = self.universe.required(c.dimensions)
+            odims = self.universe.data_id_order(c.dimensions)
+            out_specs.append(_OutputSpec(
+                c.name, c.dataset_type, odims,
+                None if tuple(oreq) == tuple(task_req) else _key_maker(oreq),  # most outputs have the quantum's key
+                tuple(odims) == tuple(order),  # and its data ID
+                dataset_types[c.dataset_type]["formatter"],
+                dataset_relpath_maker(run, c.dataset_type, oreq, self.butler.datastore.formatter(c.storage_class).extension),
+                skip_existing[c.dataset_type], in_output[c.dataset_type], dataset_uuid_maker(run, c.dataset_type),
+                available.setdefault(c.dataset_type, _Available()).nodes))
+        skip_any = any(spec.in_skip for spec in out_specs)  # any output already in --skip-existing-in
+        out_any = any(spec.in_output for spec in out_specs)  # any output already in the output run
+        quantum_id = quantum_uuid_maker(run, t.label)
+        label = t.label
+        for data_id, inputs in made:
+            key = key_of(data_id)
+            outputs: dict[str, list[str]] = {}
+            out_nodes: list[DatasetNode] = []
+            existing_skip, existing_out = [], []
+            for name, dst, odims, okey_of, same_id, fmt, path_of, skip_map, out_map, dataset_id, _ in out_specs:
+                oid = data_id.copy() if same_id else {d: data_id[d] for d in odims}
+                okey = key if okey_of is None else okey_of(oid)
+                if skip_any:
+                    existing_skip.append(skip_map.get(okey))
+                if out_any:
+                    existing_out.append(out_map.get(okey))
+                node = DatasetNode(dataset_id(okey), dst, oid, run, path_of(oid), fmt, None, False)
+                out_nodes.append(node)
+                outputs[name] = [node.id]
+            if skip_any:
+                found = [e for e in existing_skip if e is not None]
+                if out_nodes and len(found) == len(existing_skip):
+                    report.skipped_existing += 1
+                    for spec, ref in zip(out_specs, found, strict=True):
+                        node = self._node_from_ref(ref)
+                        datasets[node.id] = node
+                        spec.available.append(node)
+                    continue
+            clobber = [e.id for e in existing_out if e is not None] if out_any else []
+            if clobber and not self.clobber:
+                have = [str(e) for e in existing_out if e is not None]
+                partial_problems.append(f"{label} {{{key}}}: output run already holds {', '.join(have)}")
+                continue
+            qid = quantum_id(key)
+            q_inputs: dict[str, list[str]] = {}
+            for n, ds in inputs.items():
+                ids = q_inputs[n] = []
+                for d in ds:
+                    ids.append(d.id)
+                    if d.id not in datasets:
+                        datasets[d.id] = d
+            quanta[qid] = Quantum(qid, label, data_id, q_inputs, outputs, clobber)
+            report.quanta += 1
+            for spec, node in zip(out_specs, out_nodes, strict=True):
+                datasets[node.id] = node
+                spec.available.append(node)
 
     def _plan_task(self, t: TaskDef, available: dict[str, _Available], prereqs: dict[str, _Available],
                    report: TaskReport, missing_prereqs: list) -> list[tuple[dict, dict[str, list[DatasetNode]]]]:
@@ -427,7 +505,7 @@ class Planner:
                 report.no_input.append(c.dataset_type)
             # ordered, not a set: string hashing differs per process, and the quanta's order (hence every
             # gathered input list and the order of floating-point sums in the tasks) would differ between plans
-            keys = dict.fromkeys(tuple(n.data_id.get(d) for d in shared) for n in avail.nodes)
+            keys = avail.index(shared)  # keyed in the nodes' order, built once for the lookups below too
             rel = [dict(zip(shared, k, strict=True)) for k in keys]
             rows, cols = self._join(rows, cols, rel, set(shared))
         # Dimensions no input carries come from their records; the most specific first (an overlap
@@ -448,9 +526,14 @@ class Planner:
         calib = {c.name: self._calib_index(c, tuple(d for d in self.universe.expanded(c.dimensions) if d in Eset), t)
                  for c in t.prerequisites() if c.calibration}
         result = []
-        indexes = {c.name: merged[c.name].index(shared_of[c.name]) for c in regular}
+        # Every row of the joins carries every joined dimension: look values up directly, not with .get
+        complete = set(order) <= cols
+        lookups = [(c.name, c.dataset_type, c.multiple, c.minimum, merged[c.name].index(shared_of[c.name]),
+                    _tuple_getter(shared_of[c.name])) for c in regular]
+        prerequisites = t.prerequisites()
+        dropped = report.dropped_missing
         for row in rows:
-            data_id = {d: row.get(d) for d in order}
+            data_id = {d: row[d] for d in order} if complete else {d: row.get(d) for d in order}
             if where_needed and not self._where_ok(data_id):
                 report.dropped_by_where += 1
                 continue
@@ -458,16 +541,18 @@ class Planner:
                 continue  # outside the task's own selection (quantum_where): not a candidate of this task
             inputs: dict[str, list[DatasetNode]] = {}
             ok = True
-            for c in regular:
-                found = indexes[c.name].get(tuple(row.get(d) for d in shared_of[c.name]), [])
-                if (not c.multiple and len(found) != 1) or (c.multiple and len(found) < c.minimum):
-                    report.dropped_missing[c.dataset_type] = report.dropped_missing.get(c.dataset_type, 0) + 1
-                    ok = False
-                    break
-                inputs[c.name] = found
+            for name, dataset_type, multiple, minimum, index, values in lookups:
+                found = index.get(values(row))
+                if found is None or (len(found) < minimum if multiple else len(found) != 1):
+                    if not (multiple and found is None and minimum <= 0):
+                        dropped[dataset_type] = dropped.get(dataset_type, 0) + 1
+                        ok = False
+                        break
+                    found = []
+                inputs[name] = found
             if not ok:
                 continue
-            for c in t.prerequisites():
+            for c in prerequisites:
                 shared = tuple(d for d in self.universe.expanded(c.dimensions) if d in Eset)
                 if c.calibration:
                     node, problem = self._calib_find(c, shared, calib[c.name], row, t.label)
