@@ -35,6 +35,14 @@ from pathlib import Path
 from openastro_parsl.pipeline.connections import Connections, Input, Output
 from openastro_parsl.pipeline.task import PipelineTask
 
+# StampTask is imported by its path ``benchmarks.fast_start`` in the submit process and in Parsl's workers: they
+# find it through PYTHONPATH (inherited), whatever directory the benchmark was started from.
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, os.environ.get("PYTHONPATH")) if p)
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
 EXPOSURE = ("instrument", "exposure")
 PIPELINE = """
 description: one quantum that writes when it started (benchmarks/fast_start.py)
