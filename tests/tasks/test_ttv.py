@@ -149,11 +149,34 @@ def test_prior_transforms():
     assert np.mean(e) == pytest.approx(0.05 * np.sqrt(np.pi / 2), rel=0.02)
     with pytest.raises(ValueError, match="log-uniform"):
         Prior("m", 0.0, 1.0, "log")
-    with pytest.raises(ValueError, match="Rayleigh"):
+    with pytest.raises(ValueError, match="rayleigh prior needs a positive scale"):
         Prior("e", 0.0, 0.5, "rayleigh")
     # The demo pair (period ratio 2.03) is ~7 mutual Hill radii apart; a 1.05 ratio is not stable.
     assert tm.hill_separation(1.0, 5.7e-4, 2.8, 0.0, 2e-4, 5.684, 0.0) == pytest.approx(7.2, abs=0.3)
     assert tm.hill_separation(1.0, 5.7e-4, 2.8, 0.0, 2e-4, 2.94, 0.0) < 2 * np.sqrt(3)
+
+
+def test_sqrt_e_normal_and_normal_mass_priors_match_their_definitions():
+    """sqrt_e_normal is ttvnest's (sqrt(e) cos w, sqrt(e) sin w) ~ N(0, s) each, cut at e_max: compared with
+    direct draws of that pair. A normal mass prior is truncated to its bounds."""
+    rng = np.random.default_rng(1)
+    s = np.sqrt(0.15)
+    pair = (rng.normal(0.0, s, (2, 200000)) ** 2).sum(axis=0)
+    direct = pair[pair <= 0.5]
+    prior = Prior("e", 0.0, 0.5, "sqrt_e_normal", scale=s)
+    e = np.array([prior.transform(x) for x in rng.random(20000)])
+    assert e.max() <= 0.5 and prior.transform(1.0) == pytest.approx(0.5)
+    for q in (10, 50, 90):
+        assert np.percentile(e, q) == pytest.approx(np.percentile(direct, q), rel=0.04, abs=2e-3)
+    m = Prior("m", 1.0, 200.0, "normal", scale=3.0, mean=17.0)
+    assert m.transform(0.5) == pytest.approx(17.0, abs=1e-6)
+    assert m.transform(0.841344746) == pytest.approx(20.0, rel=1e-4)
+    assert Prior("m", 15.0, 200.0, "normal", scale=3.0, mean=17.0).transform(0.0) == pytest.approx(15.0)
+    assert m.describe() == {"kind": "normal", "lo": 1.0, "hi": 200.0, "unit": "", "scale": 3.0, "mean": 17.0}
+    with pytest.raises(ValueError, match="mass_normal"):
+        TtvFitConfig(planet_defaults={"mass_prior": "normal"})
+    with pytest.raises(ValueError, match="sigma > 0"):
+        TtvFitConfig(planet_defaults={"mass_prior": "normal", "mass_normal": [17.0, 0.0]})
 
 
 def test_config_priors_per_planet(times):
@@ -167,6 +190,11 @@ def test_config_priors_per_planet(times):
     assert got["OA-T1:period"].lo == pytest.approx(data.period * 0.99)
     assert (got["x:period"].lo, got["x:period"].hi) == (5.0, 6.0) and got["x:mean_longitude"].periodic
     assert got["x:eccentricity"].kind == "rayleigh" and got["x:omega"].periodic
+    ref = TtvFitConfig(planets={"OA-T1": {"mass_prior": "normal", "mass_normal": [17.0, 3.0],
+                                          "eccentricity_prior": "sqrt_e_normal", "eccentricity_scale": 0.39}})
+    got = {p.name: p for p in build_model(ref, [data], 1.0).priors}
+    assert (got["OA-T1:mass"].kind, got["OA-T1:mass"].mean, got["OA-T1:mass"].scale) == ("normal", 17.0, 3.0)
+    assert (got["OA-T1:eccentricity"].kind, got["OA-T1:eccentricity"].scale) == ("sqrt_e_normal", 0.39)
     auto = {p.name: p for p in build_model(TtvFitConfig(planet_defaults={"mass_earth": [1, 10]}), [data], 1.0).priors}
     # a lone transiting planet gets one perturber; a partial planet_defaults keeps the other defaults
     assert auto["perturber:period"].lo == pytest.approx(1.3 * data.period) and auto["perturber:mass"].hi == 10.0

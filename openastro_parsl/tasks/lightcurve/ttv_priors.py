@@ -5,7 +5,11 @@ period (days, osculating at the integration start), a phase (``t0``, the time of
 transiting planet; ``mean_longitude`` at the integration start for a perturber), eccentricity and argument of
 pericentre ``omega``. The sampler works in (e, omega) with omega periodic; e cos omega and e sin omega are
 reported beside them. Eccentricity priors: ``rayleigh`` (scale ``eccentricity_scale``, truncated at
-``eccentricity_max``), ``sqrt_uniform`` (sqrt(e) uniform on [0, sqrt(e_max)]) or ``uniform``.
+``eccentricity_max``), ``sqrt_uniform`` (sqrt(e) uniform on [0, sqrt(e_max)]), ``uniform``, or
+``sqrt_e_normal``: sqrt(e) cos omega and sqrt(e) sin omega each normal(0, ``eccentricity_scale``), the
+parametrisation of ttvnest (Agarwal et al.), which with omega uniform is p(e) ~ exp(-e / (2 scale^2)), truncated
+at ``eccentricity_max``. Mass priors: log-uniform, uniform, or ``normal`` (``mass_normal`` = [mean, sigma] in
+Earth masses, truncated to ``mass_earth``) for a mass measured elsewhere, e.g. by radial velocities.
 """
 
 from __future__ import annotations
@@ -14,25 +18,27 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 M_EARTH_MSUN = 3.003489596e-6  # IAU 2015 nominal GM_earth / GM_sun
-KINDS = ("uniform", "log", "rayleigh", "sqrt_uniform")
+KINDS = ("uniform", "log", "rayleigh", "sqrt_uniform", "sqrt_e_normal", "normal")
 BODY_PARAMETERS = ("mass", "period", "phase", "eccentricity", "omega")
 UNITS = {"mass": "M_earth", "period": "d", "t0": "d", "mean_longitude": "deg", "eccentricity": "", "omega": "deg"}
 
 
 @dataclass(frozen=True)
 class Prior:
-    """A one-dimensional prior on [lo, hi] (lo == hi: held fixed); ``scale`` is the Rayleigh sigma."""
+    """A one-dimensional prior on [lo, hi] (lo == hi: held fixed); ``scale`` is the Rayleigh, sqrt_e_normal or
+    normal sigma, ``mean`` the normal's mean (normal priors are truncated to [lo, hi])."""
 
     name: str
     lo: float
     hi: float
-    kind: str = "uniform"  # uniform | log | rayleigh | sqrt_uniform
+    kind: str = "uniform"  # one of KINDS
     periodic: bool = False
     scale: float = 0.0
     unit: str = ""
+    mean: float = 0.0
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -41,8 +47,8 @@ class Prior:
             raise ValueError(f"prior {self.name}: upper bound {self.hi} below lower bound {self.lo}")
         if self.kind == "log" and self.lo <= 0:
             raise ValueError(f"prior {self.name}: log-uniform needs positive bounds, got [{self.lo}, {self.hi}]")
-        if self.kind == "rayleigh" and not self.scale > 0:
-            raise ValueError(f"prior {self.name}: a Rayleigh prior needs a positive scale")
+        if self.kind in ("rayleigh", "sqrt_e_normal", "normal") and not self.scale > 0:
+            raise ValueError(f"prior {self.name}: a {self.kind} prior needs a positive scale")
 
     @property
     def fixed(self) -> bool:
@@ -57,12 +63,22 @@ class Prior:
         if self.kind == "rayleigh":
             c_lo, c_hi = (1 - np.exp(-0.5 * (b / self.scale) ** 2) for b in (self.lo, self.hi))
             return float(self.scale * np.sqrt(-2 * np.log1p(-(c_lo + u * (c_hi - c_lo)))))
+        if self.kind == "sqrt_e_normal":  # exponential in e with mean 2 scale^2
+            c_lo, c_hi = (-np.expm1(-b / (2 * self.scale**2)) for b in (self.lo, self.hi))
+            return float(-2 * self.scale**2 * np.log1p(-(c_lo + u * (c_hi - c_lo))))
+        if self.kind == "normal":
+            from scipy.special import ndtr, ndtri  # here: planning imports this module; scipy costs it time
+
+            c_lo, c_hi = (ndtr((b - self.mean) / self.scale) for b in (self.lo, self.hi))
+            return float(np.clip(self.mean + self.scale * ndtri(c_lo + u * (c_hi - c_lo)), self.lo, self.hi))
         return float(self.lo + u * (self.hi - self.lo))
 
     def describe(self) -> dict:
         out = {"kind": "fixed" if self.fixed else self.kind, "lo": self.lo, "hi": self.hi, "unit": self.unit}
-        if self.kind == "rayleigh":
+        if self.kind in ("rayleigh", "sqrt_e_normal", "normal"):
             out["scale"] = self.scale
+        if self.kind == "normal":
+            out["mean"] = self.mean
         return out
 
 
@@ -83,7 +99,9 @@ class BodyPriors(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     mass_earth: list[float] | None = Field(None, description="Mass prior [lo, hi] in Earth masses.")
-    mass_prior: Literal["uniform", "log"] | None = Field(None, description="uniform or log(-uniform) in mass.")
+    mass_prior: Literal["uniform", "log", "normal"] | None = Field(
+        None, description="uniform, log(-uniform) or normal (mass_normal, truncated to mass_earth) in mass.")
+    mass_normal: list[float] | None = Field(None, description="normal mass prior: [mean, sigma] in Earth masses.")
     period: list[float] | None = Field(None, description="Period window [lo, hi] (days).")
     period_ratio: list[float] | None = Field(None, description="Perturbers: period window as multiples of the "
                                              "shortest transiting planet's period (when period is not set).")
@@ -91,8 +109,9 @@ class BodyPriors(BaseModel):
                                         "window as a fraction of the linear-ephemeris period.")
     t0_window_days: float | None = Field(None, gt=0, description="Transiting planets: half-width (days) of the "
                                          "reference transit time window around the linear ephemeris.")
-    eccentricity_prior: Literal["rayleigh", "sqrt_uniform", "uniform"] | None = None
-    eccentricity_scale: float | None = Field(None, gt=0, description="Rayleigh sigma.")
+    eccentricity_prior: Literal["rayleigh", "sqrt_uniform", "uniform", "sqrt_e_normal"] | None = None
+    eccentricity_scale: float | None = Field(None, gt=0, description="Rayleigh sigma of e, or sqrt_e_normal "
+                                             "sigma of sqrt(e) cos omega and sqrt(e) sin omega.")
     eccentricity_max: float | None = Field(None, ge=0, lt=1, description="Upper eccentricity bound; 0 fixes a "
                                            "circular orbit.")
     inclination_deg: float | None = Field(None, gt=0, le=180, description="Orbital inclination (held fixed; "
@@ -102,6 +121,19 @@ class BodyPriors(BaseModel):
     @classmethod
     def _positive(cls, v, info):
         return _pair(v, info.field_name, positive=True)
+
+    @field_validator("mass_normal")
+    @classmethod
+    def _mean_sigma(cls, v):
+        if v is not None and (len(v) != 2 or not float(v[1]) > 0):
+            raise ValueError(f"mass_normal: expected [mean, sigma] with sigma > 0, got {v}")
+        return v if v is None else [float(v[0]), float(v[1])]
+
+    @model_validator(mode="after")
+    def _normal_needs_mass_normal(self):
+        if self.mass_prior == "normal" and self.mass_normal is None:
+            raise ValueError("mass_prior normal needs mass_normal: [mean, sigma] (Earth masses)")
+        return self
 
     def merged(self, defaults: "BodyPriors") -> "BodyPriors":
         """These priors with unset fields taken from ``defaults``."""
@@ -124,7 +156,8 @@ def body_priors(name: str, p: BodyPriors, *, transiting: bool, period: float | N
                 t0: float | None = None, shortest_period: float | None = None) -> list[Prior]:
     """The five priors of one body (names ``{name}:{parameter}``) from its merged configuration."""
     mass = p.mass_earth or [0.1, 1000.0]
-    out = [Prior(f"{name}:mass", mass[0], mass[1], p.mass_prior or "log", unit="M_earth")]
+    mean, sigma = p.mass_normal if p.mass_prior == "normal" and p.mass_normal else (0.0, 0.0)
+    out = [Prior(f"{name}:mass", mass[0], mass[1], p.mass_prior or "log", scale=sigma, unit="M_earth", mean=mean)]
     if p.period is not None:
         lo, hi = p.period
     elif transiting:
