@@ -384,6 +384,16 @@ class Registry:
         return SCHEMA_VERSION
 
     @contextmanager
+    def _within(self, conn: Connection | None) -> Iterator[Connection]:
+        """The caller's transaction behind a savepoint (a refused insert leaves it usable), else a new one."""
+        if conn is not None:
+            with _savepoint(conn):
+                yield conn
+        else:
+            with self.transaction() as c:
+                yield c
+
+    @contextmanager
     def transaction(self) -> Iterator[Connection]:
         """One transaction, rolled back on any exception.
 
@@ -629,12 +639,8 @@ class Registry:
                 name=dataset_type.name, dimensions=",".join(dims), storage_class=dataset_type.storage_class))
 
         try:
-            if conn is not None:
-                with _savepoint(conn):
-                    _do(conn)
-            else:
-                with self.transaction() as c:
-                    _do(c)
+            with self._within(conn) as c:
+                _do(c)
         except IntegrityError:  # another process registered it meanwhile: compare with theirs
             self._dataset_types.pop(dataset_type.name, None)
             return self.register_dataset_type(dataset_type, conn)
@@ -721,12 +727,8 @@ class Registry:
             self._collections[name] = (key[0], type)
 
         try:
-            if conn is not None:
-                with _savepoint(conn):
-                    _do(conn)
-            else:
-                with self.transaction() as c:
-                    _do(c)
+            with self._within(conn) as c:
+                _do(c)
         except IntegrityError:  # another process made it meanwhile: same type is fine, as above
             self._collections.pop(name, None)
             return self.register_collection(name, type, doc, conn)
