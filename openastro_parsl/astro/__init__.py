@@ -8,6 +8,7 @@ the simulator) builds on.
 ``astro.ephemeris``    linear ephemeris fits (t = t0 + P E)
 ``astro.jsonable``     numpy -> JSON-native values for StructuredData outputs
 ``astro.refcat``       reference catalogues: local files, Gaia DR3 through astroquery, a SQLite cone cache
+``astro.cone_cache``   what the archive caches share: sky cones, the SQLite file, when to ask the archive
 ``astro.observation``  exposure metadata (times, site, detector) from a raw header via the ingest translators
 ``astro.mpcorb``       MPC orbit files (MPCORB format): read with file:line errors, write
 ``astro.orbits``       two-body propagation of osculating elements to apparent topocentric positions

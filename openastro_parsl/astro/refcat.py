@@ -4,7 +4,7 @@ cached by sky region in SQLite.
 Everything runs offline from a local catalogue; Gaia is optional. A cone fetched once is kept in the cache, and
 any later cone inside it (same catalogue, no fainter limit) is answered from the cache without touching the
 network. An uncached cone with the archive unreachable raises ``RefcatUnavailable`` naming the cone and the
-cache, never a bare socket error.
+cache, never a bare socket error (``cone_cache.through_cache``: the rule the archive-answer cache follows too).
 
 Catalogue columns (``docs/datasets.md``): ``id, ra, dec, g, r, g_err, r_err`` (deg, mag). Gaia rows carry SDSS
 g and r from DR3's synthetic photometry (``gaiadr3.synthetic_photometry_gspc``, the XP spectra integrated over
@@ -19,6 +19,7 @@ import os
 import sqlite3
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -26,11 +27,12 @@ import numpy as np
 from astropy.table import Table
 
 from ..errors import OpenAstroError
+from .cone_cache import Region, SqliteCache, is_network_error, through_cache
 from .match import angular_separation
 
 __all__ = ["GAIA_ADQL", "GAIA_EPOCH", "REFCAT_COLUMNS", "Region", "RefcatCache", "RefcatError", "RefcatUnavailable",
-           "angular_separation", "cone", "gaia_dr3_fetch", "gaia_to_refcat", "propagate", "query_refcat",
-           "read_refcat", "validate_refcat"]
+           "angular_separation", "cone", "gaia_dr3_fetch", "gaia_to_refcat", "is_network_error", "propagate",
+           "query_refcat", "read_refcat", "validate_refcat"]
 
 REFCAT_COLUMNS = ("id", "ra", "dec", "g", "r", "g_err", "r_err")
 _EXTRA = ("pmra", "pmdec", "sel_mag")
@@ -122,19 +124,6 @@ def propagate(table: Table, epoch: float, ref_epoch: float = GAIA_EPOCH) -> Tabl
 # Region cache
 
 
-@dataclass(frozen=True)
-class Region:
-    """A cone on the sky, degrees."""
-
-    ra: float
-    dec: float
-    radius: float
-
-    def contains(self, other: "Region", tol: float = 1e-9) -> bool:
-        """True when ``other`` lies entirely inside this cone."""
-        return float(angular_separation(self.ra, self.dec, other.ra, other.dec)) + other.radius <= self.radius + tol
-
-
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS regions (
     region_id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -151,35 +140,23 @@ CREATE INDEX IF NOT EXISTS stars_region ON stars(region_id);
 _STAR_COLUMNS = REFCAT_COLUMNS + _EXTRA + ("variable",)
 
 
-def default_cache_path() -> Path:
-    """``$OPENASTRO_REFCAT_CACHE``, else ``~/.cache/openastro_parsl/refcat.sqlite``."""
-    env = os.environ.get("OPENASTRO_REFCAT_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "openastro_parsl" / "refcat.sqlite"
-
-
-class RefcatCache:
+class RefcatCache(SqliteCache):
     """Catalogue cones in one SQLite file: each fetched region with its rows, found again by containment."""
 
-    def __init__(self, path: str | Path | None = None):
-        self.path = Path(path) if path is not None else default_cache_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as con:
-            con.executescript(_SCHEMA)
-            have = {row[1] for row in con.execute("PRAGMA table_info(stars)")}
-            if "variable" not in have:  # a cache written before the flag was kept
-                con.execute("ALTER TABLE stars ADD COLUMN variable REAL")
+    SCHEMA = _SCHEMA
+    ENV, FILE = "OPENASTRO_REFCAT_CACHE", "refcat.sqlite"
 
-    def _connect(self) -> sqlite3.Connection:
-        con = sqlite3.connect(self.path, timeout=30.0)
-        con.execute("PRAGMA foreign_keys = ON")
-        return con
+    def _upgrade(self, con: sqlite3.Connection) -> None:
+        have = {row[1] for row in con.execute("PRAGMA table_info(stars)")}
+        if "variable" not in have:  # a cache written before the flag was kept
+            con.execute("ALTER TABLE stars ADD COLUMN variable REAL")
 
     def regions(self, catalogue: str | None = None) -> list[dict]:
         sql = "SELECT region_id, catalogue, ra, dec, radius, mag_limit, n_rows, fetched_at FROM regions"
         args: tuple = ()
         if catalogue is not None:
             sql, args = sql + " WHERE catalogue = ?", (catalogue,)
-        with self._connect() as con:
+        with self.connect() as con:
             rows = con.execute(sql + " ORDER BY region_id", args).fetchall()
         keys = ("region_id", "catalogue", "ra", "dec", "radius", "mag_limit", "n_rows", "fetched_at")
         return [dict(zip(keys, r, strict=True)) for r in rows]
@@ -197,7 +174,7 @@ class RefcatCache:
         """Store a fetched cone (one transaction: a killed process leaves no half region)."""
         table = validate_refcat(table, f"{catalogue} cone ({region.ra:.5f}, {region.dec:.5f})")
         cols = [np.asarray(table[c]) if c in table.colnames else np.full(len(table), np.nan) for c in _STAR_COLUMNS]
-        with self._connect() as con:
+        with self.connect() as con:
             cur = con.execute("INSERT INTO regions (catalogue, ra, dec, radius, mag_limit, n_rows, fetched_at) "
                               "VALUES (?, ?, ?, ?, ?, ?, ?)", (catalogue, float(region.ra), float(region.dec),
                                                                float(region.radius), float(mag_limit), len(table),
@@ -211,7 +188,7 @@ class RefcatCache:
 
     def get(self, region_id: int, region: Region | None = None, mag_limit: float | None = None) -> Table:
         """The rows of a cached region, cut to ``region`` and to ``sel_mag <= mag_limit`` when given."""
-        with self._connect() as con:
+        with self.connect() as con:
             rows = con.execute(f"SELECT {', '.join(_STAR_COLUMNS)} FROM stars WHERE region_id = ? ORDER BY rowid",
                                (region_id,)).fetchall()
         data = np.array(rows, dtype=object).reshape(-1, len(_STAR_COLUMNS))
@@ -225,20 +202,6 @@ class RefcatCache:
             sel = np.asarray(table["sel_mag"], float)
             table = table[~(sel > mag_limit)]  # rows without a selection magnitude are kept
         return table
-
-
-def is_network_error(exc: BaseException) -> bool:
-    """Whether ``exc`` means the archive could not be reached (as opposed to a bad query or bad data)."""
-    try:
-        import requests
-
-        if isinstance(exc, requests.exceptions.RequestException):
-            return True
-    except ImportError:  # pragma: no cover - requests comes with astroquery
-        pass
-    from http.client import HTTPException
-
-    return isinstance(exc, (OSError, ConnectionError, TimeoutError, HTTPException))
 
 
 Fetch = Callable[[float, float, float, float], Table]
@@ -259,40 +222,24 @@ def query_refcat(ra: float, dec: float, radius_deg: float, *, cache: RefcatCache
     cache = cache if isinstance(cache, RefcatCache) else RefcatCache(cache)
     region = Region(float(ra) % 360.0, float(dec), float(radius_deg))
     hit = cache.find(catalogue, region, mag_limit)
-
-    def from_cache(source: str, reason: str = "") -> Table:
-        assert hit is not None
-        table = cache.get(hit, region, mag_limit)
-        table.meta.update({"refcat_source": source, "refcat_cache": str(cache.path)})
-        if reason:
-            table.meta["refcat_offline_reason"] = reason
-        return table
-
-    if hit is not None and (offline or not refresh):
-        return from_cache("offline-cache" if offline else "cache", "--offline" if offline else "")
-    what = f"{catalogue} cone ra={region.ra:.5f} dec={region.dec:.5f} r={region.radius:.4f} deg (G < {mag_limit})"
-    if offline:
-        raise RefcatUnavailable(f"{what} is not in the cache {cache.path} and fetching is off; use a local "
-                                f"reference catalogue or fetch it once with a network")
     if fetch is None:
-        server = gaia_server()
-
         def fetch(ra_: float, dec_: float, r_: float, m_: float) -> Table:
-            return gaia_dr3_fetch(ra_, dec_, r_, m_, server=server)
-    try:
-        table = fetch(region.ra, region.dec, region.radius, mag_limit)
-    except Exception as exc:
-        if is_network_error(exc):
-            reason = f"archive unreachable ({type(exc).__name__}: {str(exc)[:200]})"
-            if hit is not None:
-                return from_cache("offline-cache", reason)
-            raise RefcatUnavailable(f"{what} is not in the cache {cache.path} and the {reason}; use a local "
-                                    f"reference catalogue or fetch it once with a network") from None
-        raise
-    rid = cache.put(catalogue, region, mag_limit, table)
-    out = cache.get(rid, region, mag_limit)
-    out.meta.update({"refcat_source": "archive", "refcat_cache": str(cache.path)})
-    return out
+            return gaia_dr3_fetch(ra_, dec_, r_, m_, server=gaia_server())
+
+    def store(table: Table) -> Table:
+        return cache.get(cache.put(catalogue, region, mag_limit, table), region, mag_limit)
+
+    got = through_cache(None if hit is None else partial(cache.get, hit, region, mag_limit),
+                        partial(fetch, region.ra, region.dec, region.radius, mag_limit), store,
+                        what=f"{catalogue} cone ra={region.ra:.5f} dec={region.dec:.5f} r={region.radius:.4f} deg "
+                             f"(G < {mag_limit})", cache_path=cache.path, offline=offline, refresh=refresh,
+                        unavailable=RefcatUnavailable,
+                        advice="use a local reference catalogue or fetch it once with a network")
+    table = got.body
+    table.meta.update({"refcat_source": got.source, "refcat_cache": str(cache.path)})
+    if got.reason:
+        table.meta["refcat_offline_reason"] = got.reason
+    return table
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -11,16 +11,28 @@ import numpy as np
 
 from ..butler import Butler
 from .butler import main
-from .common import console, user_errors
+from .common import console, fetch_options, print_registered, register_options, user_errors
+
+ARCHIVE_CACHE_HELP = ("Archive cache (SQLite); default $OPENASTRO_ARCHIVE_CACHE or "
+                      "~/.cache/openastro_parsl/archive.sqlite.")
+REFRESH_HELP = "Ask the archives again even for cached answers."
+_orbit_options = register_options("orbits", "Replace the orbit file already in --run.")
+_known_source_options = register_options("knownsources", "Replace the field's known sources already in --run.")
+
+
+def _register_known_sources(butler: Butler, table, field_name: str, run: str, chain: str, replace: bool) -> None:
+    from ..ingest.known_sources import register_known_sources
+
+    done = register_known_sources(butler, table, field_name, run=run, replace=replace, chain=chain or None)
+    kinds = ", ".join(f"{int(np.sum(table['kind'] == k))} {k}" for k in sorted(set(table["kind"])))
+    print_registered(butler, done, f"knownSources {{field={field_name}}}: {done.n_rows} sources ({kinds})", run,
+                     chain)
 
 
 @main.command("ingest-orbits")
 @click.argument("repo", type=click.Path())
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--run", default="orbits", show_default=True, help="RUN collection to register into.")
-@click.option("--chain", default="defaults", show_default=True,
-              help="CHAINED collection made to search --run (new: raw/all then --run); '' for none.")
-@click.option("--replace", is_flag=True, help="Replace the orbit file already in --run.")
+@_orbit_options
 @user_errors
 def ingest_orbits_cmd(repo: str, file: str, run: str, chain: str, replace: bool) -> None:
     """Register a minor-planet orbit FILE in MPCORB format (.gz read directly) as the repository's `mpcorb`."""
@@ -31,39 +43,27 @@ def ingest_orbits_cmd(repo: str, file: str, run: str, chain: str, replace: bool)
     table = read_mpcorb(file)  # every line checked before anything is written
     done = register_orbits(butler, table, run=run, replace=replace, chain=chain or None)
     epochs = sorted(set(float(e) for e in table["epoch_mjd"]))
-    what = "replaced" if done.replaced else "registered"
-    console.print(f"mpcorb: {done.n_rows} orbits {what} in run {run} ({butler.path(done.ref)}); epochs MJD "
-                  f"{epochs[0]:.1f}" + (f"-{epochs[-1]:.1f}" if len(epochs) > 1 else "") + " (TT)")
-    if done.chain is not None:
-        console.print(f"chain {chain}: {', '.join(done.chain)}  (plan with -i {chain})")
+    print_registered(butler, done, f"mpcorb: {done.n_rows} orbits", run, chain, f"; epochs MJD {epochs[0]:.1f}"
+                     + (f"-{epochs[-1]:.1f}" if len(epochs) > 1 else "") + " (TT)")
 
 
 @main.command("ingest-known-sources")
 @click.argument("repo", type=click.Path())
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--field", "field_name", required=True, help="The field the sources are for.")
-@click.option("--run", default="knownsources", show_default=True, help="RUN collection to register into.")
-@click.option("--chain", default="defaults", show_default=True,
-              help="CHAINED collection made to search --run (new: raw/all then --run); '' for none.")
-@click.option("--replace", is_flag=True, help="Replace the field's known sources already in --run.")
+@_known_source_options
 @user_errors
 def ingest_known_sources_cmd(repo: str, file: str, field_name: str, run: str, chain: str, replace: bool) -> None:
     """Register a FILE of catalogued sources (name, ra, dec, kind [, radius_arcsec]) for a field's alerts.
 
     Galaxies flag candidates on them as host_galaxy; variables and quasars keep candidates from alerting.
     """
-    from ..ingest.known_sources import read_known_sources, register_known_sources
+    from ..ingest.known_sources import read_known_sources
     from ..ingest.refcats import field_record
 
     butler = Butler(repo)
     field_record(butler, field_name)
-    table = read_known_sources(file)
-    done = register_known_sources(butler, table, field_name, run=run, replace=replace, chain=chain or None)
-    kinds = ", ".join(f"{int(np.sum(table['kind'] == k))} {k}" for k in sorted(set(table["kind"])))
-    console.print(f"knownSources {{field={field_name}}}: {done.n_rows} sources ({kinds}) "
-                  f"{'replaced' if done.replaced else 'registered'} in run {run} ({butler.path(done.ref)})")
-    if done.chain is not None:
-        console.print(f"chain {chain}: {', '.join(done.chain)}  (plan with -i {chain})")
+    _register_known_sources(butler, read_known_sources(file), field_name, run, chain, replace)
 
 
 @main.command("fetch-orbits")
@@ -74,16 +74,10 @@ def ingest_known_sources_cmd(repo: str, file: str, field_name: str, run: str, ch
               help="Date (ISO UTC or MJD) to search the field at, instead of its exposures' nights; repeatable.")
 @click.option("--radius", type=float, default=0.5, show_default=True, help="Cone radius around the field (deg).")
 @click.option("--location", default="500", show_default=True, help="Observatory code for SkyBoT (500: geocentre).")
-@click.option("--cache", type=click.Path(dir_okay=False),
-              help="Archive cache (SQLite); default $OPENASTRO_ARCHIVE_CACHE or ~/.cache/openastro_parsl/archive.sqlite.")
-@click.option("--offline", is_flag=True, help="Never touch the network: answer from the cache.")
-@click.option("--refresh", is_flag=True, help="Ask the archives again even for cached answers.")
+@fetch_options(ARCHIVE_CACHE_HELP, REFRESH_HELP)
 @click.option("--output", type=click.Path(dir_okay=False),
               help="MPCORB file to write (default: mpcorb/<fields>.dat beside the cache).")
-@click.option("--run", default="orbits", show_default=True, help="RUN collection to register into.")
-@click.option("--chain", default="defaults", show_default=True,
-              help="CHAINED collection made to search --run (new: raw/all then --run); '' for none.")
-@click.option("--replace", is_flag=True, help="Replace the orbit file already in --run.")
+@_orbit_options
 @user_errors
 def fetch_orbits_cmd(repo, fields, designations, epochs, radius, location, cache, offline, refresh, output, run,
                      chain, replace) -> None:
@@ -111,10 +105,7 @@ def fetch_orbits_cmd(repo, fields, designations, epochs, radius, location, cache
     path.write_text("\n".join(got.lines) + "\n")
     table = read_mpcorb(path)  # the file as ingest-orbits reads it
     done = register_orbits(butler, table, run=run, replace=replace, chain=chain or None)
-    console.print(f"mpcorb: {done.n_rows} orbits ({path}) {'replaced' if done.replaced else 'registered'} in run "
-                  f"{run} ({butler.path(done.ref)})")
-    if done.chain is not None:
-        console.print(f"chain {chain}: {', '.join(done.chain)}  (plan with -i {chain})")
+    print_registered(butler, done, f"mpcorb: {done.n_rows} orbits ({path})", run, chain)
 
 
 @main.command("fetch-known-sources")
@@ -125,14 +116,8 @@ def fetch_orbits_cmd(repo, fields, designations, epochs, radius, location, cache
 @click.option("--radius", type=float, default=0.5, show_default=True, help="Cone radius around the field (deg).")
 @click.option("--galaxy-radius", type=float, default=10.0, show_default=True,
               help="Radius (arcsec) of a galaxy the catalogue gives no size for.")
-@click.option("--cache", type=click.Path(dir_okay=False),
-              help="Archive cache (SQLite); default $OPENASTRO_ARCHIVE_CACHE or ~/.cache/openastro_parsl/archive.sqlite.")
-@click.option("--offline", is_flag=True, help="Never touch the network: answer from the cache.")
-@click.option("--refresh", is_flag=True, help="Ask the archive again even for a cached cone.")
-@click.option("--run", default="knownsources", show_default=True, help="RUN collection to register into.")
-@click.option("--chain", default="defaults", show_default=True,
-              help="CHAINED collection made to search --run (new: raw/all then --run); '' for none.")
-@click.option("--replace", is_flag=True, help="Replace the field's known sources already in --run.")
+@fetch_options(ARCHIVE_CACHE_HELP, REFRESH_HELP)
+@_known_source_options
 @user_errors
 def fetch_known_sources_cmd(repo, field_name, catalogs, radius, galaxy_radius, cache, offline, refresh, run, chain,
                             replace) -> None:
@@ -142,17 +127,10 @@ def fetch_known_sources_cmd(repo, field_name, catalogs, radius, galaxy_radius, c
     ingest-known-sources registers a file. Offline (--offline, or the archive unreachable) it answers from the cache.
     """
     from ..ingest.catalog_fetch import fetch_known_sources
-    from ..ingest.known_sources import register_known_sources
 
     butler = Butler(repo)
     got = fetch_known_sources(butler, field_name, tuple(catalogs), radius_deg=radius,
                               galaxy_radius_arcsec=galaxy_radius, cache=cache, offline=offline, refresh=refresh)
     for note in got.notes:
         console.print(note)
-    table = got.table
-    done = register_known_sources(butler, table, field_name, run=run, replace=replace, chain=chain or None)
-    kinds = ", ".join(f"{int(np.sum(table['kind'] == k))} {k}" for k in sorted(set(table["kind"])))
-    console.print(f"knownSources {{field={field_name}}}: {done.n_rows} sources ({kinds}) "
-                  f"{'replaced' if done.replaced else 'registered'} in run {run} ({butler.path(done.ref)})")
-    if done.chain is not None:
-        console.print(f"chain {chain}: {', '.join(done.chain)}  (plan with -i {chain})")
+    _register_known_sources(butler, got.table, field_name, run, chain, replace)

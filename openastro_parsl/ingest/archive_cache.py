@@ -1,25 +1,23 @@
 """Answers of online archives (SkyBoT cones, MPC orbits, SIMBAD / NED cones) kept in one local SQLite file, so a
 fetch command run once on a login node can be re-run offline, and a cluster never needs the network.
 
-The same rules as the Gaia cone cache (``astro/refcat.py``): a cached answer is used unless ``refresh``;
-``offline`` never touches the network; an unreachable archive falls back to the cache; an uncached answer with
-no network raises ``ArchiveUnavailable`` naming what was asked and the cache, never a bare socket error. A cone
-asked again inside a cached one (same service, same epoch) is answered from it. Answers are stored as JSON.
+The Gaia cone cache's rules (``astro/cone_cache.py``, ``through_cache``, which both use): a cached answer
+is used unless ``refresh``; ``offline`` never touches the network; an unreachable archive falls back to the
+cache; an uncached answer with no network raises ``ArchiveUnavailable`` naming what was asked and the cache,
+never a bare socket error. A cone asked again inside a cached one (same service, same epoch) is answered from
+it. Answers are stored as JSON.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import sqlite3
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
-from ..astro.refcat import RefcatError, Region, is_network_error
+from ..astro.cone_cache import Answer, Region, SqliteCache, through_cache
+from ..astro.refcat import RefcatError
 
-__all__ = ["Answer", "ArchiveCache", "ArchiveUnavailable", "cached_answer", "default_archive_cache"]
+__all__ = ["Answer", "ArchiveCache", "ArchiveUnavailable", "cached_answer"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS answers (
@@ -37,32 +35,20 @@ class ArchiveUnavailable(RefcatError):
     """The answer is not cached and the archive cannot be reached (or fetching is off)."""
 
 
-def default_archive_cache() -> Path:
-    """``$OPENASTRO_ARCHIVE_CACHE``, else ``~/.cache/openastro_parsl/archive.sqlite`` (beside the refcat cache)."""
-    env = os.environ.get("OPENASTRO_ARCHIVE_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "openastro_parsl" / "archive.sqlite"
-
-
-class ArchiveCache:
+class ArchiveCache(SqliteCache):
     """One row per answer: the service, its key (the query, normalised), the cone it covers if any, the JSON."""
 
-    def __init__(self, path: str | Path | None = None):
-        self.path = Path(path) if path is not None else default_archive_cache()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as con:
-            con.executescript(_SCHEMA)
-
-    def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=30.0)
+    SCHEMA = _SCHEMA
+    ENV, FILE = "OPENASTRO_ARCHIVE_CACHE", "archive.sqlite"  # beside the refcat cache
 
     def get(self, service: str, key: str) -> Any | None:
-        with self._connect() as con:
+        with self.connect() as con:
             row = con.execute("SELECT body FROM answers WHERE service = ? AND key = ?", (service, key)).fetchone()
         return None if row is None else json.loads(row[0])
 
     def find_cone(self, service: str, region: Region, epoch_jd: float | None = None) -> Any | None:
         """The answer of the smallest cached cone of ``service`` containing ``region`` (at ``epoch_jd``)."""
-        with self._connect() as con:
+        with self.connect() as con:
             rows = con.execute("SELECT ra, dec, radius, epoch_jd, body FROM answers WHERE service = ? AND radius IS "
                                "NOT NULL ORDER BY radius", (service,)).fetchall()
         for ra, dec, radius, epoch, body in rows:
@@ -76,20 +62,11 @@ class ArchiveCache:
             epoch_jd: float | None = None) -> None:
         """Store (or replace) one answer in one transaction."""
         text = json.dumps(body)
-        with self._connect() as con:
+        with self.connect() as con:
             con.execute("INSERT OR REPLACE INTO answers (service, key, ra, dec, radius, epoch_jd, fetched_at, body) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         (service, key, None if region is None else region.ra, None if region is None else region.dec,
                          None if region is None else region.radius, epoch_jd, time.time(), text))
-
-
-@dataclass
-class Answer:
-    """An archive's answer and where it came from: ``archive``, ``cache`` or ``offline-cache`` (with why)."""
-
-    body: Any
-    source: str
-    reason: str = ""
 
 
 def cached_answer(cache: ArchiveCache, service: str, key: str, fetch: Callable[[], Any], *, what: str,
@@ -99,20 +76,11 @@ def cached_answer(cache: ArchiveCache, service: str, key: str, fetch: Callable[[
     hit = cache.get(service, key)
     if hit is None and region is not None:
         hit = cache.find_cone(service, region, epoch_jd)
-    if hit is not None and (offline or not refresh):
-        return Answer(hit, "offline-cache" if offline else "cache", "--offline" if offline else "")
-    if offline:
-        raise ArchiveUnavailable(f"{what} is not in the cache {cache.path} and fetching is off; fetch it once on a "
-                                 "machine with a network")
-    try:
-        body = fetch()
-    except Exception as exc:
-        if is_network_error(exc):
-            reason = f"archive unreachable ({type(exc).__name__}: {str(exc)[:200]})"
-            if hit is not None:
-                return Answer(hit, "offline-cache", reason)
-            raise ArchiveUnavailable(f"{what} is not in the cache {cache.path} and the {reason}; fetch it once on "
-                                     "a machine with a network") from None
-        raise
-    cache.put(service, key, body, region, epoch_jd)
-    return Answer(body, "archive")
+
+    def store(body: Any) -> Any:
+        cache.put(service, key, body, region, epoch_jd)
+        return body
+
+    return through_cache(None if hit is None else lambda: hit, fetch, store, what=what, cache_path=cache.path,
+                         offline=offline, refresh=refresh, unavailable=ArchiveUnavailable,
+                         advice="fetch it once on a machine with a network")

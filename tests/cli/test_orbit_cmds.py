@@ -4,13 +4,11 @@ refused by file and line with the registry unchanged; re-runs need --replace; al
 from __future__ import annotations
 
 import gzip
-from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from butler_cli import registry_state, run
 
 from openastro_parsl.butler import Butler
-from openastro_parsl.cli.butler import main
 
 CERES = ("00001    3.33  0.15 K232P  17.21569   73.47045   80.26013   10.58634  0.0788175  0.21411523   2.7671817  0 "
          "MPO719049  7258 123 1801-2022 0.65 M-v 30l MPCLINUX   0000      (1) Ceres              20220916")
@@ -18,25 +16,15 @@ UKR = ("UKR0009 28.43  0.15 K171K 306.77024   97.57756  124.80541    5.15695  0.
        "170526     4   1 55.3 min  0.26         Find_Orb   0000 UKR0009                     20170120")
 
 
-def run(*args):
-    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-    return result.exit_code, result.output
-
-
-def _state(repo: Path):
-    reg = Butler(repo).registry
-    return [(c.name, c.type.value, c.children) for c in reg.query_collections()], reg.count_datasets()
-
-
 def test_ingest_orbits_registers_refuses_and_replaces(tmp_path):
     repo = tmp_path / "repo"
     assert run("create", repo)[0] == 0
     bad = tmp_path / "bad.dat"
     bad.write_text(CERES + "\n" + UKR[:70] + " 0.4x02320" + UKR[80:] + "\n")
-    before = _state(repo)
+    before = registry_state(repo)
     code, out = run("ingest-orbits", repo, bad)
     assert code != 0 and f"{bad}:2: column e" in out
-    assert _state(repo) == before  # nothing written
+    assert registry_state(repo) == before  # nothing written
 
     gz = tmp_path / "MPCORB.DAT.gz"
     with gzip.open(gz, "wt") as fh:
@@ -67,10 +55,10 @@ def test_ingest_known_sources(tmp_path):
     assert run("define-fields", repo, fields)[0] == 0
     bad = tmp_path / "known.csv"
     bad.write_text("name,ra,dec,kind\nNGC 1,150.1,2.2,galaxy\n,150.2,2.2,variable\nX,10:00:30,+02:12:00,nebula\n")
-    before = _state(repo)
+    before = registry_state(repo)
     code, out = run("ingest-known-sources", repo, bad, "--field", "F1")
     assert code != 0 and f"{bad}:3: name is empty" in out and f"{bad}:4: kind 'nebula'" in out
-    assert _state(repo) == before
+    assert registry_state(repo) == before
     good = tmp_path / "good.csv"
     good.write_text("name,ra,dec,kind,radius_arcsec\nNGC 1,150.1,2.2,galaxy,\nV1,10:00:30,+02:12:00,variable,\n")
     code, out = run("ingest-known-sources", repo, good, "--field", "F1")

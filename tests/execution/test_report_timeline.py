@@ -11,11 +11,11 @@ import json
 import re
 import shutil
 import sqlite3
-import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from browser import chromium, chromium_dom
 from click.testing import CliRunner
 
 from openastro_parsl.cli.report import main as report_main
@@ -64,22 +64,6 @@ def test_json_has_every_quantum_that_ran_with_where_and_cost(run):
     assert failed["started"] <= first["time"] + 1e-3 <= failed["ended"] + 1e-3
 
 
-def _chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not found:
-        pytest.fail("chromium is not installed: bin/setup installs Debian's (bin/install-debs chromium:chromium)")
-    return found
-
-
-def _render(page: Path, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
-    """Load ``page`` in headless chromium with no network and a fresh profile."""
-    args = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>",  # any fetch from the web fails
-            f"--user-data-dir={tmp_path / 'profile'}", *extra, page.as_uri()]
-    return subprocess.run(args, capture_output=True, text=True, timeout=120, check=True)
-
-
 class _Bars(HTMLParser):
     """The timeline's rows and bars as the browser left them in the DOM."""
 
@@ -120,7 +104,7 @@ def test_html_timeline_in_headless_chromium(run, tmp_path):
     result = CliRunner().invoke(report_main, [str(run), "--html", str(page)])
     assert result.exit_code == 0, result.output
     report = _report(run)
-    dom = _render(page, tmp_path, "--dump-dom").stdout
+    dom = chromium_dom(page.as_uri(), tmp_path, loopback=False)  # any fetch, even from 127.0.0.1, fails
     bars = _Bars()
     bars.feed(dom)
     assert bars.external == []  # one self-contained file: no script, style, image or font fetched
@@ -149,7 +133,7 @@ def test_html_timeline_in_headless_chromium(run, tmp_path):
     # CPU and memory plots: one dot per quantum in each
     assert len(re.findall(r'<circle class="v[^"]*" data-qid=', dom)) == 2 * n
     shot = tmp_path / "report.png"
-    _render(page, tmp_path, f"--screenshot={shot}", "--window-size=1200,1600")
+    chromium(page.as_uri(), tmp_path, f"--screenshot={shot}", "--window-size=1200,1600", loopback=False)
     assert shot.stat().st_size > 10_000
 
 

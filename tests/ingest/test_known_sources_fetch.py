@@ -5,74 +5,34 @@ catalogues a pipeline names."""
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 import pytest
+from archive_server import UNREACHABLE, ArchiveServer
 from astropy.table import Table
-from click.testing import CliRunner
+from butler_cli import registry_state, run
 from testdata import make_small_repo
 
 from openastro_parsl.butler import Butler
-from openastro_parsl.cli.butler import main
 from openastro_parsl.ingest.catalog_fetch import classify, fetch_known_sources
 from openastro_parsl.tasks.transient import AlertsConfig, AlertsTask
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 NED_XML = DATA / "real" / "ned_near_position_2013-07-18.xml"  # everything within 2' of (83.822083, -5.391111)
 SIMBAD_VOT = DATA / "archive" / "simbad_tap_trapezium.vot"
-UNREACHABLE = "http://127.0.0.1:9"
 
 
-class Archive:
-    """NED's objsearch (GET) and a SIMBAD TAP /sync (POST) on one local port, counting the questions."""
-
-    def __init__(self):
-        self.queries: list[tuple[str, dict]] = []
-        archive = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _answer(self, body: bytes):
-                self.send_response(200)
-                self.send_header("Content-Type", "text/xml")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_GET(self):  # noqa: N802
-                url = urlparse(self.path)
-                archive.queries.append((url.path, {k: v[0] for k, v in parse_qs(url.query).items()}))
-                self._answer(NED_XML.read_bytes())
-
-            def do_POST(self):  # noqa: N802
-                n = int(self.headers.get("Content-Length", 0))
-                form = {k: v[0] for k, v in parse_qs(self.rfile.read(n).decode()).items()}
-                archive.queries.append((urlparse(self.path).path, form))
-                self._answer(SIMBAD_VOT.read_bytes())
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def env(self, monkeypatch, url=None):
-        url = url or self.url
-        monkeypatch.setenv("OPENASTRO_NED_SERVER", f"{url}/cgi-bin/objsearch")
-        monkeypatch.setenv("OPENASTRO_SIMBAD_TAP", f"{url}/simbad/sim-tap")
-        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+def _answer(path: str, q: dict[str, str]) -> tuple[bytes, str]:
+    """NED's objsearch (GET) and a SIMBAD TAP /sync (POST) on one port."""
+    return (NED_XML if path.endswith("objsearch") else SIMBAD_VOT).read_bytes(), "text/xml"
 
 
 @pytest.fixture
 def archive():
-    a = Archive()
-    yield a
-    a.server.shutdown()
-    a.server.server_close()
+    with ArchiveServer(_answer, {"OPENASTRO_NED_SERVER": "/cgi-bin/objsearch",
+                                 "OPENASTRO_SIMBAD_TAP": "/simbad/sim-tap"}) as server:
+        yield server
 
 
 @pytest.fixture
@@ -80,16 +40,6 @@ def repo(tmp_path):
     butler = make_small_repo(tmp_path, refcat=False)
     butler.registry.sync_dimension_records("field", [{"name": "trapezium", "ra": 83.822083, "dec": -5.391111}])
     return butler
-
-
-def run(*args):
-    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-    return result.exit_code, result.output
-
-
-def _state(butler: Butler):
-    reg = Butler(butler.root).registry
-    return [(c.name, c.type.value, c.children) for c in reg.query_collections()], reg.count_datasets()
 
 
 def test_object_types_become_kinds():
@@ -138,7 +88,7 @@ def test_rerun_offline_and_no_cache_no_network(repo, archive, monkeypatch, tmp_p
     code, out = run("fetch-known-sources", repo.root, "--field", "trapezium", "--catalog", "ned", "--cache", cache,
                     "--refresh", "--replace")
     assert code == 0 and "offline: from the cache" in out and "archive unreachable (ConnectionError" in out
-    before = _state(repo)
+    before = registry_state(repo.root)
     code, out = run("fetch-known-sources", repo.root, "--field", "trapezium", "--catalog", "simbad", "--cache", cache,
                     "--replace")
     assert code != 0 and len(out.strip().splitlines()) == 1, out
@@ -146,7 +96,7 @@ def test_rerun_offline_and_no_cache_no_network(repo, archive, monkeypatch, tmp_p
     code, out = run("fetch-known-sources", repo.root, "--field", "trapezium", "--catalog", "simbad", "--cache", cache,
                     "--offline", "--replace")
     assert code != 0 and "fetching is off" in out
-    assert _state(repo) == before
+    assert registry_state(repo.root) == before
 
 
 def _frame():

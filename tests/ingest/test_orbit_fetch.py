@@ -6,27 +6,23 @@ from the cache offline; no cache and no network is one line with the registry un
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from archive_server import UNREACHABLE, ArchiveServer
+from butler_cli import registry_state, run
 from testdata import make_small_repo
 
 from openastro_parsl.astro.mpcorb import parse_mpcorb_line
 from openastro_parsl.astro.orbits import predict
 from openastro_parsl.butler import Butler
-from openastro_parsl.cli.butler import main
 from openastro_parsl.errors import OpenAstroError
 from openastro_parsl.ingest.orbit_fetch import fetch_orbits, mpc_record_line, night_epochs
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 SKYBOT_VOT = DATA / "real" / "skybot_cone_2025-01-02.vot"  # bodies within 720" of (81.2833, +4.49278), 2025-01-02
 CERES_JSON = DATA / "archive" / "mpc_search_orbits_ceres.json"
-UNREACHABLE = "http://127.0.0.1:9"  # nothing listens: the connection is refused at once
 CERES = ("00001    3.33  0.15 K232P  17.21569   73.47045   80.26013   10.58634  0.0788175  0.21411523   2.7671817  0 "
          "MPO719049  7258 123 1801-2022 0.65 M-v 30l MPCLINUX   0000      (1) Ceres              20220916")
 
@@ -39,54 +35,28 @@ def _record(number, designation, name, a, e, incl, M) -> dict:
     return rec
 
 
-class Archive:
-    """SkyBoT's conesearch and the MPC's search_orbits on one local port; it counts and keeps the queries."""
+def _bodies() -> dict[str, list[dict]]:
+    """The MPC's answers by query: Ceres' real record, invented elements for the other bodies SkyBoT finds."""
+    return {"number=1": json.loads(CERES_JSON.read_text()),
+            "number=229762": [_record(229762, "2002 KX14", "G!kun||'homdima", 43.1, 0.04, 7.8, 120.0)],
+            "number=523748": [_record(523748, "2014 UP224", None, 44.0, 0.05, 2.1, 200.0)],
+            "designation=2019 RB21": [_record(None, "2019 RB21", None, 2.7, 0.12, 4.0, 10.0)],
+            "designation=2007 TE366": [_record(None, "2007 TE366", None, 2.1, 0.3, 9.0, 300.0)]}
 
-    def __init__(self):
-        self.queries: list[tuple[str, dict]] = []
-        bodies = {"number=1": json.loads(CERES_JSON.read_text()),
-                  "number=229762": [_record(229762, "2002 KX14", "G!kun||'homdima", 43.1, 0.04, 7.8, 120.0)],
-                  "number=523748": [_record(523748, "2014 UP224", None, 44.0, 0.05, 2.1, 200.0)],
-                  "designation=2019 RB21": [_record(None, "2019 RB21", None, 2.7, 0.12, 4.0, 10.0)],
-                  "designation=2007 TE366": [_record(None, "2007 TE366", None, 2.1, 0.3, 9.0, 300.0)]}
-        archive = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's name)
-                url = urlparse(self.path)
-                q = {k: v[0] for k, v in parse_qs(url.query).items()}
-                archive.queries.append((url.path, q))
-                if url.path.endswith("conesearch.php"):
-                    body, kind = SKYBOT_VOT.read_bytes(), "text/xml"
-                else:
-                    key = next((f"{k}={q[k]}" for k in ("number", "designation", "name") if k in q), "")
-                    body, kind = json.dumps(bodies.get(key, [])).encode(), "application/json"
-                self.send_response(200)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def env(self, monkeypatch, url=None):
-        url = url or self.url
-        monkeypatch.setenv("OPENASTRO_SKYBOT_SERVER", f"{url}/webservices/skybot/api/conesearch.php")
-        monkeypatch.setenv("OPENASTRO_MPC_SERVER", url)
-        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+def _answer(path: str, q: dict[str, str]) -> tuple[bytes, str]:
+    """SkyBoT's conesearch (a stored VOTable) and the MPC's search_orbits (JSON records) on one port."""
+    if path.endswith("conesearch.php"):
+        return SKYBOT_VOT.read_bytes(), "text/xml"
+    key = next((f"{k}={q[k]}" for k in ("number", "designation", "name") if k in q), "")
+    return json.dumps(_bodies().get(key, [])).encode(), "application/json"
 
 
 @pytest.fixture
 def archive():
-    a = Archive()
-    yield a
-    a.server.shutdown()
-    a.server.server_close()
+    with ArchiveServer(_answer, {"OPENASTRO_SKYBOT_SERVER": "/webservices/skybot/api/conesearch.php",
+                                 "OPENASTRO_MPC_SERVER": ""}) as server:
+        yield server
 
 
 @pytest.fixture
@@ -94,16 +64,6 @@ def repo(tmp_path):
     butler = make_small_repo(tmp_path, refcat=False)
     butler.registry.sync_dimension_records("field", [{"name": "orion", "ra": 81.2833, "dec": 4.49278}])
     return butler
-
-
-def run(*args):
-    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-    return result.exit_code, result.output
-
-
-def _state(butler: Butler):
-    reg = Butler(butler.root).registry
-    return [(c.name, c.type.value, c.children) for c in reg.query_collections()], reg.count_datasets()
 
 
 def test_mpc_record_becomes_the_mpcorb_line_mpc_publishes():
@@ -119,7 +79,7 @@ def test_mpc_record_becomes_the_mpcorb_line_mpc_publishes():
 def test_fetch_orbits_registers_the_bodies_skybot_finds(repo, archive, monkeypatch, tmp_path):
     archive.env(monkeypatch)
     cache = tmp_path / "archive.sqlite"
-    before = _state(repo)
+    before = registry_state(repo.root)
     code, out = run("fetch-orbits", repo.root, "--field", "orion", "--epoch", "2025-01-02", "--designations", "1",
                     "--cache", cache, "--radius", "0.2")
     assert code == 0, out
@@ -133,7 +93,7 @@ def test_fetch_orbits_registers_the_bodies_skybot_finds(repo, archive, monkeypat
     t = b.get(ref)
     assert sorted(t["designation"]) == ["(1) Ceres", "(229762) G!kun||'homdima", "(523748) 2014 UP224",
                                         "2007 TE366", "2019 RB21"]
-    assert _state(repo) != before
+    assert registry_state(repo.root) != before
     # Ceres from the fetched elements is where the real MPCORB line puts it (n from a differs in the 8th digit)
     ceres = t[list(t["designation"]).index("(1) Ceres")]
     real = (tmp_path / "ceres.dat")
@@ -168,14 +128,14 @@ def test_rerun_answers_from_the_cache_offline_and_unreachable(repo, archive, mon
 def test_no_cache_and_no_network_is_one_line_and_the_registry_unchanged(repo, archive, monkeypatch, tmp_path):
     archive.env(monkeypatch, UNREACHABLE)
     cache = tmp_path / "empty.sqlite"
-    before = _state(repo)
+    before = registry_state(repo.root)
     code, out = run("fetch-orbits", repo.root, "--field", "orion", "--epoch", "2025-01-02", "--cache", cache)
     assert code != 0 and len(out.strip().splitlines()) == 1, out
     assert "SkyBoT cone ra=81.28330 dec=4.49278" in out and f"is not in the cache {cache} and the archive " \
                                                             "unreachable" in out
     code, out = run("fetch-orbits", repo.root, "--designations", "1", "--cache", cache, "--offline")
     assert code != 0 and "MPC orbit of '1' is not in the cache" in out and "fetching is off" in out
-    assert _state(repo) == before
+    assert registry_state(repo.root) == before
 
 
 def test_field_dates_come_from_its_exposures_nights(repo, archive, monkeypatch, tmp_path):

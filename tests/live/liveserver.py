@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -12,7 +11,6 @@ import time
 from html.parser import HTMLParser
 from pathlib import Path
 
-import pytest
 import requests
 
 import openastro_parsl
@@ -85,18 +83,6 @@ def upload(url: str, data: bytes, site: str | None, token: str | None, **kw) -> 
         headers.setdefault("Content-Type", "application/fits")
         kw["data"] = data
     return requests.post(url + "/frames", headers=headers, timeout=30, **kw)
-
-
-def chromium_dom(url: str, tmp_path) -> str:
-    """The DOM after load, from headless chromium with a fresh profile and no route to the web."""
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not exe:
-        pytest.fail("chromium is not installed: bin/install-debs chromium:chromium")
-    args = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--proxy-server=127.0.0.1:9",  # anything but loopback fails
-            f"--user-data-dir={tmp_path / 'chromium-profile'}", "--dump-dom", url]
-    return subprocess.run(args, capture_output=True, text=True, timeout=120, check=True).stdout
 
 
 class PageDom(HTMLParser):

@@ -3,7 +3,8 @@
 import base64
 
 import numpy as np
-from live.liveserver import PageDom, Server, chromium_dom, upload
+from browser import chromium_dom
+from live.liveserver import PageDom, Server, upload
 from testdata import lco_header, write_frame
 
 from openastro_parsl.butler import Butler

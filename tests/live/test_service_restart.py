@@ -10,7 +10,8 @@ from collections import Counter
 
 import pytest
 import requests
-from live.liveserver import PageDom, Server, chromium_dom, upload
+from browser import chromium_dom
+from live.liveserver import PageDom, Server, upload
 from testdata import QA, lco_header, write_frame
 
 from openastro_parsl.butler import Butler
