@@ -9,7 +9,8 @@ with perfect instrumental photometry the joint fit still misses seed 3's r band 
 miss is common to an instrument x band. So: each instrument x band's mean miss lies within 3 times its quoted
 error (which carries the colour term's, and must stay under 0.02 mag) and under 0.035 mag, and at least 98 % of
 the frames of every seed lie within 0.02 mag of their instrument x band's mean miss. The frames beyond a flat
-0.02 of the truth are printed for every seed (``-s``)."""
+0.02 of the truth are printed for every seed (``-s``). How much of a miss the catalogue alone makes on each sky
+(the same fit on perfect photometry): ``benchmarks/zeropoint_limit.py`` and docs/zeropoints.md."""
 
 from __future__ import annotations
 
