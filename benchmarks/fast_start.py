@@ -6,8 +6,10 @@ the default local site. Two runs, each in a fresh process:
 - ``cli``: the real command, ``python -m openastro_parsl.cli.submit_entry --qgraph G``, timed from the moment
   the benchmark starts it: quantum start (the stamp the quantum wrote), quantum end (its manifest), exit;
 - ``parts``: the same steps the command takes (imports, graph load, registry open, ``Submission.start``, Parsl
-  DFK + interchange start, worker pool start, the quantum, registration, Parsl cleanup), each timed. The worker
-  pool's start is the first line of its manager log.
+  DFK + interchange start, worker pool start, the quantum, registration, Parsl cleanup), each timed. Parsl
+  starts in a thread while the run registers itself (the "meanwhile" line). The worker pool's steps are read
+  from its logs: its start (the manager log's first record, after its imports), its multiprocessing manager's
+  start ("Manager will spawn"), the first worker's start ("Worker N started").
 
     python benchmarks/fast_start.py [--repeat 3]
 
@@ -57,13 +59,17 @@ class StampConnections(Connections):
 
 
 class StampTask(PipelineTask):
-    """Writes the wall-clock time its ``run`` began: the moment the quantum's own code started."""
+    """Writes the wall-clock time its ``run`` began (the moment the quantum's own code started), and which of
+    Parsl's unused extras its worker process had imported (none: ``execution/lean_import.py``)."""
 
     dimensions = EXPOSURE
     Connections = StampConnections
 
     def run(self, seed):
-        return {"out": {"started": time.time(), "seed": seed}}
+        from openastro_parsl.execution.lean_import import PARSL_EXTRAS
+
+        return {"out": {"started": time.time(), "seed": seed,
+                        "worker_extras": sorted(m for m in PARSL_EXTRAS if m in sys.modules)}}
 
 
 def build(root: Path) -> Path:
@@ -107,13 +113,22 @@ def _run_row(run_dir: Path) -> dict:
         store.close()
 
 
+def _log_time(run_dir: Path, name: str, text: str = "") -> float | None:
+    """The earliest record of the worker logs called ``name`` (that holds ``text``): Parsl's records start with
+    the epoch time."""
+    times = []
+    for log in (run_dir / "parsl_workers").rglob(name):
+        for line in log.read_text().splitlines():
+            m = re.match(r"(\d+\.\d+) ", line)
+            if m and text in line:
+                times.append(float(m.group(1)))
+                break
+    return min(times) if times else None
+
+
 def _worker_start(run_dir: Path) -> float | None:
-    """When the worker pool started: the first timestamp of its manager log."""
-    for log in sorted((run_dir / "parsl_workers").rglob("manager.log")):
-        m = re.match(r"(\d+\.\d+) ", log.read_text()[:64])  # Parsl's records start with the epoch time
-        if m:
-            return float(m.group(1))
-    return None
+    """When the worker pool started: the first record of its manager log (written after its imports)."""
+    return _log_time(run_dir, "manager.log")
 
 
 def cli_run(graph: Path) -> dict:
@@ -161,27 +176,39 @@ def parts_child(graph_path: Path) -> None:
         t["parsl_loaded"] = time.time()
         return dfk
 
+    real_init = submit_mod.Submission._init_loop
+
+    def timed_init(self, states):  # the last step the main thread takes while Parsl starts in the background
+        real_init(self, states)
+        t["prepared"] = time.time()
+
     submit_mod.load_parsl = timed_load
+    submit_mod.Submission._init_loop = timed_init  # type: ignore[method-assign]
     summary = sub.run()
     t["exit"] = time.time()
     assert summary.ok, summary.to_json()
     row = _run_row(sub.run_dir)
     t["worker_pool_start"] = _worker_start(sub.run_dir) or float("nan")
+    t["pool_manager_ready"] = _log_time(sub.run_dir, "manager.log", "Manager will spawn") or float("nan")
+    t["worker_started"] = _log_time(sub.run_dir, "worker_*.log", "started") or float("nan")
     t["quantum_start"] = _stamp(sub.run_dir)
     t["quantum_end"] = row["ended"]
     print(json.dumps(t))
 
 
-PARTS = [  # (label, from, to)
+PARTS = [  # (label, from, to): one after the other, but for the line marked "meanwhile"
     ("interpreter start", "launched", "interpreter"),
     ("imports", "interpreter", "imports"),
     ("graph load", "imports", "graph_load"),
     ("registry open", "graph_load", "registry_open"),
     ("Submission.start (lock, run dir, status store)", "registry_open", "submission_start"),
-    ("registration of types/run, reconcile, import parsl", "submission_start", "parsl_load_begin"),
+    ("import parsl (in a thread)", "submission_start", "parsl_load_begin"),
+    ("  meanwhile: run registration, reconcile, loop set-up", "submission_start", "prepared"),
     ("Parsl DFK + interchange start", "parsl_load_begin", "parsl_loaded"),
-    ("worker pool start (from DFK ready, after its imports)", "parsl_loaded", "worker_pool_start"),
-    ("first quantum start (from worker pool)", "worker_pool_start", "quantum_start"),
+    ("worker pool start (block launch, pool's imports)", "parsl_loaded", "worker_pool_start"),
+    ("pool's multiprocessing manager (spawned)", "worker_pool_start", "pool_manager_ready"),
+    ("worker start (spawned, imports Parsl)", "pool_manager_ready", "worker_started"),
+    ("first quantum start (handover, task imports)", "worker_started", "quantum_start"),
     ("quantum run", "quantum_start", "quantum_end"),
     ("quantum end -> process exit", "quantum_end", "exit"),
 ]
@@ -211,7 +238,7 @@ def main() -> None:
     parts = [parts_run(g) for g in graphs[:args.repeat]]
     print("parts (median of %d runs, s):" % args.repeat)
     for label, a, b in PARTS:
-        print(f"  {label:<48} {statistics.median(p[b] - p[a] for p in parts):6.2f}")
+        print(f"  {label:<56} {statistics.median(p[b] - p[a] for p in parts):6.2f}")
     cli = [cli_run(g) for g in graphs[args.repeat:]]
     med = {k: statistics.median(c[k] for c in cli) for k in cli[0]}
     load = os.getloadavg()

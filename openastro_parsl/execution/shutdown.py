@@ -1,4 +1,4 @@
-"""Stopping a run cleanly: Ctrl-C / SIGTERM, a bounded Parsl cleanup, an interchange that dies with its submit.
+"""Starting and stopping Parsl: a background start, Ctrl-C / SIGTERM, a bounded cleanup, a guarded interchange.
 
 Parsl's HighThroughputExecutor has three kinds of processes: the submit (the DataFlowKernel), the
 interchange it starts, and the worker pools that blocks run (LocalProvider starts them in process groups of
@@ -12,7 +12,10 @@ feeding queued tasks to the pools, which go on writing files while a ``--resume`
   worker pool to shut down (Parsl's own SHUTDOWN message: the pools stop their workers at once) and exits;
 - the submit turns SIGINT / SIGTERM into a flag its loop polls (``Interrupts``), writes the run's state and
   summary, and only then cleans Parsl up, with a time limit (``stop_parsl``): past it, or at a second
-  Ctrl-C, it stops the interchanges itself and kills local blocks' process groups.
+  Ctrl-C, it stops the interchanges itself and kills local blocks' process groups;
+- Parsl starts in a thread (``Background``) while the submit registers the run: a run that fails or is
+  refused meanwhile waits for that start to finish and stops it (``discard_parsl``), so no interchange or
+  pool outlives it.
 
 A pool whose interchange was killed outright (SIGKILL, OOM) still exits on Parsl's heartbeat, after the
 site's ``heartbeat_threshold``.
@@ -89,6 +92,41 @@ def load_parsl(config):
         if isinstance(ex, HighThroughputExecutor):
             ex.interchange_launch_cmd = interchange_command()
     return parsl.load(config)
+
+
+class Background:
+    """A call running in a daemon thread (Parsl starting while the submit prepares its run); ``result`` joins it.
+
+    The call's exception, if any, is raised by ``result`` in the caller's thread.
+    """
+
+    def __init__(self, fn: Callable[[], Any], name: str):
+        self._result: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, args=(fn,), name=name, daemon=True)
+        self._thread.start()
+
+    def _main(self, fn: Callable[[], Any]) -> None:
+        try:
+            self._result = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the thread that asks for the result
+            self._error = exc
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+
+def discard_parsl(starting: Background) -> None:
+    """Wait for a Parsl start the run no longer needs (it was refused or failed meanwhile), then stop it."""
+    try:
+        dfk = starting.result()
+    except Exception as exc:  # noqa: BLE001 - it did not start: nothing to stop, and the run's own error is the one to see
+        logger.warning("Parsl did not start either: %s: %s", type(exc).__name__, str(exc).splitlines()[:1])
+        return
+    stop_parsl(dfk)
 
 
 def stop_parsl(dfk, interrupts: Interrupts | None = None, timeout: float = CLEANUP_TIMEOUT_S) -> bool:
@@ -173,8 +211,11 @@ def _interchange_main(parent_pid: int) -> None:
     stop: list[str] = []
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.append("SIGTERM"))
 
-    from parsl.executors.high_throughput import interchange as ix
-    from parsl.utils import setproctitle
+    from .lean_import import parsl_without_extras
+
+    with parsl_without_extras():  # the submit waits for this process: import only what an interchange uses
+        from parsl.executors.high_throughput import interchange as ix
+        from parsl.utils import setproctitle
 
     class GuardedInterchange(ix.Interchange):
         def process_command(self, *args, **kwargs):  # called at every turn of the interchange's loop

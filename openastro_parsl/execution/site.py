@@ -25,7 +25,7 @@ _WALLTIME = re.compile(r"^(\d+-)?\d{1,3}:\d{2}:\d{2}$")
 _TOKEN = re.compile(r"^[A-Za-z0-9_.,+@:-]+$")
 _CONSTRAINT = re.compile(r"^[A-Za-z0-9_.,+@:&|*\[\]()-]+$")
 _SHELL_SAFE_PATH = re.compile(r"^[\w.,+@:=/-]+$")  # \w: letters and digits of any script, and _
-LOCAL_STRATEGY_PERIOD_S = 0.2  # Parsl's strategy tick on a site without SLURM (see parsl_config)
+LOCAL_STRATEGY_PERIOD_S = 0.1  # Parsl's strategy tick on a site without SLURM (see parsl_config)
 
 
 class SiteError(OpenAstroError):
@@ -233,8 +233,23 @@ def worker_address(e: ExecutorConfig) -> str:
                         "interface to one the workers can reach") from None
 
 
-def parsl_config(site: SiteConfig, run_dir: Path):
-    """The Parsl Config for a site: one HighThroughputExecutor per executor entry."""
+def workers_per_node(e: ExecutorConfig, quanta: int | None = None) -> int | None:
+    """Workers a block of this executor starts (None: one per core, Parsl's choice).
+
+    A local block for a graph of fewer quanta than cores starts only as many: every worker is an interpreter
+    that imports Parsl as it starts, and on a small machine the idle ones would delay the one that gets the
+    first quantum.
+    """
+    if quanta is None or e.provider.kind != "local":
+        return e.max_workers_per_node
+    return max(1, min(e.max_workers_per_node or os.cpu_count() or 1, quanta))
+
+
+def parsl_config(site: SiteConfig, run_dir: Path, quanta: int | None = None):
+    """The Parsl Config for a site: one HighThroughputExecutor per executor entry.
+
+    ``quanta``: how many quanta the run can hand over at most, when that is known (see ``workers_per_node``).
+    """
     from functools import partial
 
     from parsl.config import Config
@@ -264,7 +279,7 @@ def parsl_config(site: SiteConfig, run_dir: Path):
             drain = max(30, p.walltime_seconds() - e.drain_before_walltime_s)
         executors.append(HighThroughputExecutor(
             label=e.label, provider=provider, launch_cmd=_local_launch_cmd() if p.kind == "local" and not p.worker_init else None,
-            max_workers_per_node=e.max_workers_per_node,
+            max_workers_per_node=workers_per_node(e, quanta),
             cores_per_worker=e.cores_per_worker, mem_per_worker=e.mem_per_worker,
             heartbeat_threshold=e.heartbeat_threshold, heartbeat_period=max(2, e.heartbeat_threshold // 4),
             drain_period=drain,
@@ -300,24 +315,22 @@ def _polled_slurm_provider(base):
 
 
 def _local_launch_cmd() -> str | None:
-    """Parsl's worker-pool command, run by this interpreter instead of the first ``process_worker_pool.py`` on PATH.
+    """Parsl's worker-pool command, run by this interpreter as ``-m openastro_parsl.execution.process_worker_pool``.
 
-    On PATH that script may be a version manager's shim (pyenv's costs a shell and a ``pyenv exec`` per block) or
-    another environment's Parsl. Only for local blocks without a ``worker_init`` (which may activate another
-    environment on purpose); None (Parsl's default) when either path holds characters a shell would interpret.
+    Not the first ``process_worker_pool.py`` on PATH: that may be a version manager's shim (pyenv's costs a shell
+    and a ``pyenv exec`` per block) or another environment's Parsl. The module runs Parsl's own script, with
+    Parsl imported lean in the pool and in every process it spawns (see that module). Only for local blocks
+    without a ``worker_init`` (which may activate another environment on purpose); None (Parsl's default) when
+    the interpreter's path holds characters a shell would interpret.
     """
-    import importlib.util
     import sys
 
     from parsl.executors.high_throughput.executor import DEFAULT_LAUNCH_CMD
 
-    spec = importlib.util.find_spec("parsl.executors.high_throughput.process_worker_pool")
-    script = spec.origin if spec else None
     head = "process_worker_pool.py "
-    if not script or not DEFAULT_LAUNCH_CMD.startswith(head) or not all(
-            _SHELL_SAFE_PATH.match(x) for x in (sys.executable, script)):
+    if not DEFAULT_LAUNCH_CMD.startswith(head) or not _SHELL_SAFE_PATH.match(sys.executable):
         return None
-    return f"{sys.executable} {script} " + DEFAULT_LAUNCH_CMD[len(head):]
+    return f"{sys.executable} -m {__package__}.process_worker_pool " + DEFAULT_LAUNCH_CMD[len(head):]
 
 
 class _QuietFileHandler(logging.FileHandler):

@@ -29,10 +29,11 @@ from ..graph.quantum_graph import QuantumGraph
 from ..registry.refs import DatasetType
 from ..registry.registry import RegistryBusyError
 from .classify import classify_exception, classify_manifest, is_disk_full, learn_manager_job, lost_job
+from .lean_import import parsl_without_extras
 from .preflight import preflight
 from .runlock import RunLock, process_start_time
-from .shutdown import Interrupts, load_parsl, stop_parsl
-from .site import SiteConfig, check_shell_safe, parsl_config
+from .shutdown import Background, Interrupts, discard_parsl, load_parsl, stop_parsl
+from .site import SiteConfig, check_shell_safe, parsl_config, workers_per_node
 from .status import DONE, STATES, StatusStore, worker_fields
 
 GRAPH_FILE = "graph.qgraph"
@@ -298,35 +299,46 @@ class Submission:
         self._durations: dict[str, deque] = defaultdict(lambda: deque(maxlen=32))
         self._stopped: str | None = None  # why the whole run must stop (a full disk), when it must
 
-    def _start_parsl(self) -> Any:
-        """Load Parsl for the site, with one app per executor; returns the DataFlowKernel."""
-        from parsl import python_app
+    def _start_parsl(self, quanta: int | None = None) -> Any:
+        """Load Parsl for the site, with one app per executor; returns the DataFlowKernel.
+
+        ``quanta``: at most this many quanta will be handed over (None: unknown, as in live mode).
+        """
+        with parsl_without_extras():  # the first quantum waits for this import: see lean_import
+            from parsl import python_app
 
         from .runner import run_quanta_packed
 
-        dfk = load_parsl(parsl_config(self.site, self.run_dir))
+        dfk = load_parsl(parsl_config(self.site, self.run_dir, quanta))
         self._apps = {e.label: python_app(run_quanta_packed, executors=[e.label], data_flow_kernel=dfk)
                       for e in self.site.executors}
-        self._workers = sum((e.max_workers_per_node or os.cpu_count() or 1) * e.provider.max_blocks
+        self._workers = sum((workers_per_node(e, quanta) or os.cpu_count() or 1) * e.provider.max_blocks
                             * e.provider.nodes_per_block for e in self.site.executors)
         return dfk
 
     def _run(self) -> Summary:
         t_start = time.time()
-        self._register_types_and_run()
-        states = self._reconcile()
-        self.status.set_meta("site_path", self.site_source if Path(self.site_source).exists() else None)
-        self.status.set_meta("submit_pid", os.getpid())
-        self.status.set_meta("submit_host", self.host)
-        self.status.set_meta("submit_pid_start", process_start_time(os.getpid()))
-        self.status.set_meta("state", "running")
-        _best_effort((self.run_dir / RESERVE_FILE).write_bytes, b"\0" * RESERVE_BYTES)
-        self.status.event("start", pid=os.getpid(), site=self.site_source, quanta=len(self.graph.quanta))
-        self._init_loop(states)
+        # Parsl's interchange and worker pool are processes of their own: started first, they come up on the
+        # other cores while this one registers the run and prepares its loop.
+        starting = Background(lambda: self._start_parsl(len(self.graph.quanta)), "parsl-start")
+        try:
+            self._register_types_and_run()
+            states = self._reconcile()
+            self.status.set_meta("site_path", self.site_source if Path(self.site_source).exists() else None)
+            self.status.set_meta("submit_pid", os.getpid())
+            self.status.set_meta("submit_host", self.host)
+            self.status.set_meta("submit_pid_start", process_start_time(os.getpid()))
+            self.status.set_meta("state", "running")
+            _best_effort((self.run_dir / RESERVE_FILE).write_bytes, b"\0" * RESERVE_BYTES)
+            self.status.event("start", pid=os.getpid(), site=self.site_source, quanta=len(self.graph.quanta))
+            self._init_loop(states)
+        except BaseException:
+            discard_parsl(starting)  # a refusal leaves no interchange or worker pool behind
+            raise
         ready, done_q = self._ready, self._done_q
         interrupts = Interrupts().install()  # from here a Ctrl-C or SIGTERM ends the run in order
         try:
-            dfk = self._start_parsl()
+            dfk = starting.result()
         except BaseException:
             interrupts.restore()
             raise

@@ -1,4 +1,5 @@
-"""Fast start (issue 16): the plan and submit commands and the worker-side runner load no heavy library at import.
+"""Fast start (issue 16): the plan and submit commands and the worker-side runner load no heavy library at import;
+Parsl's processes import it without its unused extras; Parsl starts while the run registers itself.
 
 A top-level ``import astropy`` or ``import parsl`` slipping back into the path of ``openastro-plan`` /
 ``openastro-submit`` costs every command a second; each check runs in a fresh interpreter, so what an earlier
@@ -7,15 +8,22 @@ test imported cannot hide it.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 from testdata import QA, make_small_repo
 
-from openastro_parsl.execution.site import load_site, parsl_config
+from openastro_parsl.errors import OpenAstroError
+from openastro_parsl.execution.site import LOCAL_STRATEGY_PERIOD_S, load_site, parsl_config
+from openastro_parsl.execution.submit import Submission
 from openastro_parsl.graph.planner import Planner
 from openastro_parsl.pipeline.pipeline import load_pipeline
 
@@ -62,9 +70,7 @@ def test_local_pools_start_with_this_interpreter(tmp_path):
     assert cfg.strategy_period <= 0.5
     (htex,) = cfg.executors
     cmd = htex.launch_cmd
-    assert cmd.startswith(f"{sys.executable} "), cmd
-    script = cmd.split()[1]
-    assert script.endswith("process_worker_pool.py") and Path(script).is_file()
+    assert cmd.startswith(f"{sys.executable} -m openastro_parsl.execution.process_worker_pool "), cmd
     assert "{block_id}" in cmd and "--hb_threshold=" in cmd  # Parsl's own options kept, formatted by Parsl
 
 
@@ -78,7 +84,7 @@ def test_pools_elsewhere_keep_parsls_command(tmp_path, provider):
     cfg = parsl_config(site, tmp_path)
     (htex,) = cfg.executors
     assert htex.launch_cmd.startswith("process_worker_pool.py ")
-    assert cfg.strategy_period == (2 if site.uses_slurm else 0.2)
+    assert cfg.strategy_period == (2 if site.uses_slurm else LOCAL_STRATEGY_PERIOD_S)
 
 
 def test_planned_records_carry_plain_str_keys(tmp_path):
@@ -90,3 +96,78 @@ def test_planned_records_carry_plain_str_keys(tmp_path):
     graph = Planner(butler, load_pipeline(QA), inputs=["defaults"], output_run="u/t/qa").plan()
     keys = [k for recs in graph.records.values() for rec in recs.values() for k in rec]
     assert keys and {type(k) for k in keys} == {str}
+
+
+def test_parsl_extras_hidden_only_while_parsl_imports():
+    """Parsl imported under ``parsl_without_extras`` loads no SQLAlchemy; afterwards SQLAlchemy imports normally,
+    and a library imported before is left alone."""
+    code = """
+import sys
+from openastro_parsl.execution.lean_import import parsl_without_extras
+with parsl_without_extras():
+    import parsl.executors.high_throughput.process_worker_pool
+    try:
+        import sqlalchemy
+        hidden = False
+    except ModuleNotFoundError:
+        hidden = True
+during = "sqlalchemy" in sys.modules
+import sqlalchemy
+with parsl_without_extras():
+    import sqlalchemy.orm  # already imported before: not hidden
+print(hidden, during, "sqlalchemy.orm" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "False", "True"]
+
+
+def _stamp_repo(root: Path) -> Path:
+    """The benchmark's one-quantum repository (``benchmarks/fast_start.py``); returns its graph."""
+    code = f"from pathlib import Path\nimport benchmarks.fast_start as fs\nfs.build(Path({str(root)!r}))"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, capture_output=True)
+    return root / "one.qgraph"
+
+
+def test_one_quantum_submit_runs_in_one_lean_worker(tmp_path):
+    """The real command on a one-quantum graph: one worker starts, and it never imported Parsl's extras."""
+    graph = _stamp_repo(tmp_path)
+    out = subprocess.run([sys.executable, "-m", "openastro_parsl.cli.submit_entry", "--qgraph", str(graph)],
+                         capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    (stamp,) = (tmp_path / "repo" / "u" / "bench" / "start").rglob("startStamp*.json")
+    assert json.loads(stamp.read_text())["worker_extras"] == []
+    run_dir = Path(re.search(r"run directory: (\S+)", out.stdout).group(1))
+    assert len(list((run_dir / "parsl_workers").rglob("worker_*.log"))) == 1
+
+
+def _ours_left(run_dir: Path) -> list[str]:
+    """Processes still running for this run: its worker pool (named by its log directory) or an interchange child."""
+    left = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if str(run_dir) in cmd:
+            left.append(cmd)
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            cmd = " ".join(child.cmdline())
+            if "interchange" in cmd or "execution.shutdown" in cmd:
+                left.append(cmd)
+    return left
+
+
+def test_refused_run_stops_the_parsl_it_started(tmp_path):
+    """Parsl starts while the run registers itself; a registration that fails leaves no interchange or pool."""
+    butler = make_small_repo(tmp_path, n=1)
+    graph = Planner(butler, load_pipeline(QA), inputs=["defaults"], output_run="u/t/qa").plan()
+    graph.dataset_types["raw"]["storage_class"] = "StructuredData"  # registered as RawImage: a conflict
+    site, src = load_site(None)
+    sub = Submission.start(butler, graph, site, src)
+    with pytest.raises(OpenAstroError, match="raw"):
+        sub.run()
+    assert (sub.run_dir / "parsl" / "000" / "local" / "interchange.log").exists()  # Parsl had started
+    deadline = time.monotonic() + 10
+    while _ours_left(sub.run_dir) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _ours_left(sub.run_dir)
+    assert sub.lock is None  # the run's lock is released too
