@@ -17,7 +17,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal, Mapping, Sequence, overload
 
-from sqlalchemy import BigInteger, and_, create_engine, event, func, inspect, literal, or_, select
+from sqlalchemy import BigInteger, Table, and_, create_engine, event, func, inspect, literal, or_, select
 from sqlalchemy import text as sql_text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
@@ -26,7 +26,19 @@ from sqlalchemy.sql.expression import FromClause
 from ..errors import ConflictError, DataIdError, MissingDatasetError, RepositoryError, WhereError
 from .names import validate_collection_name
 from .refs import CollectionInfo, CollectionType, DatasetRef, DatasetType
-from .schema import MAGIC, MTIME_COLUMN, PATH_INDEX, SCHEMA_VERSION, build_schema, dimension_table_name, sql_type
+from .schema import (
+    MAGIC,
+    MTIME_COLUMN,
+    OLD_INDEXES,
+    OUTPUT_INDEX,
+    OUTPUT_ROLE,
+    PATH_INDEX,
+    SCHEMA_VERSION,
+    build_schema,
+    dimension_table_name,
+    sql_type,
+)
+from .sqlite_tuning import SqliteTuning, sqlite_tuning
 from .universe import DimensionUniverse
 from .where import compile_where, parse_where, referenced_identifiers
 
@@ -35,17 +47,18 @@ class RegistryBusyError(RepositoryError):
     """An SQLite registry whose write lock another process held for longer than ``busy_timeout_s()``."""
 
 
-def _sqlite_connect(dbapi_conn, _record) -> None:
-    # The driver's own transaction handling off: SQLAlchemy's "begin" event below says BEGIN itself.
-    dbapi_conn.isolation_level = None
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    # 64 MiB of page cache (SQLite's default is 2 MiB): a registry of a million datasets has indexes of random
-    # UUIDs far larger than that, and registering a batch touches pages all over them.
-    cur.execute("PRAGMA cache_size=-65536")
-    cur.close()
+def _sqlite_connect(tuning: SqliteTuning):
+    def connect(dbapi_conn, _record) -> None:
+        # The driver's own transaction handling off: SQLAlchemy's "begin" event below says BEGIN itself.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        for pragma in tuning.pragmas():  # page cache, memory map, checkpoint interval (sqlite_tuning.py)
+            cur.execute(pragma)
+        cur.close()
+    return connect
 
 
 def _sqlite_begin(conn: Connection) -> None:
@@ -100,8 +113,11 @@ def make_engine(url: str) -> Engine:
     url = normalize_url(url)
     if url.startswith("sqlite"):
         timeout = busy_timeout_s()
-        engine = create_engine(url, connect_args={"timeout": timeout})
-        event.listen(engine, "connect", _sqlite_connect)
+        # LIFO: the connection used last is used next. SQLite empties a connection's page cache when another
+        # connection wrote since its last transaction, so two pooled connections taken in turn (FIFO, the
+        # default) would each begin every write with a cold cache.
+        engine = create_engine(url, connect_args={"timeout": timeout}, pool_use_lifo=True)
+        event.listen(engine, "connect", _sqlite_connect(sqlite_tuning()))
         event.listen(engine, "begin", _sqlite_begin)
         where = _sqlite_path(url) or url
 
@@ -125,6 +141,9 @@ def make_engine(url: str) -> Engine:
         """A server that is down or a database that is gone: one line naming the URL, not a driver traceback."""
         msg = " ".join(str(context.original_exception).split())
         if isinstance(context.sqlalchemy_exception, OperationalError) and msg.startswith("connection"):
+            if f'database "{engine.url.database}" does not exist' in msg:  # the server answered: no such database
+                raise RepositoryError(f"no registry database {shown}: the server has no such database (dropped, or "
+                                      "the URL in butler.yaml is wrong?)")
             raise RepositoryError(f"registry database {shown} cannot be reached ({msg}); is the server running? "
                                   "(a local one: bin/postgres-local start)")
 
@@ -176,6 +195,21 @@ def _savepoint(c: Connection):
     PostgreSQL aborts the whole transaction on an error unless it was inside one; SQLite carries on without it.
     """
     return nullcontext() if c.dialect.name == "sqlite" else c.begin_nested()
+
+
+def _insert_many(c: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert rows that all have the same keys, in one executemany.
+
+    On SQLite as plain tuples: SQLAlchemy's per-row parameter processing cost as much CPU as SQLite's own inserts
+    when registering a batch (its column types have nothing to convert there). Errors are wrapped as always.
+    """
+    if c.dialect.name != "sqlite":
+        c.execute(table.insert(), rows)
+        return
+    cols = list(rows[0])
+    names = ", ".join(f'"{k}"' for k in cols)
+    sql = f"INSERT INTO {table.name} ({names}) VALUES ({', '.join('?' * len(cols))})"
+    c.exec_driver_sql(sql, [tuple(r[k] for k in cols) for r in rows])
 
 
 def _unique_race(c: Connection, exc: IntegrityError) -> bool:
@@ -265,6 +299,7 @@ class Registry:
             self.universe = self._check_and_load_universe(path or display_url(url))
             self.schema = build_schema(self.universe)
             self._ensure_path_index()
+            self._ensure_lean_indexes()
         self._has_mtime = _create_with is not None or self._ensure_mtime_column()
 
     # -- creation and opening -----------------------------------------------------------------
@@ -346,6 +381,30 @@ class Registry:
                 with self.transaction() as c:
                     c.execute(sql_text(f"CREATE INDEX IF NOT EXISTS {PATH_INDEX}_dup ON {t.name} (path)"))
         except OperationalError:
+            pass
+
+    def _ensure_lean_indexes(self) -> None:
+        """Give repositories made before it the output-only link index, and drop the two indexes it supersedes.
+
+        ``quantum_io_by_dataset`` held every link (inputs too, never looked up by dataset) and ``dataset_by_type_key``
+        what the unique (type, run, key) index already serves: each cost a page written per registered dataset.
+        One transaction; a read-only repository (or one another process is migrating) keeps them and works as before.
+        """
+        with self.engine.connect() as c:
+            if c.dialect.name == "sqlite":
+                names = set(c.execute(sql_text("SELECT name FROM sqlite_master WHERE type = 'index'")).scalars())
+            else:
+                names = set(c.execute(sql_text("SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"))
+                            .scalars())
+        if OUTPUT_INDEX in names and not names & set(OLD_INDEXES):
+            return
+        try:
+            with self.transaction() as c:
+                io = self.schema.quantum_io.name
+                c.execute(sql_text(f"CREATE INDEX IF NOT EXISTS {OUTPUT_INDEX} ON {io} (dataset_id) WHERE {OUTPUT_ROLE}"))
+                for name in OLD_INDEXES:
+                    c.execute(sql_text(f"DROP INDEX IF EXISTS {name}"))
+        except DatabaseError:
             pass
 
     def _ensure_mtime_column(self) -> bool:
@@ -882,7 +941,7 @@ class Registry:
             self._check_paths_free(c, locs, dt.name, run)
             try:
                 with _savepoint(c):
-                    c.execute(self.schema.dataset.insert(), rows)
+                    _insert_many(c, self.schema.dataset, rows)
             except IntegrityError:
                 t = self.schema.dataset
                 keys = [r["data_id_key"] for r in rows]
@@ -891,7 +950,7 @@ class Registry:
                 if dup is None:  # duplicated inside the batch itself
                     dup = next(k for k, n in Counter(keys).items() if n > 1)
                 raise ConflictError(f"{dt.name} {{{dup}}} already exists in run {run!r}") from None
-            c.execute(self.schema.dataset_location.insert(), locs)
+            _insert_many(c, self.schema.dataset_location, locs)
             return refs
 
         if conn is not None:
@@ -963,9 +1022,9 @@ class Registry:
                 io_rows += [{"quantum_id": q["quantum_id"], "dataset_id": i, "role": "input"}
                             for i in dict.fromkeys(q["input_ids"])]
                 io_rows += [{"quantum_id": q["quantum_id"], "dataset_id": o[3], "role": "output"} for o in q["outputs"]]
-            c.execute(self.schema.quantum.insert(), q_rows)
+            _insert_many(c, self.schema.quantum, q_rows)
             if io_rows:
-                c.execute(self.schema.quantum_io.insert(), io_rows)
+                _insert_many(c, self.schema.quantum_io, io_rows)
             return refs
 
     def existing_dataset_ids(self, ids: Iterable[str]) -> set[str]:
@@ -981,7 +1040,9 @@ class Registry:
         """The quantum that wrote a dataset, with its inputs: what made this file, from what, how."""
         q, io = self.schema.quantum, self.schema.quantum_io
         with self.engine.connect() as c:
-            qid = c.execute(select(io.c.quantum_id).where(io.c.dataset_id == dataset_id, io.c.role == "output")).scalar()
+            # The role as a literal: a generic plan (PostgreSQL's, for a statement psycopg prepared after five runs)
+            # cannot prove that role = $1 meets the partial index's condition; role = 'output' always does.
+            qid = c.execute(select(io.c.quantum_id).where(io.c.dataset_id == dataset_id, sql_text(OUTPUT_ROLE))).scalar()
             if qid is None:
                 return None
             row = c.execute(select(q).where(q.c.id == qid)).mappings().one()  # quantum_io refers to it

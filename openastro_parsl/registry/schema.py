@@ -23,6 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.types import TypeEngine
 
@@ -33,6 +34,11 @@ MAGIC = "openastro-parsl registry"
 PATH_INDEX = "dataset_location_path"  # unique: two datasets never share a file (added on open to older repositories)
 # Nullable, added on open to older repositories: NULL means "not recorded", so a worker hashes the file.
 MTIME_COLUMN = "mtime_ns"
+# The index of output links by dataset, and what older repositories had instead (replaced or dropped on open):
+# every random-UUID index entry costs a page written per registered dataset (docs/scaling.md).
+OUTPUT_ROLE = "role = 'output'"
+OUTPUT_INDEX = "quantum_io_by_output"
+OLD_INDEXES = ("quantum_io_by_dataset", "dataset_by_type_key")
 
 
 def Str(length: int) -> TypeEngine[Any]:  # noqa: N802 - a column type, named like SQLAlchemy's
@@ -129,8 +135,8 @@ def build_schema(universe: DimensionUniverse) -> Schema:
         Column("data_id_key", Str(512), nullable=False),
         Column("ingest_date", Float, nullable=False),
         *dim_cols,
+        # Also the index of every dataset query (type, then runs): a second one on (type, key) was never chosen.
         UniqueConstraint("dataset_type_id", "run_id", "data_id_key", name="dataset_unique_in_run"),
-        Index("dataset_by_type_key", "dataset_type_id", "data_id_key"),
     )
     dataset_location = Table(
         "dataset_location", md,
@@ -179,7 +185,9 @@ def build_schema(universe: DimensionUniverse) -> Schema:
         Column("quantum_id", Str(36), ForeignKey("quantum.id", ondelete="CASCADE"), primary_key=True),
         Column("dataset_id", Str(36), primary_key=True),
         Column("role", Str(8), primary_key=True),
-        Index("quantum_io_by_dataset", "dataset_id"),
+        # "Which quantum wrote this dataset": outputs only, half the links (the other half, inputs, is never
+        # looked up by dataset). Queries say role = 'output' as a literal, so that every plan can use it.
+        Index(OUTPUT_INDEX, "dataset_id", sqlite_where=text(OUTPUT_ROLE), postgresql_where=text(OUTPUT_ROLE)),
     )
     return Schema(md, meta, dims, dataset_type, collection, collection_chain, dataset, dataset_location, tagged,
                   collection_meta, quantum, quantum_io)
