@@ -7,6 +7,7 @@ a visit covers. The tasks are the toy ones in ``openastro_parsl.testing.toy_task
 
     python benchmarks/plan_scaling.py --quanta 100000 [--done-fraction 0.5] [--keep DIR]
     python benchmarks/plan_scaling.py --quanta 10000 --lsst   # side by side with the Rubin middleware
+    python benchmarks/plan_scaling.py --quanta 10000 --lsst --repeat 3 --baseline /tmp/old  # and an older checkout
 
 Last line: quanta=N plan_s=X save_s=Y peak_mb=Z cpu_s=C (planning runs in a fresh process so the peak is its own;
 C is the CPU time of plan + save, which the machine's load moves far less than the wall times).
@@ -14,7 +15,10 @@ With ``--lsst`` the harness of ``../shared/bench/lsst_qg`` (its venv: ``$LSST_QG
 it) builds and saves the same-shaped graph at the same size between two runs of ours (the machine's load moves
 both), and the last line is the ratio of the costs per quantum, lsst (build + save) / ours (plan + save), in wall
 time and in CPU time (which the load moves less). The LSST build runs the harness's own ``build()`` on a repository
-its ``make-repo`` made.
+its ``make-repo`` made (once; ``--repeat N`` runs N such rounds on it and ends with the median ratios).
+``--baseline DIR`` (a tree holding another version's ``openastro_parsl``, e.g. ``git archive``d) plans and saves
+beside ours in every round (its ratios printed as ``ratio_baseline_*``), so a change is measured before and after
+under the same load.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import math
 import os
 import re
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -142,17 +147,19 @@ def plan_only(root: Path, skip: bool) -> None:
     print(f"per task: {graph.counts_by_task()}; skipped as done: "
           f"{sum(r.skipped_existing for r in planner.reports.values())}; "
           f"file {((root / 'bench.qgraph').stat().st_size) / 1e6:.1f} MB")
-    print(f"CPU: plan {c1 - c0:.2f} s, save {cpu_s - (c1 - c0):.2f} s; load average {os.getloadavg()[0]:.1f}")
-    print(f"quanta={len(graph)} plan_s={plan_s:.2f} save_s={save_s:.2f} peak_mb={peak:.0f} cpu_s={cpu_s:.2f}")
+    print(f"CPU: plan {c1 - c0:.3f} s, save {cpu_s - (c1 - c0):.3f} s; load average {os.getloadavg()[0]:.1f}")
+    print(f"quanta={len(graph)} plan_s={plan_s:.3f} save_s={save_s:.3f} peak_mb={peak:.0f} cpu_s={cpu_s:.3f}")
 
 
 LSST_HARNESS = Path(__file__).resolve().parents[2] / "shared" / "bench" / "lsst_qg"
 
 
-def run_ours(root: Path, skip: bool) -> dict[str, float]:
+def run_ours(root: Path, skip: bool, code: Path | None = None) -> dict[str, float]:
+    """Plan + save in a fresh process; ``code``: a tree whose ``openastro_parsl`` to import instead of ours."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(code), os.environ.get("PYTHONPATH", "")])) if code else None
     out = subprocess.run([sys.executable, __file__, "--plan-only", str(root)] + (["--skip"] if skip else []),
-                         check=True, capture_output=True, text=True).stdout
-    print(out.rstrip())
+                         check=True, capture_output=True, text=True, env=env).stdout
+    print(("baseline: " if code else "") + out.strip().splitlines()[-1])
     return {k: float(v) for k, v in re.findall(r"(\w+)=([\d.]+)", out.strip().splitlines()[-1])}
 
 
@@ -173,15 +180,24 @@ print(json.dumps(res))
 """
 
 
-def run_lsst(quanta: int, root: Path) -> dict[str, float]:
-    """The Rubin middleware's build + save of the same pipeline shape at about ``quanta`` quanta (its harness)."""
+def lsst_python() -> str:
     python = os.environ.get("LSST_QG_PYTHON", str(LSST_HARNESS / ".venv" / "bin" / "python"))
     if not Path(python).exists():
         sys.exit(f"no LSST venv at {python}: make one from {LSST_HARNESS}/requirements.txt or set LSST_QG_PYTHON")
-    tracts = max(1, round(quanta / 1392))  # the harness's 1,392 quanta per tract in 6 bands
+    return python
+
+
+def make_lsst_repo(quanta: int, root: Path) -> Path:
+    """The harness's repository for about ``quanta`` quanta (its 1,392 quanta per tract in 6 bands)."""
     repo = root / "lsst_repo"
-    subprocess.run([python, str(LSST_HARNESS / "run.py"), "make-repo", str(repo), "--tracts", str(tracts)],
-                   check=True, capture_output=True, text=True)
+    subprocess.run([lsst_python(), str(LSST_HARNESS / "run.py"), "make-repo", str(repo), "--tracts",
+                    str(max(1, round(quanta / 1392)))], check=True, capture_output=True, text=True)
+    return repo
+
+
+def run_lsst(repo: Path, root: Path) -> dict[str, float]:
+    """The Rubin middleware's build + save of the same pipeline shape on the harness's repository."""
+    python = lsst_python()
     out = subprocess.run([python, "-c", _LSST_DRIVER, str(LSST_HARNESS), str(repo), str(root / "lsst.qg")],
                          check=True, capture_output=True, text=True, cwd=LSST_HARNESS).stdout
     res = json.loads(out.strip().splitlines()[-1])
@@ -194,15 +210,29 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quanta", type=int, default=10000)
     ap.add_argument("--done-fraction", type=float, default=0.0)
-    ap.add_argument("--keep", type=Path, help="Build in this directory and keep it.")
+    ap.add_argument("--keep", type=Path, help="Build in this directory and keep it (else a temporary one, removed).")
     ap.add_argument("--lsst", action="store_true", help="Also time the Rubin middleware's harness at this size.")
+    ap.add_argument("--repeat", type=int, default=1, help="With --lsst: rounds of ours, LSST, ours (median ratios).")
+    ap.add_argument("--baseline", type=Path, help="With --lsst: a tree with another version's openastro_parsl, "
+                                                  "run beside ours in every round.")
     ap.add_argument("--plan-only", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--skip", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.baseline:
+        args.baseline = args.baseline.resolve()
     if args.plan_only:
         plan_only(args.plan_only, args.skip)
         return
     root = args.keep or Path(tempfile.mkdtemp(prefix="plan-bench-"))
+    try:
+        bench(args, root)
+    finally:
+        if not args.keep:  # the registries (ours and the LSST harness's) go with it
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def bench(args: argparse.Namespace, root: Path) -> None:
+    """Our plan in a registry built for it; with --lsst, the rounds beside the harness (and a baseline)."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "pipeline.yaml").write_text(PIPELINE)
     t0 = time.perf_counter()
@@ -211,15 +241,31 @@ def main() -> None:
     ours = run_ours(root, bool(args.done_fraction))
     if not args.lsst:
         return
-    lsst = run_lsst(args.quanta, root)
-    again = run_ours(root, bool(args.done_fraction))
-    load = os.getloadavg()[0]
-    wall = statistics.mean([(r["plan_s"] + r["save_s"]) / r["quanta"] for r in (ours, again)]) * 1e3
-    cpu = statistics.mean([r["cpu_s"] / r["quanta"] for r in (ours, again)]) * 1e3
-    lsst_wall, lsst_cpu = lsst["cost"] / lsst["quanta"] * 1e3, lsst["cpu"] / lsst["quanta"] * 1e3
-    print(f"ms per quantum, plan + save: lsst wall {lsst_wall:.3f} cpu {lsst_cpu:.3f}; ours (mean of the two runs) "
-          f"wall {wall:.4f} cpu {cpu:.4f}; load average {load:.1f}")
-    print(f"ratio_wall={lsst_wall / wall:.1f} ratio_cpu={lsst_cpu / cpu:.1f}")
+    skip = bool(args.done_fraction)
+    repo = make_lsst_repo(args.quanta, root)
+    rounds: dict[str, list[float]] = {}
+    for r in range(args.repeat):
+        if r:
+            ours = run_ours(root, skip)
+        before = [run_ours(root, skip, args.baseline)] if args.baseline else []
+        lsst = run_lsst(repo, root)
+        again = run_ours(root, skip)
+        if args.baseline:
+            before.append(run_ours(root, skip, args.baseline))
+        load = os.getloadavg()[0]
+        lsst_wall, lsst_cpu = lsst["cost"] / lsst["quanta"] * 1e3, lsst["cpu"] / lsst["quanta"] * 1e3
+        line = f"round {r + 1}, load average {load:.1f}: lsst ms a quantum wall {lsst_wall:.3f} cpu {lsst_cpu:.3f}"
+        for name, runs in [("ours", [ours, again])] + ([("baseline", before)] if before else []):
+            wall = statistics.mean([(x["plan_s"] + x["save_s"]) / x["quanta"] for x in runs]) * 1e3
+            cpu = statistics.mean([x["cpu_s"] / x["quanta"] for x in runs]) * 1e3
+            rounds.setdefault(f"{name}_wall", []).append(lsst_wall / wall)
+            rounds.setdefault(f"{name}_cpu", []).append(lsst_cpu / cpu)
+            line += (f"; {name} (mean of two) wall {wall:.4f} cpu {cpu:.4f}: ratio wall {lsst_wall / wall:.1f} "
+                     f"cpu {lsst_cpu / cpu:.1f}")
+        print(line)
+    if args.repeat > 1:
+        print("ratios by round: " + "; ".join(f"{k} {', '.join(f'{v:.1f}' for v in vs)}" for k, vs in rounds.items()))
+    print(" ".join(f"ratio_{k.replace('ours_', '')}={statistics.median(vs):.1f}" for k, vs in rounds.items()))
 
 
 if __name__ == "__main__":

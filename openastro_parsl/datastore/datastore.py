@@ -14,6 +14,7 @@ import re
 import shutil
 import uuid
 from functools import lru_cache
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -80,6 +81,24 @@ def dataset_relpath_maker(run: str, dataset_type: str, key_dims: Sequence[str],
         values[-1:] = [name]  # the folders carry every value but the last
         return head + "/".join(values)
     return make
+
+
+def dataset_relpaths(run: str, dataset_type: str, key_dims: Sequence[str], data_ids: Sequence[Mapping[str, Any]],
+                     extension: str) -> list[str]:
+    """``dataset_relpath_maker(...)`` of many data IDs (the planner's outputs): one format call per path."""
+    make = dataset_relpath_maker(run, dataset_type, key_dims, extension)
+    if not key_dims or not data_ids:
+        return list(map(make, data_ids))
+    texts = [list(map(_safe, map(itemgetter(d), data_ids))) for d in key_dims]  # all str: %s copies them as they are
+    head = f"{run_relpath(run)}/{dataset_type}/"
+    n = len(key_dims)
+    template = "".join([head.replace("%", "%%"), "%s/" * (n - 1), dataset_type.replace("%", "%%"), "_",
+                        "_".join(["%s"] * n), extension.replace("%", "%%")])
+    paths = list(map(template.__mod__, zip(*texts[:-1], *texts, strict=True)))
+    # a name that may be too long for the file system goes the slow way, which measures it in bytes and refuses
+    if max(map(len, paths)) - len(head) > NAME_MAX // 4:
+        return list(map(make, data_ids))
+    return paths
 
 
 @lru_cache(maxsize=1024)

@@ -11,11 +11,12 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
+from itertools import repeat, starmap
 from operator import itemgetter
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 from ..butler import Butler
-from ..datastore.datastore import dataset_relpath_maker, run_relpath
+from ..datastore.datastore import dataset_relpath_maker, dataset_relpaths, run_relpath
 from ..errors import OpenAstroError
 from ..pipeline.pipeline import Pipeline, TaskDef
 from ..registry.calibs import NIGHT_DIMENSION, ValidityIndex, certified
@@ -28,8 +29,10 @@ from .quantum_graph import (
     QuantumGraph,
     TaskInfo,
     dataset_uuid_maker,
+    dataset_uuids,
     paused_gc,
     quantum_uuid_maker,
+    quantum_uuids,
 )
 
 
@@ -49,8 +52,12 @@ class _Available:
         idx = self._index.get(dims)
         if idx is None:
             idx = defaultdict(list)
-            for n in self.nodes:
-                idx[tuple(map(n.data_id.get, dims))].append(n)
+            try:
+                keys = list(map(_tuple_getter(dims), [n.data_id for n in self.nodes]))
+            except KeyError:  # a data ID without some implied value
+                keys = [tuple(map(n.data_id.get, dims)) for n in self.nodes]
+            for key, n in zip(keys, self.nodes, strict=True):
+                idx[key].append(n)
             self._index[dims] = idx
         return idx
 
@@ -85,9 +92,12 @@ class _OutputSpec(NamedTuple):
     name: str                    # connection
     dataset_type: str
     dims: tuple[str, ...]        # of its data ID, in order
-    key_of: Callable[[Mapping[str, Any]], str] | None  # its data ID key; None: the quantum's key is it
+    key_dims: tuple[str, ...] | None   # of its data ID key; None: the quantum's key is it
+    key_of: Callable[[Mapping[str, Any]], str] | None  # its data ID key (None likewise)
     same_id: bool                # its data ID is the quantum's
     formatter: str
+    path_dims: tuple[str, ...]   # the data ID values its path is made of
+    extension: str
     path_of: Callable[[Mapping[str, Any]], str]
     in_skip: dict[str, DatasetRef]     # found in --skip-existing-in, by data ID key
     in_output: dict[str, DatasetRef]   # already in the output run, by data ID key
@@ -95,25 +105,46 @@ class _OutputSpec(NamedTuple):
     available: list[DatasetNode]       # where later tasks find it
 
 
+def _key_template(dims: Sequence[str]) -> str:
+    return ",".join(d.replace("{", "{{").replace("}", "}}") + "={}" for d in dims)
+
+
 def _key_maker(dims: Sequence[str]) -> Callable[[Mapping[str, Any]], str]:
     """``lambda data_id: universe.data_id_key(dims, data_id)`` with the text around the values made once."""
     if not dims:
         return lambda data_id: ""
-    template = ",".join(d.replace("{", "{{").replace("}", "}}") + "={}" for d in dims)
+    template = _key_template(dims)
     values = itemgetter(*dims)
     if len(dims) == 1:
         return lambda data_id: template.format(values(data_id))
     return lambda data_id: template.format(*values(data_id))
 
 
-def _tuple_getter(dims: Sequence[str]) -> Callable[[Mapping[str, Any]], tuple]:
-    """``lambda row: tuple(row[d] for d in dims)``, as fast as operator.itemgetter makes it."""
+def _keys(dims: Sequence[str], data_ids: Sequence[Mapping[str, Any]]) -> list[str]:
+    """``list(map(_key_maker(dims), data_ids))`` with no Python call per data ID."""
+    if not dims:
+        return [""] * len(data_ids)
+    template = _key_template(dims)
+    if len(dims) == 1:
+        return list(map(template.format, map(itemgetter(dims[0]), data_ids)))
+    return list(starmap(template.format, map(itemgetter(*dims), data_ids)))
+
+
+def _tuple_getter(dims: Sequence[Any]) -> Callable[[Any], tuple]:
+    """``lambda row: tuple(row[d] for d in dims)``, as fast as operator.itemgetter makes it.
+
+    ``dims`` are a dict's keys, or positions in a tuple (the planner's join rows).
+    """
     if not dims:
         return lambda row: ()
     if len(dims) == 1:
         d = dims[0]
         return lambda row: (row[d],)
     return itemgetter(*dims)
+
+
+def _one(value: Any) -> list:
+    return [value]
 
 
 class _Blank(dict):
@@ -179,18 +210,17 @@ class Planner:
         if dim not in self._records:
             d = self.universe[dim]
             keys = self.universe.required([dim])
-            out = {}
             rows = self.registry.dimension_records(dim)
             # plain str keys: SQLAlchemy's column names (quoted_name) would make every worker that unpickles a
             # quantum's records import SQLAlchemy, and pickle slower
             plain = all(type(k) is str for k in rows[0]) if rows else True
             names = [str(k) for k in rows[0]] if rows else []
-            key_of = _tuple_getter(keys)
-            for row in rows:  # the registry's rows are new dicts, ours to complete
-                r = row if plain else dict(zip(names, row.values(), strict=True))
-                r[dim] = r[d.key_name]
-                out[key_of(r)] = r
-            self._records[dim] = out
+            if not plain:
+                rows = [dict(zip(names, row.values(), strict=True)) for row in rows]
+            key_name = d.key_name
+            for r in rows:  # the registry's rows are new dicts, ours to complete
+                r[dim] = r[key_name]
+            self._records[dim] = dict(zip(map(_tuple_getter(keys), rows), rows, strict=True))
         return self._records[dim]
 
     def _where_ok(self, data_id: Mapping[str, Any], node: Any = None) -> bool:
@@ -289,8 +319,8 @@ class Planner:
         refs = self.registry.query_datasets(dataset_type, list(collections))
         if not refs:
             return {}
-        dims = refs[0].dataset_type.dimensions
-        return {self.universe.data_id_key(dims, r.data_id): r for r in refs}
+        dims = self.universe.required(refs[0].dataset_type.dimensions)  # universe.data_id_key's, in bulk
+        return dict(zip(_keys(dims, [r.data_id for r in refs]), refs, strict=True))
 
     @staticmethod
     def _node_from_ref(ref: DatasetRef) -> DatasetNode:
@@ -340,11 +370,13 @@ class Planner:
                                    "formatter": self.butler.datastore.formatter(dt.storage_class).name}
         skip_existing: dict[str, dict[str, DatasetRef]] = {}
         in_output: dict[str, dict[str, DatasetRef]] = {}
+        output_exists = bool(self.registry.query_collections(self.output_run))
+        skip_is_output = self.skip_existing_in == [self.output_run]  # a re-plan into its own run: one query, not two
         for t in self.pipeline:
             for c in t.outputs():
-                skip_existing[c.dataset_type] = self._existing(self.skip_existing_in, c.dataset_type)
-                in_output[c.dataset_type] = (self._existing([self.output_run], c.dataset_type)
-                                             if self.registry.query_collections(self.output_run) else {})
+                done = skip_existing[c.dataset_type] = self._existing(self.skip_existing_in, c.dataset_type)
+                in_output[c.dataset_type] = ({} if not output_exists else done if skip_is_output
+                                             else self._existing([self.output_run], c.dataset_type))
         partial_problems: list[str] = []
         self.available = available
         for t in self.pipeline:
@@ -380,20 +412,16 @@ class Planner:
         self._check_paths_free(datasets, quanta)
         # The records of each quantum's own dimensions travel with the graph (tasks may ask for them).
         records: dict[str, dict[str, dict]] = {}
-        of_task: dict[str, list[Quantum]] = defaultdict(list)  # one pass over the quanta, not one per task and dim
+        of_task: dict[str, list[dict]] = defaultdict(list)  # one pass over the quanta, not one per task and dim
         for q in quanta.values():
-            of_task[q.task].append(q)
+            of_task[q.task].append(q.data_id)
         for label, info in tasks.items():
-            ids = [q.data_id for q in of_task[label]]
+            ids = of_task[label]
             for dim in info.dimensions:
                 req = self.universe.required([dim])
-                key_of = _key_maker(req)
                 table = self._records_of(dim)
-                bucket = records.setdefault(dim, {})
-                for k in dict.fromkeys(map(_tuple_getter(req), ids)):
-                    rec = table.get(k)
-                    if rec is not None:
-                        bucket[key_of(rec)] = rec
+                found = [rec for rec in map(table.get, dict.fromkeys(map(_tuple_getter(req), ids))) if rec is not None]
+                records.setdefault(dim, {}).update(zip(_keys(req, found), found, strict=True))
             for dim in info.related_records:  # e.g. the targets of a field quantum (PipelineTask.related_records)
                 req = self.universe.required([dim])
                 key_of = _key_maker(req)
@@ -431,24 +459,28 @@ class Planner:
         for c in outs:
             oreq = self.universe.required(c.dimensions)
             odims = self.universe.data_id_order(c.dimensions)
+            own_key = tuple(oreq) == tuple(task_req)  # most outputs have the quantum's key
+            ext = self.butler.datastore.formatter(c.storage_class).extension
             out_specs.append(_OutputSpec(
-                c.name, c.dataset_type, odims,
-                None if tuple(oreq) == tuple(task_req) else _key_maker(oreq),  # most outputs have the quantum's key
+                c.name, c.dataset_type, odims, None if own_key else tuple(oreq), None if own_key else _key_maker(oreq),
                 tuple(odims) == tuple(order),  # and its data ID
-                dataset_types[c.dataset_type]["formatter"],
-                dataset_relpath_maker(run, c.dataset_type, oreq, self.butler.datastore.formatter(c.storage_class).extension),
+                dataset_types[c.dataset_type]["formatter"], tuple(oreq), ext, dataset_relpath_maker(run, c.dataset_type, oreq, ext),
                 skip_existing[c.dataset_type], in_output[c.dataset_type], dataset_uuid_maker(run, c.dataset_type),
                 available.setdefault(c.dataset_type, _Available()).nodes))
         skip_any = any(spec.in_skip for spec in out_specs)  # any output already in --skip-existing-in
         out_any = any(spec.in_output for spec in out_specs)  # any output already in the output run
         quantum_id = quantum_uuid_maker(run, t.label)
         label = t.label
+        if not (skip_any or out_any):
+            self._make_new_quanta(label, run, made, task_req, out_specs, datasets, quanta)
+            report.quanta += len(made)
+            return
         for data_id, inputs in made:
             key = key_of(data_id)
             outputs: dict[str, list[str]] = {}
             out_nodes: list[DatasetNode] = []
             existing_skip, existing_out = [], []
-            for name, dst, odims, okey_of, same_id, fmt, path_of, skip_map, out_map, dataset_id, _ in out_specs:
+            for name, dst, odims, _, okey_of, same_id, fmt, _, _, path_of, skip_map, out_map, dataset_id, _ in out_specs:
                 oid = data_id.copy() if same_id else {d: data_id[d] for d in odims}
                 okey = key if okey_of is None else okey_of(oid)
                 if skip_any:
@@ -486,6 +518,48 @@ class Planner:
                 datasets[node.id] = node
                 spec.available.append(node)
 
+    @staticmethod
+    def _make_new_quanta(label: str, run: str, made: list[tuple[dict, dict[str, list[DatasetNode]]]],
+                         key_dims: Sequence[str], out_specs: list[_OutputSpec], datasets: dict[str, DatasetNode],
+                         quanta: dict[str, Quantum]) -> None:
+        """``_make_quanta`` when no output exists yet (a first plan): column by column, each column in one call."""
+        data_ids = [m[0] for m in made]
+        keys = _keys(key_dims, data_ids)
+        # Quanta sharing an input read the same list of nodes (the planner's index entry): its ids are made once.
+        ids_of: dict[int, list[str]] = {}
+        q_inputs = []
+        for _, inputs in made:
+            q_in = {}
+            for name, ds in inputs.items():
+                ids = ids_of.get(id(ds))
+                if ids is None:
+                    ids = ids_of[id(ds)] = [d.id for d in ds]
+                    for d in ds:
+                        if d.id not in datasets:
+                            datasets[d.id] = d
+                q_in[name] = ids.copy()
+            q_inputs.append(q_in)
+        names, id_cols = [], []
+        for name, dst, odims, okey_dims, _, same_id, fmt, path_dims, ext, _, _, _, _, avail in out_specs:
+            if same_id:
+                oids = list(map(dict.copy, data_ids))
+            else:
+                oids = list(map(dict, map(zip, repeat(odims), map(_tuple_getter(odims), data_ids))))
+            ids = dataset_uuids(run, dst, keys if okey_dims is None else _keys(okey_dims, oids))
+            nodes = list(map(DatasetNode, ids, repeat(dst), oids, repeat(run), dataset_relpaths(run, dst, path_dims, oids, ext),
+                             repeat(fmt), repeat(None), repeat(False)))
+            datasets.update(zip(ids, nodes, strict=True))
+            avail.extend(nodes)
+            names.append(name)
+            id_cols.append(ids)
+        if len(names) == 1:
+            name = names[0]
+            outputs = [{name: [i]} for i in id_cols[0]]
+        else:
+            outputs = [dict(zip(names, map(_one, row), strict=True)) for row in zip(*id_cols, strict=True)]
+        qids = quantum_uuids(run, label, keys)
+        quanta.update(zip(qids, map(Quantum, qids, repeat(label), data_ids, q_inputs, outputs, [[] for _ in qids]), strict=True))
+
     def _plan_task(self, t: TaskDef, available: dict[str, _Available], prereqs: dict[str, _Available],
                    report: TaskReport, missing_prereqs: list) -> list[tuple[dict, dict[str, list[DatasetNode]]]]:
         """Quantum data IDs of one task and each one's inputs."""
@@ -493,8 +567,8 @@ class Planner:
         Eset = set(E)
         order = self.universe.data_id_order(t.dimensions)
         regular = t.inputs()
-        rows: list[dict] | None = None
-        cols: set[str] = set()
+        rows: list[tuple] | None = None  # the candidate data IDs, as tuples of the values of cols
+        cols: list[str] = []
         shared_of: dict[str, tuple[str, ...]] = {}
         merged = {c.name: self._alternatives(c, available) for c in regular}
         for c in regular:
@@ -506,8 +580,7 @@ class Planner:
             # ordered, not a set: string hashing differs per process, and the quanta's order (hence every
             # gathered input list and the order of floating-point sums in the tasks) would differ between plans
             keys = avail.index(shared)  # keyed in the nodes' order, built once for the lookups below too
-            rel = [dict(zip(shared, k, strict=True)) for k in keys]
-            rows, cols = self._join(rows, cols, rel, set(shared))
+            rows, cols = self._join(rows, cols, list(keys), shared)
         # Dimensions no input carries come from their records; the most specific first (an overlap
         # dimension brings its patch), so no join is a needless cross product.
         missing_dims = sorted((d for d in E if d not in cols), key=lambda d: -len(self.universe.expanded([d])))
@@ -515,9 +588,13 @@ class Planner:
             if dim in cols:
                 continue
             carried = set(self.universe.required([dim])) | set(self.universe[dim].implies)
-            rec_dims = [d for d in E if d in carried]
-            rel = [{d: r.get(d) for d in rec_dims} for r in self._records_of(dim).values()]
-            rows, cols = self._join(rows, cols, rel, set(rec_dims))
+            rec_dims = tuple(d for d in E if d in carried)
+            records = self._records_of(dim).values()
+            try:
+                rel = list(map(_tuple_getter(rec_dims), records))
+            except KeyError:  # a record without some implied value
+                rel = [tuple(r.get(d) for d in rec_dims) for r in records]
+            rows, cols = self._join(rows, cols, rel, rec_dims)
         rows = rows or []
         report.candidates = len(rows)
         where_needed = self.node is not None and self.where_dims <= Eset and not (
@@ -526,14 +603,17 @@ class Planner:
         calib = {c.name: self._calib_index(c, tuple(d for d in self.universe.expanded(c.dimensions) if d in Eset), t)
                  for c in t.prerequisites() if c.calibration}
         result = []
-        # Every row of the joins carries every joined dimension: look values up directly, not with .get
-        complete = set(order) <= cols
+        # A data ID holds every dimension of the task (order), None where no join gave one.
+        at = {c: i for i, c in enumerate(cols)}
+        if not set(order) <= at.keys():
+            rows = [r + (None,) for r in rows]
+        id_values = _tuple_getter([at.get(d, len(cols)) for d in order])
         lookups = [(c.name, c.dataset_type, c.multiple, c.minimum, merged[c.name].index(shared_of[c.name]),
-                    _tuple_getter(shared_of[c.name])) for c in regular]
+                    _tuple_getter([at[d] for d in shared_of[c.name]])) for c in regular]
         prerequisites = t.prerequisites()
         dropped = report.dropped_missing
         for row in rows:
-            data_id = {d: row[d] for d in order} if complete else {d: row.get(d) for d in order}
+            data_id = dict(zip(order, id_values(row), strict=True))
             if where_needed and not self._where_ok(data_id):
                 report.dropped_by_where += 1
                 continue
@@ -555,20 +635,20 @@ class Planner:
             for c in prerequisites:
                 shared = tuple(d for d in self.universe.expanded(c.dimensions) if d in Eset)
                 if c.calibration:
-                    node, problem = self._calib_find(c, shared, calib[c.name], row, t.label)
+                    node, problem = self._calib_find(c, shared, calib[c.name], data_id, t.label)
                     if node is None:
                         missing_prereqs.append(problem)
                         ok = False
                     else:
                         inputs[c.name] = [node]
                     continue
-                found = prereqs[c.dataset_type].index(shared).get(tuple(row.get(d) for d in shared), [])
+                found = prereqs[c.dataset_type].index(shared).get(tuple(data_id[d] for d in shared), [])
                 if not found and c.optional:  # the task does without it (and says so in its output)
                     inputs[c.name] = []
                     continue
                 if not found or (not c.multiple and len(found) > 1):
                     problem = "none found" if not found else f"{len(found)} found, 1 expected"
-                    missing_prereqs.append(_MissingPrereq(c.dataset_type, tuple((d, row.get(d)) for d in shared),
+                    missing_prereqs.append(_MissingPrereq(c.dataset_type, tuple((d, data_id[d]) for d in shared),
                                                           t.label, problem, c.hint))
                     ok = False
                     continue
@@ -652,21 +732,28 @@ class Planner:
                       f"{why}; {hint}")
 
     @staticmethod
-    def _join(rows: list[dict] | None, cols: set[str], rel: list[dict], rel_cols: set[str]) -> tuple[list[dict], set[str]]:
-        """Natural (hash) join of two relations held as lists of dicts."""
+    def _join(rows: list[tuple] | None, cols: list[str], rel: list[tuple],
+              rel_cols: Sequence[str]) -> tuple[list[tuple], list[str]]:
+        """Natural (hash) join of two relations held as lists of tuples of the values of their named columns.
+
+        Tuples, not dicts: a joined row is one concatenation, a key one itemgetter call.
+        """
         if rows is None:
-            return rel, set(rel_cols)
-        on = tuple(sorted(cols & rel_cols))
+            return rel, list(rel_cols)
+        extra = [i for i, c in enumerate(rel_cols) if c not in cols]
+        rest = _tuple_getter(extra)
+        out_cols = cols + [rel_cols[i] for i in extra]
+        on = [c for c in rel_cols if c in cols]
         if not on:
-            return [{**a, **b} for a in rows for b in rel], cols | rel_cols
-        idx: dict[tuple, list[dict]] = defaultdict(list)
-        for b in rel:
-            idx[tuple(b.get(k) for k in on)].append(b)
-        out = []
-        for a in rows:
-            for b in idx.get(tuple(a.get(k) for k in on), ()):
-                out.append({**a, **b})
-        return out, cols | rel_cols
+            tails = list(map(rest, rel))
+            return [a + b for a in rows for b in tails], out_cols
+        idx: dict[tuple, list[tuple]] = defaultdict(list)
+        for key, tail in zip(map(_tuple_getter([rel_cols.index(c) for c in on]), rel), map(rest, rel), strict=True):
+            idx[key].append(tail)
+        get = idx.get
+        empty: list[tuple] = []
+        key_of = _tuple_getter([cols.index(c) for c in on])
+        return [a + b for a in rows for b in get(key_of(a), empty)], out_cols
 
     def _why_empty(self) -> str:
         for label, r in self.reports.items():

@@ -2,8 +2,8 @@
 
 It is self-contained: every input dataset carries its file path, formatter, checksum, size and mtime, every
 output its predicted path and id, and every task its resolved config, so a submit on another node runs the
-graph with no registry lookup for inputs. Saved as versioned, gzipped JSON laid out per dataset type and per task (one
-row per item) so 100k quanta load in about a second.
+graph with no registry lookup for inputs. Saved as versioned, gzipped JSON laid out per dataset type and per task: in
+columns since version 3 (``columns``), one row per item in version 2, which is still read (and written on request).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, cast
+from typing import Any, Callable, Iterable, Iterator, cast
 
 import orjson
 from isal import igzip  # ISA-L's gzip: the same files, written 3x and read 3x faster than with zlib
@@ -26,10 +26,12 @@ from isal.igzip_lib import IsalError
 
 from ..datastore.datastore import check_relpath, run_relpath
 from ..errors import DatastorePathError, OpenAstroError
+from . import columns
 
 FORMAT = "openastro-qgraph"
-VERSION = 2      # 2: dataset rows carry size and mtime_ns (at 6 and 7; data ID values from 8)
-READABLE = (1, 2)
+VERSION = 3      # 2: dataset rows carry size and mtime_ns (at 6 and 7; data ID values from 8); 3: columns
+READABLE = (1, 2, 3)
+WRITABLE = (2, 3)
 # not gzip, truncated, damaged (isal's stub types its error as an instance)
 _UNREADABLE: tuple[type[BaseException], ...] = (OSError, ValueError, EOFError, cast(type[BaseException], IsalError))
 _NS = uuid.UUID("8f1c7f4e-5d0b-4b7e-9a55-0e6b8f3b2a10")
@@ -50,6 +52,13 @@ def uuid5_maker(prefix: str) -> Callable[[str], str]:
         h = sha1(head + rest.encode()).hexdigest()
         return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{variant[h[16]]}{h[17:20]}-{h[20:32]}"
     return make
+
+
+def uuid5_many(prefix: str, rests: Iterable[str]) -> list[str]:
+    """``list(map(uuid5_maker(prefix), rests))`` as two comprehensions, no Python call per id (the planner's way)."""
+    head, sha1, variant = _NS_BYTES + prefix.encode(), hashlib.sha1, _VARIANT
+    digests = [sha1(head + rest.encode()).hexdigest() for rest in rests]
+    return [f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{variant[h[16]]}{h[17:20]}-{h[20:32]}" for h in digests]
 
 
 def _uuid5(name: str) -> str:
@@ -75,6 +84,16 @@ def dataset_uuid_maker(run: str, dataset_type: str) -> Callable[[str], str]:
 def quantum_uuid_maker(run: str, label: str) -> Callable[[str], str]:
     """``quantum_uuid`` of one run and task, for many data ID keys."""
     return uuid5_maker(f"quantum:{run}:{label}:")
+
+
+def dataset_uuids(run: str, dataset_type: str, data_id_keys: Iterable[str]) -> list[str]:
+    """``dataset_uuid`` of one run and dataset type for each of many data ID keys."""
+    return uuid5_many(f"dataset:{run}:{dataset_type}:", data_id_keys)
+
+
+def quantum_uuids(run: str, label: str, data_id_keys: Iterable[str]) -> list[str]:
+    """``quantum_uuid`` of one run and task for each of many data ID keys."""
+    return uuid5_many(f"quantum:{run}:{label}:", data_id_keys)
 
 
 @contextmanager
@@ -215,11 +234,41 @@ class QuantumGraph:
         return self.header["output_run"]
 
     # -- persistence --------------------------------------------------------------------------
-    def save(self, path: str | Path) -> None:
+    def save(self, path: str | Path, version: int = VERSION) -> None:
+        """Write the graph (atomically); ``version=2`` writes the row layout older openastro-parsl reads."""
+        if version not in WRITABLE:
+            raise GraphFormatError(f"cannot write quantum graph format version {version}; versions "
+                                   f"{', '.join(map(str, WRITABLE))} are written")
         with paused_gc():
-            self._save(Path(path))
+            payload = self._payload_v3() if version == 3 else self._payload_v2()
+            path = Path(path)
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_bytes(igzip.compress(payload, compresslevel=1))
+            tmp.replace(path)
 
-    def _save(self, path: Path) -> None:
+    def _small(self, version: int, runs: dict[str, int]) -> bytes:
+        """The header part (plain json: a header may hold what orjson refuses), without its closing brace."""
+        small = {
+            "format": FORMAT, "version": version, "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "header": self.header,
+            "tasks": {k: vars(t) | {"dimensions": list(t.dimensions)} for k, t in self.tasks.items()},
+            "dataset_types": self.dataset_types, "runs": list(runs),
+        }
+        return json.dumps(small, separators=(",", ":")).encode()[:-1]
+
+    def _payload_v3(self) -> bytes:
+        runs: dict[str, int] = {}
+        datasets, order = columns.encode_datasets(self.datasets.values(), runs)
+        position = dict(zip(order, range(len(order)), strict=True)).__getitem__
+        quanta, quanta_order = columns.encode_quanta(self.quanta, position)
+        records = columns.encode_records(self.records)
+        # Records holding NaN or infinity go through json, which keeps them (orjson would write null).
+        records_text = (_dumps(records) if columns.records_finite(records)
+                        else json.dumps(records, separators=(",", ":")).encode())
+        return b"".join([self._small(3, runs), b',"records":', records_text, b',"datasets":', _dumps(datasets),
+                         b',"quanta":', _dumps(quanta), b',"order":', _dumps(quanta_order), b"}"])
+
+    def _payload_v2(self) -> bytes:
         runs: dict[str, int] = {}
         index: dict[str, int] = {}
         by_type: dict[str, list[DatasetNode]] = {}
@@ -250,22 +299,12 @@ class QuantumGraph:
             block["rows"].append([q.id, list(map(q.data_id.__getitem__, block["dims"])),
                                   {c: list(map(position, ids)) for c, ids in q.inputs.items()},
                                   {c: list(map(position, ids)) for c, ids in q.outputs.items()}, q.clobber])
-        small = {
-            "format": FORMAT, "version": VERSION, "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "header": self.header,
-            "tasks": {k: vars(t) | {"dimensions": list(t.dimensions)} for k, t in self.tasks.items()},
-            "dataset_types": self.dataset_types, "runs": list(runs),
-        }
         # The bulk (rows of str, int and None; records) goes through orjson, 6x faster than json's C encoder; the
         # rest through json. Records holding NaN or infinity go through json too: orjson would write them as null.
         records = (_dumps(self.records) if _all_finite(self.records)
                    else json.dumps(self.records, separators=(",", ":")).encode())
-        text = json.dumps(small, separators=(",", ":")).encode()
-        payload = b"".join([text[:-1], b',"records":', records, b',"datasets":', _dumps(datasets),
-                            b',"quanta":', _dumps(quanta), b',"order":', _dumps(list(self.quanta)), b"}"])
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(igzip.compress(payload, compresslevel=1))
-        tmp.replace(path)
+        return b"".join([self._small(2, runs), b',"records":', records, b',"datasets":', _dumps(datasets),
+                         b',"quanta":', _dumps(quanta), b',"order":', _dumps(list(self.quanta)), b"}"])
 
     @classmethod
     def load(cls, path: str | Path) -> "QuantumGraph":
@@ -298,7 +337,7 @@ class QuantumGraph:
         try:
             if doc["version"] == 1:
                 _upgrade_v1(doc)
-            graph = cls._from_doc(doc)
+            graph = cls._from_columns(doc) if doc["version"] == 3 else cls._from_doc(doc)
             graph.check_output_paths()
         except DatastorePathError as exc:
             raise DatastorePathError(f"{path}: {exc}") from None
@@ -309,7 +348,26 @@ class QuantumGraph:
         return graph
 
     @classmethod
+    def _from_columns(cls, doc: dict[str, Any]) -> "QuantumGraph":
+        """A version 3 document."""
+        datasets, ids = columns.decode_datasets(doc["datasets"], doc["runs"], DatasetNode)
+        quanta = columns.decode_quanta(doc["quanta"], doc["order"], ids, Quantum)
+        return cls._checked(doc, datasets, quanta, columns.decode_records(doc["records"]))
+
+    @classmethod
+    def _checked(cls, doc: dict[str, Any], datasets: dict[str, DatasetNode], quanta: dict[str, Quantum],
+                 records: dict[str, dict[str, dict[str, Any]]]) -> "QuantumGraph":
+        """The graph of a document's tasks and the decoded parts; every quantum's task must be one of them."""
+        tasks = {k: TaskInfo(**{**v, "dimensions": tuple(v["dimensions"]),
+                                "related_records": tuple(v.get("related_records", ()))}) for k, v in doc["tasks"].items()}
+        for q in quanta.values():
+            if q.task not in tasks:
+                raise ValueError(f"quantum {q.id} of unknown task {q.task!r}")
+        return cls(doc["header"], tasks, doc["dataset_types"], datasets, quanta, records)
+
+    @classmethod
     def _from_doc(cls, doc: dict[str, Any]) -> "QuantumGraph":
+        """A version 2 document (version 1 upgraded)."""
         runs = doc["runs"]
         datasets: dict[str, DatasetNode] = {}
         ids: list[str] = []
@@ -329,11 +387,7 @@ class QuantumGraph:
                                             {c: [ids[i] for i in v] for c, v in inputs.items()},
                                             {c: [ids[i] for i in v] for c, v in outputs.items()}, clobber)
         quanta = {qid: quanta_by_id[qid] for qid in doc["order"]}
-        tasks = {k: TaskInfo(**{**v, "dimensions": tuple(v["dimensions"])}) for k, v in doc["tasks"].items()}
-        for q in quanta.values():
-            if q.task not in tasks:
-                raise ValueError(f"quantum {q.id} of unknown task {q.task!r}")
-        return cls(doc["header"], tasks, doc["dataset_types"], datasets, quanta, doc.get("records", {}))
+        return cls._checked(doc, datasets, quanta, doc.get("records", {}))
 
     def check_output_paths(self) -> None:
         """Every predicted output lies in its own run's folder, at one path of its own.
