@@ -114,7 +114,7 @@ FrameStatsTask = import_task("openastro_parsl.tasks.qa.FrameStatsTask")
 class FaultyStatsConfig(FrameStatsTask.Config):  # type: ignore[name-defined]
     fail_exposures: list[int] = Field(default_factory=list)
     marker: str = ""                 # faults happen only while this file exists
-    fault: str = "raise"             # raise | kill_worker | memory | no_work | slow_once
+    fault: str = "raise"             # raise | kill_worker | memory | no_work | slow_once | hold
     sleep_s: float = 0.0
     pad_kb: int = 0                  # make the output this much bigger (to fill a disk)
 
@@ -132,7 +132,12 @@ class FaultyStatsTask(FrameStatsTask):  # type: ignore[valid-type,misc]
         if self.config.sleep_s:
             time.sleep(self.config.sleep_s)
         armed = self.config.marker and Path(self.config.marker).exists()
-        if armed and data_id["exposure"] in self.config.fail_exposures:
+        held = armed and self.config.fault == "hold" and data_id["exposure"] in self.config.fail_exposures
+        if held:  # the run stays busy until the test removes the marker (at most 300 s), then this succeeds
+            deadline = time.monotonic() + 300
+            while Path(self.config.marker).exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+        elif armed and data_id["exposure"] in self.config.fail_exposures:
             if self.config.fault == "kill_worker":
                 Path(self.config.marker).unlink()  # die once; the retry succeeds
                 os.kill(os.getpid(), signal.SIGKILL)

@@ -1,5 +1,5 @@
 """The submit process itself killed with SIGKILL mid-run; --resume finishes the run without duplicates (on this
-machine and on the local SLURM: the ``site_path`` fixture)."""
+machine, on both registry backends, and on the local SLURM: the ``site_path`` fixture)."""
 
 import os
 import signal
@@ -9,11 +9,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from openastro_parsl.butler import Butler
 
 from testdata import make_small_repo, succeeded_count
 
 FAULTY = Path(__file__).resolve().parents[1] / "pipelines" / "faulty.yaml"
+pytestmark = pytest.mark.both_backends
 
 
 def test_resume_after_sigkill_of_submit(tmp_path, site_path):

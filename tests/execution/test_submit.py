@@ -1,5 +1,7 @@
 """End-to-end execution through a real Parsl HighThroughputExecutor: on this machine, and (the tests taking the
-``site`` fixture) in pilot jobs on the local single-node SLURM too."""
+``site`` fixture) in pilot jobs on the local single-node SLURM too. Those that register or resume run on both
+registry backends on this machine; a lost worker's retry and a MemoryError's classification register nothing
+another test does not, so they stay on SQLite (time: tests/conftest.py)."""
 
 import json
 from pathlib import Path
@@ -25,6 +27,7 @@ def _run(butler, spec, overrides=(), output_run="u/t/run", site=None, **kw):
     return sub, sub.run()
 
 
+@pytest.mark.both_backends
 def test_pipeline_runs_registers_with_provenance_and_logs(tmp_path, site):
     butler = make_small_repo(tmp_path)
     sub, summary = _run(butler, QA, site=site)
@@ -52,6 +55,7 @@ def test_pipeline_runs_registers_with_provenance_and_logs(tmp_path, site):
     assert bool(prov["slurm_job_id"]) == on_slurm
 
 
+@pytest.mark.both_backends
 def test_failure_report_and_resume(tmp_path, site_path, site, registry_backend, failed_runs):
     # On the local site and SQLite, the session's failing run (test_report_timeline.py reads it too), claimed: it is
     # resumed below. Elsewhere the same run, made here.
@@ -125,6 +129,7 @@ def test_memory_error_is_classified(tmp_path, site):
     assert row["attempts"] == 2 and row["error_type"] == "MemoryError"  # retried once (site retries: 1), then failed
 
 
+@pytest.mark.both_backends
 def test_no_work_is_not_a_failure_and_propagates(tmp_path, site):
     """A task raising NoWorkFound (a frame that did not plate-solve): its per-exposure consumer has no work
     either, the gathering task goes on with the other frames, the run is ok and resume reruns nothing."""
@@ -150,6 +155,7 @@ def test_no_work_is_not_a_failure_and_propagates(tmp_path, site):
     assert len(butler.query_datasets("*", "u/t/run")) == n_refs
 
 
+@pytest.mark.both_backends
 def test_tiny_quanta_travel_in_clusters(tmp_path, site):
     """Quanta far shorter than Parsl's per-task overhead are sent a few at a time once their duration is
     known; each still has its own logs, status row and registered outputs."""

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from testdata import QA, make_small_repo
 
 
@@ -22,6 +23,7 @@ def _plan(repo, path, seed):
     return doc
 
 
+@pytest.mark.both_backends
 def test_plans_in_two_processes_are_identical(tmp_path):
     butler = make_small_repo(tmp_path, n=12)
     first = _plan(butler.root, tmp_path / "a.qgraph", 1)

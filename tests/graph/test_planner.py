@@ -9,9 +9,12 @@ from openastro_parsl.registry.refs import DatasetType
 
 from testdata import QA, make_small_repo
 
+pytestmark = pytest.mark.both_backends
+
 
 @pytest.fixture
 def repo(tmp_path):
+    """A repository of the test's own, for tests that change it (the others plan against ``small_repo``)."""
     return make_small_repo(tmp_path)
 
 
@@ -22,8 +25,8 @@ def plan(butler, spec=QA, **kw):
     return p, p.plan()
 
 
-def test_quanta_per_task_and_links(repo):
-    planner, g = plan(repo)
+def test_quanta_per_task_and_links(small_repo):
+    planner, g = plan(small_repo)
     assert g.counts_by_task() == {"frameStats": 6, "fieldQa": 2, "targetCoverage": 2}
     ups = g.upstream()
     for q in g.by_task("fieldQa"):
@@ -39,21 +42,21 @@ def test_quanta_per_task_and_links(repo):
         assert not node.exists and node.path.startswith("u/t/qa/frameStats/lco1m/") and node.formatter == "json"
 
 
-def test_ids_are_deterministic(repo):
-    _, g1 = plan(repo)
-    _, g2 = plan(repo)
+def test_ids_are_deterministic(small_repo):
+    _, g1 = plan(small_repo)
+    _, g2 = plan(small_repo)
     assert list(g1.quanta) == list(g2.quanta)
 
 
-def test_where_restricts(repo):
-    _, g = plan(repo, where="band = 'r' AND exposure.exptime > 10")
+def test_where_restricts(small_repo):
+    _, g = plan(small_repo, where="band = 'r' AND exposure.exptime > 10")
     assert g.counts_by_task() == {"frameStats": 3, "fieldQa": 1, "targetCoverage": 1}
-    _, g = plan(repo, where="target = 'T1'")  # a dimension no input has: applied at quantum level
+    _, g = plan(small_repo, where="target = 'T1'")  # a dimension no input has: applied at quantum level
     assert g.counts_by_task()["targetCoverage"] == 2
 
 
-def test_save_load_round_trip(repo, tmp_path):
-    _, g = plan(repo)
+def test_save_load_round_trip(small_repo, tmp_path):
+    _, g = plan(small_repo)
     g.save(tmp_path / "g.qgraph")
     back = QuantumGraph.load(tmp_path / "g.qgraph")
     assert list(back.quanta) == list(g.quanta)
@@ -62,7 +65,7 @@ def test_save_load_round_trip(repo, tmp_path):
     assert {k: (v.path, v.checksum, v.exists) for k, v in back.datasets.items()} == \
         {k: (v.path, v.checksum, v.exists) for k, v in g.datasets.items()}
     assert back.tasks["frameStats"].config["detect_sigma"] == 5.0
-    assert back.header["inputs"] == ["defaults"] and back.header["datastore_root"] == str(repo.root)
+    assert back.header["inputs"] == ["defaults"] and back.header["datastore_root"] == str(small_repo.root)
 
 
 def test_bad_graph_files(tmp_path):
@@ -79,11 +82,11 @@ def test_missing_prerequisite_lists_dataset_and_task(tmp_path):
         plan(butler)
 
 
-def test_empty_graph_says_why(repo):
+def test_empty_graph_says_why(small_repo):
     with pytest.raises(PlanningError, match="task 'frameStats' found no data: no raw datasets .* matching where \"band='z'\""):
-        plan(repo, where="band='z'")
+        plan(small_repo, where="band='z'")
     with pytest.raises(OpenAstroError, match="collection 'nope' does not exist; known: defaults, raw/all, refcats"):
-        plan(repo, inputs=["nope"])
+        plan(small_repo, inputs=["nope"])
 
 
 def test_dataset_type_conflict_with_registry_names_task(repo):
@@ -121,8 +124,8 @@ def test_output_run_inputs_must_match(repo):
         plan(repo)
 
 
-def test_explain(repo):
-    planner, g = plan(repo, where="band='r'")
+def test_explain(small_repo):
+    planner, g = plan(small_repo, where="band='r'")
     text = explain_data_id(g, planner, "exposure=101")
     assert "frameStats: feeds 1 quantum" in text and "fieldQa: feeds 1" in text
     text = explain_data_id(g, planner, "exposure=100")

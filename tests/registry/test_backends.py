@@ -157,10 +157,7 @@ def test_two_writers_of_the_same_new_records_at_once_both_succeed(butler):
 
 
 @pytest.mark.both_backends
-def test_a_repository_of_universe_v1_gains_the_new_metadata_columns_on_open(tmp_path, registry_backend):
-    import os
-
-    from openastro_parsl.butler import REGISTRY_SERVER_ENV
+def test_a_repository_of_universe_v1_gains_the_new_metadata_columns_on_open(registry_url):
     from openastro_parsl.registry.registry import Registry
     from openastro_parsl.registry.universe import DimensionUniverse
 
@@ -170,9 +167,7 @@ def test_a_repository_of_universe_v1_gains_the_new_metadata_columns_on_open(tmp_
         text = text.replace(line + "\n", "")
     old = DimensionUniverse(text.replace(f"\nversion: {DimensionUniverse.default().version}\n", "\nversion: 1\n"))
     assert old.version == 1 and "period" not in old["target"].metadata
-    # PostgreSQL: a database under the test's prefix, dropped with the others when the test ends
-    url = (f"sqlite:///{tmp_path / 'v1.sqlite3'}" if registry_backend == "sqlite"
-           else os.environ[REGISTRY_SERVER_ENV] + "v1")
+    url = registry_url("v1")
     reg = Registry.create(url, old)
     reg.sync_dimension_records("field", [{"name": "f", "ra": 1.0, "dec": 2.0}])
     reg.sync_dimension_records("target", [{"name": "t", "field": "f", "ra": 1.0, "dec": 2.0, "kind": "variable"}])

@@ -1,12 +1,10 @@
-import sqlite3
-
 import pytest
 from sqlalchemy import create_engine, text
 
 from openastro_parsl.butler import Butler
 from openastro_parsl.errors import ConflictError, DataIdError, MissingDatasetError, RepositoryError, WhereError
 from openastro_parsl.registry.refs import CollectionType, DatasetType
-from openastro_parsl.registry.registry import Registry
+from openastro_parsl.registry.registry import Registry, create_database, normalize_url
 from openastro_parsl.registry.schema import SCHEMA_VERSION
 
 CALEXP = DatasetType("calexp", ("instrument", "exposure"), "NumpyArrays")
@@ -34,22 +32,25 @@ def test_sqlite_pragmas_and_schema_version(populated):
     assert url.startswith("sqlite:///")
 
 
-def test_foreign_and_old_databases_are_refused(tmp_path):
-    foreign = tmp_path / "other.sqlite3"
-    con = sqlite3.connect(foreign)
-    con.execute("CREATE TABLE people (name TEXT)")
-    con.commit()
-    con.close()
+@pytest.mark.both_backends
+def test_foreign_and_old_databases_are_refused(registry_url, registry_backend):
+    foreign = registry_url("other")
+    if registry_backend == "postgresql":
+        create_database(foreign)
+    engine = create_engine(normalize_url(foreign))
+    with engine.begin() as c:
+        c.execute(text("CREATE TABLE people (name TEXT)"))
+    engine.dispose()
     with pytest.raises(RepositoryError, match="not an openastro-parsl registry"):
-        Registry(f"sqlite:///{foreign}")
-    reg = Registry.create(f"sqlite:///{tmp_path / 'old.sqlite3'}")
+        Registry(foreign)
+    reg = Registry.create(registry_url("old"))
     with reg.engine.begin() as c:
         c.execute(text("UPDATE meta SET value='0' WHERE key='schema_version'"))
     reg.close()
     with pytest.raises(RepositoryError, match="schema version 0, made by an older"):
-        Registry(f"sqlite:///{tmp_path / 'old.sqlite3'}")
-    with pytest.raises(RepositoryError, match="no registry database"):
-        Registry(f"sqlite:///{tmp_path / 'missing.sqlite3'}")
+        Registry(registry_url("old"))
+    with pytest.raises(RepositoryError, match="no registry database .*missing"):
+        Registry(registry_url("missing"))
 
 
 def test_not_a_repo(tmp_path):
@@ -166,9 +167,10 @@ def test_query_data_ids(populated):
     assert [r["exposure"] for r in rows] == [2, 3]
 
 
-def test_a_rolled_back_collection_is_forgotten(tmp_path):
+@pytest.mark.both_backends
+def test_a_rolled_back_collection_is_forgotten(butler):
     """A run registered inside a transaction that rolls back does not linger in the registry's cache."""
-    reg = Registry.create(f"sqlite:///{tmp_path / 'r.sqlite3'}")
+    reg = butler.registry
     try:
         with reg.transaction() as conn:
             reg.register_run("u/a/run", conn=conn)

@@ -2,9 +2,13 @@
 is quarantined with that reason instead of becoming instrument `lco-1m` or band `clear`; a default applies
 only where a translator declares it."""
 
+import pytest
+
 from openastro_parsl.ingest.ingest import ingest_raws
 
 from testdata import lco_header, write_frame
+
+pytestmark = pytest.mark.both_backends
 
 
 def _without(header: dict, *cards: str) -> dict:

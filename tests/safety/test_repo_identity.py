@@ -26,12 +26,14 @@ def _files(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and "submit" not in p.parts and not p.name.startswith("registry.sqlite3")}
 
 
+@pytest.mark.both_backends
 def test_repositories_have_distinct_identities_kept_by_reopening(tmp_path):
     a, b = Butler.create(tmp_path / "a"), Butler.create(tmp_path / "b")
     assert a.repo_id and b.repo_id and a.repo_id != b.repo_id
     assert Butler(tmp_path / "a").repo_id == a.repo_id
 
 
+@pytest.mark.both_backends
 def test_old_repository_gets_an_identity_on_first_open(tmp_path):
     Butler.create(tmp_path / "old")
     cfg_path = tmp_path / "old" / "butler.yaml"
@@ -42,6 +44,7 @@ def test_old_repository_gets_an_identity_on_first_open(tmp_path):
     assert first and Butler(tmp_path / "old").repo_id == first
 
 
+@pytest.mark.both_backends
 def test_graph_planned_on_a_is_refused_on_b_and_writes_nowhere(tmp_path):
     a = make_small_repo(tmp_path / "A")
     b = make_small_repo(tmp_path / "B")
@@ -60,6 +63,7 @@ def test_graph_planned_on_a_is_refused_on_b_and_writes_nowhere(tmp_path):
         Submission.start(Butler(b.root), graph, site, src)
 
 
+@pytest.mark.both_backends
 def test_graph_runs_in_its_repository_after_the_repository_moved(tmp_path):
     """A moved repository keeps its identity; outputs land in it, not at the path recorded in the graph."""
     a = make_small_repo(tmp_path / "A", n=2)

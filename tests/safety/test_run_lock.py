@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ from openastro_parsl.cli.report import status_main
 from openastro_parsl.execution import runlock
 from openastro_parsl.execution.runlock import RunLock, RunLockedError
 
-from testdata import make_small_repo, succeeded_count
+from testdata import make_small_repo
 
 FAULTY = Path(__file__).resolve().parents[1] / "pipelines" / "faulty.yaml"
 SUBMIT = [sys.executable, "-m", "openastro_parsl.cli.submit_entry"]
@@ -101,17 +102,27 @@ def test_heartbeat_refreshes_the_lock(tmp_path, monkeypatch):
         lock.release()
 
 
-def _plan(butler, run, path, sleep_s=1.0):
+def _plan(butler, run, path, overrides):
     from openastro_parsl.graph.planner import Planner
     from openastro_parsl.pipeline.pipeline import load_pipeline
 
-    graph = Planner(butler, load_pipeline(f"{FAULTY}#frameStats", [f"frameStats:sleep_s={sleep_s}"]),
-                    inputs=["defaults"], output_run=run).plan()
+    graph = Planner(butler, load_pipeline(f"{FAULTY}#frameStats", overrides), inputs=["defaults"], output_run=run).plan()
     graph.save(path)
     return str(path)
 
 
-def _start_slow_submit(butler, run, qgraph=None):
+def _count(status_db: Path, state: str) -> int:
+    con = sqlite3.connect(status_db, timeout=5)
+    try:
+        return con.execute("SELECT COUNT(*) FROM quantum WHERE state = ?", (state,)).fetchone()[0]
+    except sqlite3.Error:
+        return 0
+    finally:
+        con.close()
+
+
+def _start_slow_submit(butler, run, qgraph=None, state="succeeded"):
+    """A submit in a session of its own, returned once one of its quanta is in ``state``."""
     cmd = SUBMIT + (["--qgraph", qgraph] if qgraph else
                     ["-b", str(butler.root), "-p", f"{FAULTY}#frameStats", "-i", "defaults", "-o", run,
                      "-c", "frameStats:sleep_s=1.0"])
@@ -120,17 +131,22 @@ def _start_slow_submit(butler, run, qgraph=None):
     deadline = time.time() + 120
     while time.time() < deadline:
         dbs = list(runs.glob("*/status.sqlite3")) if runs.exists() else []
-        if dbs and succeeded_count(dbs[0]) >= 1:
+        if dbs and _count(dbs[0], state) >= 1:
             return proc, dbs[0].parent
         assert proc.poll() is None, proc.stdout.read()
         time.sleep(0.2)
     raise AssertionError("the first submit never got going")
 
 
+@pytest.mark.both_backends
 def test_two_submits_and_an_early_resume_on_one_run_never_both_write(tmp_path):
     butler = make_small_repo(tmp_path, n=8)
-    qgraph = _plan(butler, "u/t/shared", tmp_path / "shared.qgraph")  # planned once, submitted twice
-    first, run_dir = _start_slow_submit(butler, "u/t/shared", qgraph)
+    hold = tmp_path / "hold"
+    hold.touch()  # every quantum waits while it exists: the first submit lives until the checks are done
+    qgraph = _plan(butler, "u/t/shared", tmp_path / "shared.qgraph",  # planned once, submitted twice
+                   ["frameStats:fail_exposures=[100,101,102,103,104,105,106,107]", f"frameStats:marker={hold}",
+                    "frameStats:fault=hold"])
+    first, run_dir = _start_slow_submit(butler, "u/t/shared", qgraph, state="running")
     try:
         second = subprocess.run(SUBMIT + ["--qgraph", qgraph], capture_output=True, text=True, timeout=120)
         assert second.returncode == 1
@@ -140,7 +156,9 @@ def test_two_submits_and_an_early_resume_on_one_run_never_both_write(tmp_path):
         early = subprocess.run(SUBMIT + ["--resume", str(run_dir)], capture_output=True, text=True, timeout=120)
         assert early.returncode == 1 and f"pid {first.pid}" in early.stderr
         assert first.poll() is None
+        assert _count(run_dir / "status.sqlite3", "succeeded") == 0  # the checks above ran mid-run
     finally:
+        hold.unlink(missing_ok=True)
         out, _ = first.communicate(timeout=300)
     assert first.returncode == 0, out
     butler = Butler(butler.root)
