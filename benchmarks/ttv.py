@@ -80,14 +80,15 @@ PUBLISHED_MASSES = {"K2-24b": (19.0 - 2.1, 19.0 + 2.2), "K2-24c": (15.4 - 1.8, 1
 
 
 def validation_config(seed: int):
-    """The settings of the K2-24 slow test (tests/tasks/test_ttv_k2_24.py, K2_24_CONFIG) with another seed."""
+    """The settings of the K2-24 slow fit (tests/tasks/test_ttv_k2_24.py, K2_24_TTVNEST_CONFIG: the reference
+    analysis's priors, Cartesian eccentricities) with another seed."""
     from openastro_parsl.tasks.lightcurve.ttv import TtvFitConfig
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "tasks"))
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from test_ttv_k2_24 import K2_24_CONFIG
+    from test_ttv_k2_24 import K2_24_TTVNEST_CONFIG
 
-    return TtvFitConfig(**(K2_24_CONFIG | {"seed": seed, "progress_every_s": 60.0}))
+    return TtvFitConfig(**(K2_24_TTVNEST_CONFIG | {"seed": seed, "progress_every_s": 60.0}))
 
 
 def loglike_rate(model, seconds: float, seed: int = 0) -> float:

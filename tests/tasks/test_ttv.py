@@ -179,6 +179,35 @@ def test_sqrt_e_normal_and_normal_mass_priors_match_their_definitions():
         TtvFitConfig(planet_defaults={"mass_prior": "normal", "mass_normal": [17.0, 0.0]})
 
 
+@pytest.mark.parametrize("kind, scale", [("sqrt_e_normal", np.sqrt(0.15)), ("uniform", 0.0), ("rayleigh", 0.1)])
+def test_cartesian_eccentricity_is_the_polar_prior_without_its_singularity(kind, scale):
+    """The Cartesian pair (kept inside its disc) gives the polar prior's e and a uniform omega; the fraction of
+    draws inside the disc is exp(log_disc_fraction), the evidence offset the model adds back."""
+    from scipy.stats import ks_2samp
+
+    from openastro_parsl.tasks.lightcurve.ttv_priors import eccentricity_priors, log_disc_fraction
+
+    rng = np.random.default_rng(3)
+    e_pol, w_pol = eccentricity_priors("b", kind, scale or 0.05, 0.4, "polar")
+    polar = np.array([e_pol.transform(x) for x in rng.random(3000)])
+    x, y = eccentricity_priors("b", kind, scale or 0.05, 0.4, "cartesian")
+    assert x.name == ("b:ecosw" if kind == "rayleigh" else "b:secosw") and not x.periodic and x.disc == x.hi
+    u = rng.random((6000, 2))
+    h, k = np.array([x.transform(a) for a in u[:, 0]]), np.array([y.transform(a) for a in u[:, 1]])
+    inside = h**2 + k**2 <= x.disc**2
+    n, frac = inside.size, np.exp(log_disc_fraction(x))
+    assert abs(inside.mean() - frac) < 4 * np.sqrt(frac * (1 - frac) / n)
+    r2 = (h**2 + k**2)[inside]
+    e = r2 if kind != "rayleigh" else np.sqrt(r2)
+    assert e.max() <= 0.4 and ks_2samp(e, polar).pvalue > 0.01
+    omega = np.degrees(np.arctan2(k, h))[inside] % 360
+    assert ks_2samp(omega / 360, rng.random(3000)).pvalue > 0.01
+    assert w_pol.periodic and eccentricity_priors("b", kind, 0.05, 0.0, "cartesian")[0].fixed  # circular: polar
+    if kind == "sqrt_e_normal":
+        with pytest.raises(ValueError, match="sqrt_uniform' has no Cartesian form"):
+            eccentricity_priors("b", "sqrt_uniform", 0.05, 0.4, "cartesian")
+
+
 def test_config_priors_per_planet(times):
     cfg = TtvFitConfig(planets={"OA-T1": {"mass_earth": [10, 20], "eccentricity_prior": "sqrt_uniform",
                                           "eccentricity_max": 0.2}},

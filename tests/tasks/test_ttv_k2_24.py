@@ -3,10 +3,10 @@
 Ten transit times (K2 and Spitzer) of b (P 20.9 d) and c (P 42.4 d) near 2:1, ingested as the user would
 (`openastro-butler ingest-transit-times ... --time-system BKJD` gives targets K2-24b and K2-24c in field
 K2-24); `ttvFit` plans one quantum for the field with both planets' datasets, and it runs through Parsl. The
-slow test runs the fit (three merged runs, ~30 min on this shared 2-core machine) with the priors of the
-reference analysis of these times, ttvnest's K2-24 example (K2_24_TTVNEST_CONFIG: RV-informed normal masses,
-sqrt(e) cos w and sqrt(e) sin w normal), and checks the periods and that the mass intervals overlap the
-published (TTV + RV) masses M_b = 19.0 +2.2 -2.1 and M_c = 15.4 +1.9 -1.8 Earth masses. With flat priors
+slow test runs the fit (two merged runs of 300 live points, ~55 min on this shared 2-core machine at a load of
+8) with the priors of the reference analysis of these times, ttvnest's K2-24 example (K2_24_TTVNEST_CONFIG:
+RV-informed normal masses, sqrt(e) cos w and sqrt(e) sin w normal and sampled as such), and checks the periods
+and that the mass intervals overlap the published (TTV + RV) masses M_b = 19.0 +2.2 -2.1 and M_c = 15.4 +1.9 -1.8 Earth masses. With flat priors
 (K2_24_CONFIG) the ten times alone constrain a ridge, not a point (the other slow test: masses from ~6 to ~53
 Earth masses fit them equally well, the eccentricities trading against the masses), and the runs settle on
 the part of the ridge their eccentricity prior favours (docs/ttv.md, Validation).
@@ -46,8 +46,10 @@ TTVNEST_PRIORS = {
                    t0_window_days=0.11),
     "K2-24c": dict(mass_prior="normal", mass_normal=[53.0 / 3 * _K, 11.0 / 3 * _K], period=[42.3033, 42.4233],
                    t0_window_days=0.06)}
-K2_24_TTVNEST_CONFIG = dict(stellar_masses={"K2-24": STELLAR_MASS}, n_cores=2, nlive=150, n_runs=3, sample="rslice",
-                            dlogz=0.5, seed=42, planets=TTVNEST_PRIORS,
+# Eccentricities sampled as sqrt(e) cos w, sqrt(e) sin w (eccentricity_coordinates cartesian, ttvnest's own
+# parametrisation): in polar (e, w) coordinates the three runs disagreed (docs/ttv.md, Validation).
+K2_24_TTVNEST_CONFIG = dict(stellar_masses={"K2-24": STELLAR_MASS}, n_cores=2, nlive=300, n_runs=2, sample="rslice",
+                            dlogz=0.5, seed=42, planets=TTVNEST_PRIORS, eccentricity_coordinates="cartesian",
                             planet_defaults=dict(mass_earth=[1.0, 200.0], eccentricity_prior="sqrt_e_normal",
                                                  eccentricity_scale=0.15 ** 0.5, eccentricity_max=0.5))
 
@@ -144,19 +146,21 @@ def test_k2_24_times_fit_equally_well_along_a_mass_eccentricity_ridge(k2_24):
 
 @needs_real
 @pytest.mark.slow
-@pytest.mark.xfail(reason="issue 15 open: with ttvnest's K2-24 priors (seed 42, 3 x 150 rslice live points, 21 min) "
-                          "the merged masses, M_b 18.0 [15.0, 22.0] and M_c 14.3 [11.9, 18.0], and the periods pass, "
-                          "but the three runs disagree (68 % intervals of both masses, b's period, e and omega, c's "
-                          "t0 and e do not overlap), so the summary warns; docs/ttv.md, Validation",
-                   strict=False)
-@pytest.mark.timeout(5400)  # three runs of ~500,000 calls: ~21-29 min on this 2-core machine
-def test_k2_24_joint_fit_matches_the_published_system(k2_24):
+@pytest.mark.xfail(reason="issue 15 open: K2-24's posterior (ttvnest priors) has several separate eccentricity modes "
+                          "and a run of 300 live points settles in some of them: with Cartesian eccentricities (seed "
+                          "42, 2 x 300 rslice, 33 min) the runs' ln Z agree (22.53 +- 0.55, 22.62 +- 0.56), the merged "
+                          "masses M_b 19.1 [17.5, 21.3], M_c 15.0 [13.8, 16.7] and the periods pass, but b's sqrt(e) "
+                          "cos w and sin w, c's sqrt(e) cos w and c's t0 have 68 % intervals that do not overlap, so "
+                          "the summary warns; docs/ttv.md, Validation", strict=False)
+@pytest.mark.timeout(5400)  # two runs of ~800,000 calls: 33 min on this 2-core machine at a load of ~8
+def test_k2_24_joint_fit_matches_the_published_system(k2_24, tmp_path):
     """The fit with the reference analysis's priors (K2_24_TTVNEST_CONFIG: ttvnest's K2-24 example, RV-informed
     normal masses and sqrt(e) cos w, sqrt(e) sin w normal) recovers the published periods and masses."""
     b = k2_24.get("transitTimes", {"target": "K2-24b"}, collections="transits/published")
     c = k2_24.get("transitTimes", {"target": "K2-24c"}, collections="transits/published")
-    out = TtvFitTask(TtvFitConfig(**K2_24_TTVNEST_CONFIG)).run(
-        [b, c], data_id={"field": "K2-24"}, data_ids={"transit_times": [{"target": "K2-24b"}, {"target": "K2-24c"}]})
+    out = TtvFitTask(TtvFitConfig(**K2_24_TTVNEST_CONFIG)).run(  # checkpointed as a quantum is (one file per run)
+        [b, c], checkpoint_dir=str(tmp_path), data_id={"field": "K2-24"},
+        data_ids={"transit_times": [{"target": "K2-24b"}, {"target": "K2-24c"}]})
     s = out["summary"]
     assert s["stellar_mass_msun"] == STELLAR_MASS
     for name, pub in PUBLISHED.items():
@@ -169,4 +173,5 @@ def test_k2_24_joint_fit_matches_the_published_system(k2_24):
         assert p["mass_earth"]["lo95"] > 3.0  # a detection, not the prior's floor
     assert s["n_transits"] == {"K2-24b": 6, "K2-24c": 4}
     assert s["timestep_check"]["max_shift_sigma"] < 0.1
-    assert s["warnings"] == []  # the runs agree: the posterior is sampled, not one run's mode
+    assert s["warnings"] == [], s["run_agreement"]  # the runs agree: the posterior is sampled, not one run's mode
+    assert all((tmp_path / f"ttv_dynesty{k}.pkl").exists() for k in ("", "_run2"))

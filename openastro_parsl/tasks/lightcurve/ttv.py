@@ -56,6 +56,10 @@ class TtvFitConfig(TaskConfig):
                                                      "unset: one for a lone transiting planet, else none.")
     compare_without_perturbers: bool = Field(True, description="Also sample the model without the perturbers "
                                              "and report both evidences.")
+    eccentricity_coordinates: Literal["polar", "cartesian"] = Field(
+        "polar", description="The sampler's eccentricity coordinates: polar (e, omega) or cartesian (sqrt(e) cos w, "
+        "sqrt(e) sin w; e cos w, e sin w for a rayleigh prior), the same prior; cartesian keeps a near-resonant "
+        "pair's eccentricity degeneracy a straight valley (sqrt_uniform has no Cartesian form).")
     inclination_deg: float = Field(90.0, gt=0, le=180, description="Inclination of every orbit without its own "
                                    "inclination_deg (planets / perturbers).")
     timestep_fraction: float = Field(0.05, gt=0, le=0.1, description="TTVFast step as a fraction of the "
@@ -101,7 +105,8 @@ def build_model(cfg: TtvFitConfig, data: list[tm.TransitData], stellar_mass: flo
     priors, inclinations = [], {}
     for d in data:
         merged = cfg.planets.get(d.name, BodyPriors()).merged(defaults)
-        priors += body_priors(d.name, merged, transiting=True, period=d.period, t0=d.t0)
+        priors += body_priors(d.name, merged, transiting=True, period=d.period, t0=d.t0,
+                              coordinates=cfg.eccentricity_coordinates)
         inclinations[d.name] = merged.inclination_deg or cfg.inclination_deg
     perturbers = cfg.perturbers if cfg.perturbers is not None else (
         [PerturberPriors(name="perturber")] if len(data) == 1 else [])
@@ -110,7 +115,8 @@ def build_model(cfg: TtvFitConfig, data: list[tm.TransitData], stellar_mass: flo
         if p.name in {d.name for d in data}:
             raise ValueError(f"ttvFit perturber {p.name!r} has the name of a transiting planet")
         merged = PerturberPriors(name=p.name, **p.merged(defaults).model_dump(exclude_none=True))
-        priors += body_priors(p.name, merged, transiting=False, shortest_period=shortest)
+        priors += body_priors(p.name, merged, transiting=False, shortest_period=shortest,
+                              coordinates=cfg.eccentricity_coordinates)
         inclinations[p.name] = merged.inclination_deg or cfg.inclination_deg
     return tm.SystemModel(tuple(data), tuple(p.name for p in perturbers), tuple(priors), stellar_mass,
                           cfg.inclination_deg, cfg.timestep_fraction, cfg.min_hill_separation, inclinations)
@@ -286,14 +292,15 @@ class TtvFitTask(PipelineTask):
             warnings.append(f"stellar mass {stellar_mass} Msun is the default; set stellar_masses[{system}]")
         for w in warnings:
             self.log.warning("%s: %s", system, w)
-        logz, logz_err = float(results.logz[-1]), float(results.logzerr[-1])
+        logz, logz_err = float(results.logz[-1]) + model.log_evidence_offset, float(results.logzerr[-1])
         comparison = None
         if model.perturbers and cfg.compare_without_perturbers:
             null_model = model.without_perturbers()
             null_res, null_info = sample_posterior(
                 null_model, checkpoint_file=ckpt / CHECKPOINT_NULL if ckpt else None, **sampler_args)
             null_info.pop("run_results")
-            null_z, null_err = float(null_res.logz[-1]), float(null_res.logzerr[-1])
+            null_z = float(null_res.logz[-1]) + null_model.log_evidence_offset
+            null_err = float(null_res.logzerr[-1])
             comparison = {"with_perturbers": {"log_evidence": logz, "log_evidence_err": logz_err,
                                               "n_likelihood_calls": info["ncall"]},
                           "without_perturbers": {"log_evidence": null_z, "log_evidence_err": null_err,
@@ -326,7 +333,8 @@ class TtvFitTask(PipelineTask):
             "sampler": {"method": "dynesty static nested sampling" + (f", {cfg.n_runs} runs merged by evidence "
                                                                        "(merge_runs)" if cfg.n_runs > 1 else ""),
                         "nlive": nlive, "dlogz": cfg.dlogz,
-                        "sample": cfg.sample, "bound": cfg.bound, "seed": cfg.seed, "maxcall": cfg.maxcall,
+                        "sample": cfg.sample, "bound": cfg.bound,
+                        "eccentricity_coordinates": cfg.eccentricity_coordinates, "seed": cfg.seed, "maxcall": cfg.maxcall,
                         "niter": int(results.niter), "n_samples": len(table),
                         "efficiency_percent": float(results.eff),
                         "n_effective": float(1.0 / np.sum(cols["weight"] ** 2))} | info,

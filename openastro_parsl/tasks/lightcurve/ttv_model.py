@@ -29,7 +29,7 @@ import ttvfast
 from ttvfast.models import Planet
 
 from ...astro.ephemeris import fit_linear_ephemeris as linear_ephemeris
-from .ttv_priors import M_EARTH_MSUN, Prior
+from .ttv_priors import CARTESIAN_KINDS, M_EARTH_MSUN, Prior, log_disc_fraction
 
 G_AU3_DAY2_MSUN = 0.000295994511  # TTVFast's G
 LOGL_REJECT = -1e100  # likelihood of unphysical / unstable draws (finite: dynesty rejects it like -inf)
@@ -142,9 +142,13 @@ class SystemModel:
     def __post_init__(self):
         self.bodies = tuple(d.name for d in self.data) + tuple(self.perturbers)
         names = {p.name for p in self.priors}
+        # bodies whose eccentricity is sampled in Cartesian coordinates: (x, y, power), e = (x^2 + y^2)^(power/2)
+        self.cartesian = {b: (f"{b}:{x}", f"{b}:{y}", 2 if x == "secosw" else 1)
+                          for b in self.bodies for x, y in set(CARTESIAN_KINDS.values()) if f"{b}:{x}" in names}
         for b in self.bodies:
             phase = "t0" if b not in self.perturbers else "mean_longitude"
-            need = {f"{b}:{k}" for k in ("mass", "period", phase, "eccentricity", "omega")}
+            ecc = self.cartesian[b][:2] if b in self.cartesian else (f"{b}:eccentricity", f"{b}:omega")
+            need = {f"{b}:{k}" for k in ("mass", "period", phase)} | set(ecc)
             if not need <= names:
                 raise ValueError(f"priors of {b} missing: {sorted(need - names)}")
         self._prior = {p.name: p for p in self.priors}
@@ -172,10 +176,22 @@ class SystemModel:
         return np.array([self._prior[n].transform(x) for n, x in zip(self.free, u, strict=True)])
 
     def params(self, x) -> dict[str, float]:
-        """Every parameter from a vector of free ones."""
+        """Every parameter from a vector of free ones (e and omega from Cartesian components too)."""
         out = {p.name: p.lo for p in self.priors}
         out.update({n: float(v) for n, v in zip(self.free, x, strict=True)})
+        for b, (xn, yn, power) in self.cartesian.items():
+            out[f"{b}:eccentricity"] = float((out[xn] ** 2 + out[yn] ** 2) ** (power / 2))
+            out[f"{b}:omega"] = float(np.degrees(np.arctan2(out[yn], out[xn])) % 360.0)
         return out
+
+    def in_discs(self, p: dict[str, float]) -> bool:
+        """Every Cartesian eccentricity pair inside its disc (e <= eccentricity_max); the prior is zero outside."""
+        return all(p[xn] ** 2 + p[yn] ** 2 <= self._prior[xn].disc ** 2 for xn, yn, _ in self.cartesian.values())
+
+    @property
+    def log_evidence_offset(self) -> float:
+        """Add to the sampler's ln Z for the evidence under the disc-truncated priors (``log_disc_fraction``)."""
+        return -sum(log_disc_fraction(self._prior[xn]) for xn, _, _ in self.cartesian.values())
 
     # --- forward model --------------------------------------------------------------------------------
     def timestep(self, p: dict[str, float]) -> float:
@@ -234,7 +250,7 @@ class SystemModel:
     def loglike(self, x) -> float:
         """Gaussian log-likelihood of every observed transit time."""
         p = self.params(x)
-        if not self.stable(p):
+        if not self.in_discs(p) or not self.stable(p):
             return LOGL_REJECT
         model = self.transit_times(p)
         if model is None or not all(np.all(np.isfinite(m)) for m in model):
@@ -264,6 +280,9 @@ class SystemModel:
         cols = {p.name: np.full(len(samples), p.lo) for p in self.priors}
         for i, n in enumerate(self.free):
             cols[n] = np.asarray(samples[:, i], dtype=float)
+        for b, (xn, yn, power) in self.cartesian.items():
+            cols[f"{b}:eccentricity"] = (cols[xn] ** 2 + cols[yn] ** 2) ** (power / 2)
+            cols[f"{b}:omega"] = np.degrees(np.arctan2(cols[yn], cols[xn]))
         for b in self.bodies:
             w = cols[f"{b}:omega"] % 360.0
             cols[f"{b}:omega"] = w
@@ -279,6 +298,7 @@ class SystemModel:
                 "perturbers": list(self.perturbers), "stellar_mass_msun": self.stellar_mass,
                 "inclination_deg": {b: self.inclinations.get(b, self.inclination) for b in self.bodies},
                 "timestep_fraction": self.timestep_fraction,
+                "eccentricity_coordinates": {b: "cartesian" if b in self.cartesian else "polar" for b in self.bodies},
                 "t_ref": self.t_ref, "integration_start": self.t_start, "integration_end": self.t_end,
                 "coordinates": "Jacobi (TTVFast input_flag 0), bodies ordered by period"}
 

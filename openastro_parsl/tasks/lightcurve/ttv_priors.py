@@ -10,6 +10,9 @@ reported beside them. Eccentricity priors: ``rayleigh`` (scale ``eccentricity_sc
 parametrisation of ttvnest (Agarwal et al.), which with omega uniform is p(e) ~ exp(-e / (2 scale^2)), truncated
 at ``eccentricity_max``. Mass priors: log-uniform, uniform, or ``normal`` (``mass_normal`` = [mean, sigma] in
 Earth masses, truncated to ``mass_earth``) for a mass measured elsewhere, e.g. by radial velocities.
+The sampler takes the eccentricity in polar (e, omega) or Cartesian coordinates (``eccentricity_priors``):
+the same prior, but sqrt(e) cos omega, sqrt(e) sin omega (e cos omega, e sin omega for Rayleigh) have no
+singularity at e = 0 and keep a near-resonant pair's eccentricity degeneracy a straight valley.
 """
 
 from __future__ import annotations
@@ -23,13 +26,18 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 M_EARTH_MSUN = 3.003489596e-6  # IAU 2015 nominal GM_earth / GM_sun
 KINDS = ("uniform", "log", "rayleigh", "sqrt_uniform", "sqrt_e_normal", "normal")
 BODY_PARAMETERS = ("mass", "period", "phase", "eccentricity", "omega")
+ECC_COORDINATES = ("polar", "cartesian")
+# eccentricity prior -> its Cartesian pair (components independent, e_max cut by the disc)
+CARTESIAN_KINDS = {"sqrt_e_normal": ("secosw", "sesinw"), "uniform": ("secosw", "sesinw"),
+                   "rayleigh": ("ecosw", "esinw")}
 UNITS = {"mass": "M_earth", "period": "d", "t0": "d", "mean_longitude": "deg", "eccentricity": "", "omega": "deg"}
 
 
 @dataclass(frozen=True)
 class Prior:
     """A one-dimensional prior on [lo, hi] (lo == hi: held fixed); ``scale`` is the Rayleigh, sqrt_e_normal or
-    normal sigma, ``mean`` the normal's mean (normal priors are truncated to [lo, hi])."""
+    normal sigma, ``mean`` the normal's mean (normal priors are truncated to [lo, hi]); ``disc`` marks one of
+    the two Cartesian eccentricity components, whose point must also lie within that radius of the origin."""
 
     name: str
     lo: float
@@ -39,6 +47,7 @@ class Prior:
     scale: float = 0.0
     unit: str = ""
     mean: float = 0.0
+    disc: float = 0.0  # > 0: one component of a point held inside a disc of this radius (ECC_COORDINATES)
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -79,6 +88,8 @@ class Prior:
             out["scale"] = self.scale
         if self.kind == "normal":
             out["mean"] = self.mean
+        if self.disc:
+            out["disc"] = self.disc
         return out
 
 
@@ -153,8 +164,10 @@ DEFAULTS = BodyPriors(mass_earth=[0.1, 1000.0], mass_prior="log", period_window=
 
 
 def body_priors(name: str, p: BodyPriors, *, transiting: bool, period: float | None = None,
-                t0: float | None = None, shortest_period: float | None = None) -> list[Prior]:
-    """The five priors of one body (names ``{name}:{parameter}``) from its merged configuration."""
+                t0: float | None = None, shortest_period: float | None = None,
+                coordinates: str = "polar") -> list[Prior]:
+    """The five priors of one body (names ``{name}:{parameter}``) from its merged configuration; the
+    eccentricity in the sampler's ``coordinates`` (``eccentricity_priors``)."""
     mass = p.mass_earth or [0.1, 1000.0]
     mean, sigma = p.mass_normal if p.mass_prior == "normal" and p.mass_normal else (0.0, 0.0)
     out = [Prior(f"{name}:mass", mass[0], mass[1], p.mass_prior or "log", scale=sigma, unit="M_earth", mean=mean)]
@@ -176,8 +189,42 @@ def body_priors(name: str, p: BodyPriors, *, transiting: bool, period: float | N
     else:
         out.append(Prior(f"{name}:mean_longitude", 0.0, 360.0, "uniform", periodic=True, unit="deg"))
     e_max = 0.5 if p.eccentricity_max is None else p.eccentricity_max
-    kind = p.eccentricity_prior or "rayleigh"
-    out.append(Prior(f"{name}:eccentricity", 0.0, e_max, kind, scale=p.eccentricity_scale or 0.05))
-    out.append(Prior(f"{name}:omega", 0.0, 360.0, "uniform", periodic=True, unit="deg")
-               if e_max > 0 else Prior(f"{name}:omega", 90.0, 90.0, unit="deg"))
+    out += eccentricity_priors(name, p.eccentricity_prior or "rayleigh", p.eccentricity_scale or 0.05, e_max,
+                               coordinates)
     return out
+
+
+def eccentricity_priors(name: str, kind: str, scale: float, e_max: float, coordinates: str = "polar") -> list[Prior]:
+    """The two eccentricity parameters of one body, in the sampler's ``coordinates`` (ECC_COORDINATES).
+
+    ``polar``: e (prior ``kind``) and omega (uniform, periodic). ``cartesian``: the same prior on the plane,
+    sqrt(e) cos w and sqrt(e) sin w (e cos w and e sin w for ``rayleigh``, which is normal in them) held inside
+    the disc e <= e_max. Near-resonant TTVs constrain a difference of the planets' complex eccentricities, a
+    straight valley in Cartesian coordinates that polar ones bend around e = 0, where omega is undefined."""
+    if e_max == 0:  # circular: e and omega drop out of the sampler
+        return [Prior(f"{name}:eccentricity", 0.0, 0.0, kind, scale=scale),
+                Prior(f"{name}:omega", 90.0, 90.0, unit="deg")]
+    if coordinates == "polar":
+        return [Prior(f"{name}:eccentricity", 0.0, e_max, kind, scale=scale),
+                Prior(f"{name}:omega", 0.0, 360.0, "uniform", periodic=True, unit="deg")]
+    if coordinates != "cartesian":
+        raise ValueError(f"{name}: eccentricity_coordinates {coordinates!r} is not one of {ECC_COORDINATES}")
+    if kind not in CARTESIAN_KINDS:
+        raise ValueError(f"{name}: eccentricity_prior {kind!r} has no Cartesian form; use one of {CARTESIAN_KINDS} "
+                         "or eccentricity_coordinates polar")
+    (x, y), radius = CARTESIAN_KINDS[kind], (e_max if kind == "rayleigh" else float(np.sqrt(e_max)))
+    comp = "uniform" if kind == "uniform" else "normal"
+    return [Prior(f"{name}:{c}", -radius, radius, comp, scale=scale if comp == "normal" else 0.0, disc=radius)
+            for c in (x, y)]
+
+
+def log_disc_fraction(p: Prior) -> float:
+    """ln of the prior mass of a Cartesian eccentricity pair (each component ``p``) inside its disc: the
+    sampler draws the pair on the square [-disc, disc]^2 and gives the corners no likelihood, so this is what
+    its evidence lacks against the prior truncated to the disc."""
+    if p.kind == "uniform":
+        return float(np.log(np.pi / 4))
+    from scipy.special import erf
+
+    z = p.disc / p.scale
+    return float(np.log(-np.expm1(-0.5 * z * z)) - 2 * np.log(erf(z / np.sqrt(2))))

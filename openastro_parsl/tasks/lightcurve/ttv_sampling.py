@@ -18,6 +18,7 @@ import multiprocessing as mp
 import os
 import time
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,6 @@ import numpy as np
 
 from ...pipeline.moved import old_module_names
 from . import ttv_model as tm
-from .ttv_priors import Prior
 
 
 def available_cores() -> int:
@@ -111,8 +111,8 @@ def sample_posterior(model: tm.SystemModel, *, nlive: int = 250, dlogz: float = 
                                 seed=seed, maxcall=maxcall, ckpt=run_checkpoint(ckpt, k),
                                 checkpoint_every=checkpoint_every, progress_every=progress_every, log=log)
             if n_runs > 1:
-                log.info("run %d/%d: ln Z %.2f ± %.2f, %d calls", k + 1, n_runs, res.logz[-1], res.logzerr[-1],
-                         one["ncall"])
+                log.info("run %d/%d: ln Z %.2f ± %.2f, %d calls", k + 1, n_runs,
+                         res.logz[-1] + model.log_evidence_offset, res.logzerr[-1], one["ncall"])
             runs.append(res)
             infos.append(one)
     results = runs[0] if n_runs == 1 else merge_runs(runs, print_progress=False)
@@ -120,7 +120,8 @@ def sample_posterior(model: tm.SystemModel, *, nlive: int = 250, dlogz: float = 
         "resumed": any(i["resumed"] for i in infos), "ncall_at_resume": sum(i["ncall_at_resume"] for i in infos),
         "iterations_at_resume": sum(i["iterations_at_resume"] for i in infos), "cores": cores,
         "checkpoint": str(ckpt) if ckpt else None, "ncall": sum(i["ncall"] for i in infos), "n_runs": n_runs,
-        "runs": [{"seed": seed, "run": k, "log_evidence": float(r.logz[-1]), "log_evidence_err": float(r.logzerr[-1]),
+        "runs": [{"seed": seed, "run": k, "log_evidence": float(r.logz[-1]) + model.log_evidence_offset,
+                  "log_evidence_err": float(r.logzerr[-1]),
                   "ncall": i["ncall"], "n_samples": len(r.samples), "resumed": i["resumed"]}
                  for k, (r, i) in enumerate(zip(runs, infos, strict=True))]}
     info["wall_time_s"] = time.time() - t0
@@ -259,6 +260,6 @@ def narrow_priors(priors, cols, weights, mass: float = 0.997, pad: float = 0.5):
         if width <= 0 or not new_hi > new_lo or (new_lo, new_hi) == (p.lo, p.hi):
             out.append(p)
             continue
-        out.append(Prior(p.name, new_lo, new_hi, p.kind, p.periodic, p.scale, p.unit))
+        out.append(replace(p, lo=new_lo, hi=new_hi))
         changed[p.name] = [[p.lo, p.hi], [new_lo, new_hi]]
     return tuple(out), changed
