@@ -10,7 +10,7 @@ import click
 
 from ..butler import Butler
 from .butler import main
-from .common import console, user_errors
+from .common import console, fetch_options, print_registered, register_options, user_errors
 
 
 def _report(report) -> None:
@@ -62,12 +62,8 @@ def define_fields_cmd(repo: str, file: str | None, from_exposures: bool, radius:
 
 
 def _refcat_options(fn):
-    fn = click.option("--replace", is_flag=True, help="Replace the field's catalogue already in --run.")(fn)
-    fn = click.option("--chain", default="defaults", show_default=True,
-                      help="CHAINED collection made to search --run (new: raw/all then --run); '' for none.")(fn)
-    fn = click.option("--run", default="refcats", show_default=True, help="RUN collection to register into.")(fn)
-    fn = click.option("--field", "field_name", required=True, help="The field the catalogue is for.")(fn)
-    return fn
+    fn = register_options("refcats", "Replace the field's catalogue already in --run.")(fn)
+    return click.option("--field", "field_name", required=True, help="The field the catalogue is for.")(fn)
 
 
 def _registered(butler: Butler, field_name: str, table, notes, run: str, chain: str, replace: bool) -> None:
@@ -77,10 +73,7 @@ def _registered(butler: Butler, field_name: str, table, notes, run: str, chain: 
     done = register_refcat(butler, table, field_name, run=run, replace=replace, chain=chain or None)
     for note in notes:
         console.print(f"note: {note}")
-    what = "replaced" if done.replaced else "registered"
-    console.print(f"refcat {{field={field_name}}}: {len(table)} stars {what} in run {run} ({butler.path(done.ref)})")
-    if done.chain is not None:
-        console.print(f"chain {chain}: {', '.join(done.chain)}  (plan with -i {chain})")
+    print_registered(butler, done, f"refcat {{field={field_name}}}: {len(table)} stars", run, chain)
 
 
 @main.command("ingest-refcat")
@@ -110,10 +103,8 @@ def ingest_refcat_cmd(repo, file, field_name, run, chain, replace, columns, syst
 @_refcat_options
 @click.option("--radius", type=float, default=0.5, show_default=True, help="Cone radius around the field centre (deg).")
 @click.option("--mag-limit", type=float, default=17.65, show_default=True, help="Faintest Gaia G.")
-@click.option("--cache", type=click.Path(dir_okay=False),
-              help="Cone cache (SQLite); default $OPENASTRO_REFCAT_CACHE or ~/.cache/openastro_parsl/refcat.sqlite.")
-@click.option("--offline", is_flag=True, help="Never touch the network: answer from the cache.")
-@click.option("--refresh", is_flag=True, help="Fetch again even if the cache holds the cone.")
+@fetch_options("Cone cache (SQLite); default $OPENASTRO_REFCAT_CACHE or ~/.cache/openastro_parsl/refcat.sqlite.",
+               "Fetch again even if the cache holds the cone.")
 @click.option("--server", help="Gaia archive URL (default $OPENASTRO_GAIA_SERVER, else ESA's).")
 @user_errors
 def fetch_refcat_cmd(repo, field_name, run, chain, replace, radius, mag_limit, cache, offline, refresh,
