@@ -391,11 +391,8 @@ class Registry:
         One transaction; a read-only repository (or one another process is migrating) keeps them and works as before.
         """
         with self.engine.connect() as c:
-            if c.dialect.name == "sqlite":
-                names = set(c.execute(sql_text("SELECT name FROM sqlite_master WHERE type = 'index'")).scalars())
-            else:
-                names = set(c.execute(sql_text("SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"))
-                            .scalars())
+            found = inspect(c)
+            names = {ix["name"] for t in (self.schema.quantum_io, self.schema.dataset) for ix in found.get_indexes(t.name)}
         if OUTPUT_INDEX in names and not names & set(OLD_INDEXES):
             return
         try:
