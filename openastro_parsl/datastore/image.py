@@ -9,14 +9,23 @@ from __future__ import annotations
 import re
 import warnings
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-from astropy.io import fits
-from astropy.wcs import WCS, FITSFixedWarning
+
+if TYPE_CHECKING:  # astropy loads in ~0.5 s; a planner importing a task that names Image must not pay it
+    from astropy.io import fits
+    from astropy.wcs import WCS
 
 # Mask plane bits (shared by every task that sets or reads the mask).
 _WCS_KEY = re.compile(r"^(CTYPE|CRVAL|CRPIX|CDELT|CUNIT|CD\d_\d|PC\d_\d|A_|B_|AP_|BP_|WCSAXES|LONPOLE|LATPOLE|RADESYS|EQUINOX)")
 MASK_BITS = {"BAD": 1, "SAT": 2, "CR": 4, "EDGE": 8, "NO_DATA": 16}
+
+
+def _fits():
+    from astropy.io import fits
+
+    return fits
 
 
 @dataclass
@@ -24,7 +33,7 @@ class Image:
     """Pixels with their header (and WCS), an optional mask (``MASK_BITS``) and an optional variance plane."""
 
     data: np.ndarray
-    header: fits.Header = field(default_factory=fits.Header)
+    header: fits.Header = field(default_factory=lambda: _fits().Header())
     mask: np.ndarray | None = None
     variance: np.ndarray | None = None
 
@@ -37,6 +46,8 @@ class Image:
         """The celestial WCS in the header, or None when the header has none (a frame to plate-solve)."""
         if "CTYPE1" not in self.header or "CTYPE2" not in self.header:
             return None
+        from astropy.wcs import WCS, FITSFixedWarning
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FITSFixedWarning)
             w = WCS(self.header, naxis=2)

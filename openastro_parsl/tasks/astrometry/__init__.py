@@ -9,13 +9,22 @@
 ==========  ==============================================================================================
 """
 
-from .fit import Catalogue, SolveResult, Verification, fit_wcs, refine, verify, wcs_difference_rms
-from .net import AstrometryNetMissing, NetSettings, solve_astrometry_net
-from .quads import QuadSettings, solve_quads
-from .solve import PlateSolveConfig, PlateSolveConnections, PlateSolveTask, engines_for, plate_solve
-from .sources import Hints, Sources, detect_sources, hints_from
+from typing import Any
+
+from ..._lazy import lazy_exports
 
 __all__ = ["AstrometryNetMissing", "Catalogue", "Hints", "NetSettings", "PlateSolveConfig", "PlateSolveConnections",
            "PlateSolveTask", "QuadSettings", "SolveResult", "Sources", "Verification", "detect_sources",
            "engines_for", "fit_wcs", "hints_from", "plate_solve", "refine", "solve_astrometry_net", "solve_quads",
            "verify", "wcs_difference_rms"]
+_get = lazy_exports(__name__, {
+    "fit": ("Catalogue", "SolveResult", "Verification", "fit_wcs", "refine", "verify", "wcs_difference_rms"),
+    "net": ("AstrometryNetMissing", "NetSettings", "solve_astrometry_net"),
+    "quads": ("QuadSettings", "solve_quads"),
+    "solve": ("PlateSolveConfig", "PlateSolveConnections", "PlateSolveTask", "engines_for", "plate_solve"),
+    "sources": ("Hints", "Sources", "detect_sources", "hints_from"),
+})
+
+
+def __getattr__(name: str) -> Any:
+    return _get(name)

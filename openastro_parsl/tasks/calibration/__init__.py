@@ -12,11 +12,20 @@ its config) applies them (``docs/calibration.md``).
 ============  ==============================================================================================
 """
 
-from .combine import CorrectedFrame, combine, robust_level, robust_sigma
-from .detector import Detector, detector_info
-from .isr import IsrConfig, IsrTask, isr_image
-from .masters import MasterBiasTask, MasterConfig, MasterDarkTask, MasterFlatTask, hot_pixels, low_pixels
+from typing import Any
+
+from ..._lazy import lazy_exports
 
 __all__ = ["CorrectedFrame", "Detector", "IsrConfig", "IsrTask", "MasterBiasTask", "MasterConfig", "MasterDarkTask",
            "MasterFlatTask", "combine", "detector_info", "hot_pixels", "isr_image", "low_pixels", "robust_level",
            "robust_sigma"]
+_get = lazy_exports(__name__, {
+    "combine": ("CorrectedFrame", "combine", "robust_level", "robust_sigma"),
+    "detector": ("Detector", "detector_info"),
+    "isr": ("IsrConfig", "IsrTask", "isr_image"),
+    "masters": ("MasterBiasTask", "MasterConfig", "MasterDarkTask", "MasterFlatTask", "hot_pixels", "low_pixels"),
+})
+
+
+def __getattr__(name: str) -> Any:
+    return _get(name)

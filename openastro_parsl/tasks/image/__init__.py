@@ -13,13 +13,22 @@
 ``tasks.photometry``.)
 """
 
-from .coadd import CoaddConfig, CoaddTask, select_epochs
-from .coadd_kernel import CoaddResult, NpyFrame, fits_frame, frame_weights, plan_tiles, save_npy_frame
-from .normalize import NormalizeTask, estimate_background, flux_scale, normalize_image, pixel_zero_point
-from .reproject import (MakeRefGridTask, WarpTask, choose_reference, footprint_corners, grid_from_refgrid, grid_wcs,
-                        warp_image)
+from typing import Any
+
+from ..._lazy import lazy_exports
 
 __all__ = ["CoaddConfig", "CoaddResult", "CoaddTask", "MakeRefGridTask", "NormalizeTask", "NpyFrame", "WarpTask",
            "choose_reference", "estimate_background", "fits_frame", "flux_scale", "footprint_corners",
            "frame_weights", "grid_from_refgrid", "grid_wcs", "normalize_image", "pixel_zero_point", "plan_tiles",
            "save_npy_frame", "select_epochs", "warp_image"]
+_get = lazy_exports(__name__, {
+    "coadd": ("CoaddConfig", "CoaddTask", "select_epochs"),
+    "coadd_kernel": ("CoaddResult", "NpyFrame", "fits_frame", "frame_weights", "plan_tiles", "save_npy_frame"),
+    "normalize": ("NormalizeTask", "estimate_background", "flux_scale", "normalize_image", "pixel_zero_point"),
+    "reproject": ("MakeRefGridTask", "WarpTask", "choose_reference", "footprint_corners", "grid_from_refgrid",
+        "grid_wcs", "warp_image"),
+})
+
+
+def __getattr__(name: str) -> Any:
+    return _get(name)

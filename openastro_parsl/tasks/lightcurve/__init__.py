@@ -17,18 +17,28 @@
 ===============  ============================================================================================
 """
 
-from .build import LightcurveConfig, LightcurveConnections, LightcurveTask, bjd_tdb, flag_outliers, match_source
-from .ensemble import EnsembleSolution, solve_ensemble
-from .periodogram import (PeriodResult, PeriodSearchConfig, PeriodSearchConnections, PeriodSearchTask,
-                          lomb_scargle_search)
-from .transit import (TransitSearchConfig, TransitSearchConnections, TransitSearchTask, TransitTimingConfig,
-                      TransitTimingConnections, TransitTimingTask, detrend_and_search, fit_global,
-                      measure_transit_times, oc_table)
-from .ttv import TtvFitConfig, TtvFitConnections, TtvFitTask
+from typing import Any
+
+from ..._lazy import lazy_exports
 
 __all__ = ["EnsembleSolution", "LightcurveConfig", "LightcurveConnections", "LightcurveTask", "PeriodResult",
            "PeriodSearchConfig", "PeriodSearchConnections", "PeriodSearchTask", "TransitSearchConfig",
            "TransitSearchConnections", "TransitSearchTask", "TransitTimingConfig", "TransitTimingConnections",
            "TransitTimingTask", "TtvFitConfig", "TtvFitConnections", "TtvFitTask", "bjd_tdb", "detrend_and_search",
-           "fit_global", "flag_outliers", "lomb_scargle_search", "match_source", "measure_transit_times",
-           "oc_table", "solve_ensemble"]
+           "fit_global", "flag_outliers", "lomb_scargle_search", "match_source", "measure_transit_times", "oc_table",
+           "solve_ensemble"]
+_get = lazy_exports(__name__, {
+    "build": ("LightcurveConfig", "LightcurveConnections", "LightcurveTask", "bjd_tdb", "flag_outliers",
+        "match_source"),
+    "ensemble": ("EnsembleSolution", "solve_ensemble"),
+    "periodogram": ("PeriodResult", "PeriodSearchConfig", "PeriodSearchConnections", "PeriodSearchTask",
+        "lomb_scargle_search"),
+    "transit": ("TransitSearchConfig", "TransitSearchConnections", "TransitSearchTask", "TransitTimingConfig",
+        "TransitTimingConnections", "TransitTimingTask", "detrend_and_search", "fit_global", "measure_transit_times",
+        "oc_table"),
+    "ttv": ("TtvFitConfig", "TtvFitConnections", "TtvFitTask"),
+})
+
+
+def __getattr__(name: str) -> Any:
+    return _get(name)

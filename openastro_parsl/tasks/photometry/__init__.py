@@ -16,25 +16,30 @@ The zero-point convention (counts_e = exptime * 10**(-0.4 (m + CT (g - r) - zp))
 ``calibrate``. Exposure metadata come from ``astro.observation``, the Moffat profile from ``astro.psf``.
 """
 
-from .calibrate import CalibrateConfig, CalibrateConnections, CalibrateTask, Calibration, calibrate_frame, solution_wcs
-from .extraction import SOURCE_FLAGS, Extraction, Planes, detect, extract_sources, make_planes
-from .fieldcal import (
-    FieldCalibrationConfig,
-    FieldCalibrationConnections,
-    FieldCalibrationTask,
-    FieldMeasurements,
-    field_measurements,
-)
-from .history import ZeropointHistoryConfig, ZeropointHistoryConnections, ZeropointHistoryTask
-from .matching import crowded_references, match_catalogue
-from .psf import ApertureCorrection, aperture_correction, fit_moffat, frame_psf, model_aperture_fraction
-from .ubercal import FieldFit, fit_field
-from .zeropoint import ZeropointFit, fit_extinction, fit_zeropoint, pooled_colour_term
+from typing import Any
+
+from ..._lazy import lazy_exports
 
 __all__ = ["SOURCE_FLAGS", "ApertureCorrection", "CalibrateConfig", "CalibrateConnections", "CalibrateTask",
            "Calibration", "Extraction", "FieldCalibrationConfig", "FieldCalibrationConnections",
-           "FieldCalibrationTask", "FieldFit", "FieldMeasurements", "Planes", "ZeropointFit", "ZeropointHistoryConfig",
-           "ZeropointHistoryConnections", "ZeropointHistoryTask", "aperture_correction", "calibrate_frame",
-           "crowded_references", "detect", "extract_sources", "field_measurements", "fit_extinction", "fit_field", "fit_moffat", "fit_zeropoint",
-           "frame_psf", "make_planes", "match_catalogue", "model_aperture_fraction", "pooled_colour_term",
-           "solution_wcs"]
+           "FieldCalibrationTask", "FieldFit", "FieldMeasurements", "Planes", "ZeropointFit",
+           "ZeropointHistoryConfig", "ZeropointHistoryConnections", "ZeropointHistoryTask", "aperture_correction",
+           "calibrate_frame", "crowded_references", "detect", "extract_sources", "field_measurements",
+           "fit_extinction", "fit_field", "fit_moffat", "fit_zeropoint", "frame_psf", "make_planes",
+           "match_catalogue", "model_aperture_fraction", "pooled_colour_term", "solution_wcs"]
+_get = lazy_exports(__name__, {
+    "calibrate": ("CalibrateConfig", "CalibrateConnections", "CalibrateTask", "Calibration", "calibrate_frame",
+        "solution_wcs"),
+    "extraction": ("SOURCE_FLAGS", "Extraction", "Planes", "detect", "extract_sources", "make_planes"),
+    "fieldcal": ("FieldCalibrationConfig", "FieldCalibrationConnections", "FieldCalibrationTask", "FieldMeasurements",
+        "field_measurements"),
+    "history": ("ZeropointHistoryConfig", "ZeropointHistoryConnections", "ZeropointHistoryTask"),
+    "matching": ("crowded_references", "match_catalogue"),
+    "psf": ("ApertureCorrection", "aperture_correction", "fit_moffat", "frame_psf", "model_aperture_fraction"),
+    "ubercal": ("FieldFit", "fit_field"),
+    "zeropoint": ("ZeropointFit", "fit_extinction", "fit_zeropoint", "pooled_colour_term"),
+})
+
+
+def __getattr__(name: str) -> Any:
+    return _get(name)

@@ -13,10 +13,20 @@
 ==============  ===========================================================================================
 """
 
-from .alerts import AlertsConfig, AlertsConnections, AlertsTask, KnownSource, select_alerts
-from .diffim import DiffimConfig, DiffimConnections, DiffimTask, difference_image
-from .realbogus import RealBogusConfig, RealBogusConnections, RealBogusTask, load_weights, predict, prepare_stamps
+from typing import Any
+
+from ..._lazy import lazy_exports
 
 __all__ = ["AlertsConfig", "AlertsConnections", "AlertsTask", "DiffimConfig", "DiffimConnections", "DiffimTask",
            "KnownSource", "RealBogusConfig", "RealBogusConnections", "RealBogusTask", "difference_image",
            "load_weights", "predict", "prepare_stamps", "select_alerts"]
+_get = lazy_exports(__name__, {
+    "alerts": ("AlertsConfig", "AlertsConnections", "AlertsTask", "KnownSource", "select_alerts"),
+    "diffim": ("DiffimConfig", "DiffimConnections", "DiffimTask", "difference_image"),
+    "realbogus": ("RealBogusConfig", "RealBogusConnections", "RealBogusTask", "load_weights", "predict",
+        "prepare_stamps"),
+})
+
+
+def __getattr__(name: str) -> Any:
+    return _get(name)
