@@ -32,7 +32,7 @@ from ...pipeline.connections import Connections, Input, Output
 from ...pipeline.task import NoWorkFound, PipelineTask, Resources, TaskConfig
 from . import ttv_model as tm
 from .ttv_plots import corner_figure, oc_figure
-from .ttv_priors import DEFAULTS, BodyPriors, PerturberPriors, body_priors
+from .ttv_priors import DEFAULTS, BodyPriors, EccCoordinates, PerturberPriors, body_priors
 from .ttv_sampling import available_cores, load_posterior, narrow_priors, run_agreement, sample_posterior
 
 CHECKPOINT_NAME = "ttv_dynesty.pkl"
@@ -56,7 +56,7 @@ class TtvFitConfig(TaskConfig):
                                                      "unset: one for a lone transiting planet, else none.")
     compare_without_perturbers: bool = Field(True, description="Also sample the model without the perturbers "
                                              "and report both evidences.")
-    eccentricity_coordinates: Literal["polar", "cartesian"] = Field(
+    eccentricity_coordinates: EccCoordinates = Field(
         "polar", description="The sampler's eccentricity coordinates: polar (e, omega) or cartesian (sqrt(e) cos w, "
         "sqrt(e) sin w; e cos w, e sin w for a rayleigh prior), the same prior; cartesian keeps a near-resonant "
         "pair's eccentricity degeneracy a straight valley (sqrt_uniform has no Cartesian form).")

@@ -118,6 +118,12 @@ def hill_separation(stellar_mass, m1, p1, e1, m2, p2, e2) -> float:
     return float((ao * (1 - eo) - ai * (1 + ei)) / r_hill)
 
 
+def eccentricity_omega(x, y, power: int):
+    """(e, omega in degrees, 0-360) from a Cartesian pair: (sqrt(e) cos w, sqrt(e) sin w) for ``power`` 2,
+    (e cos w, e sin w) for 1; scalars or arrays."""
+    return (x ** 2 + y ** 2) ** (power / 2), np.degrees(np.arctan2(y, x)) % 360.0
+
+
 def mean_anomaly_at_conjunction(e: float, omega_deg: float) -> float:
     """Mean anomaly (deg) when the true anomaly is 90 - omega (the planet crosses the line of sight)."""
     f = np.deg2rad(90.0 - omega_deg)
@@ -180,8 +186,8 @@ class SystemModel:
         out = {p.name: p.lo for p in self.priors}
         out.update({n: float(v) for n, v in zip(self.free, x, strict=True)})
         for b, (xn, yn, power) in self.cartesian.items():
-            out[f"{b}:eccentricity"] = float((out[xn] ** 2 + out[yn] ** 2) ** (power / 2))
-            out[f"{b}:omega"] = float(np.degrees(np.arctan2(out[yn], out[xn])) % 360.0)
+            e, w = eccentricity_omega(out[xn], out[yn], power)
+            out[f"{b}:eccentricity"], out[f"{b}:omega"] = float(e), float(w)
         return out
 
     def in_discs(self, p: dict[str, float]) -> bool:
@@ -281,8 +287,7 @@ class SystemModel:
         for i, n in enumerate(self.free):
             cols[n] = np.asarray(samples[:, i], dtype=float)
         for b, (xn, yn, power) in self.cartesian.items():
-            cols[f"{b}:eccentricity"] = (cols[xn] ** 2 + cols[yn] ** 2) ** (power / 2)
-            cols[f"{b}:omega"] = np.degrees(np.arctan2(cols[yn], cols[xn]))
+            cols[f"{b}:eccentricity"], cols[f"{b}:omega"] = eccentricity_omega(cols[xn], cols[yn], power)
         for b in self.bodies:
             w = cols[f"{b}:omega"] % 360.0
             cols[f"{b}:omega"] = w

@@ -18,7 +18,7 @@ singularity at e = 0 and keep a near-resonant pair's eccentricity degeneracy a s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -26,7 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 M_EARTH_MSUN = 3.003489596e-6  # IAU 2015 nominal GM_earth / GM_sun
 KINDS = ("uniform", "log", "rayleigh", "sqrt_uniform", "sqrt_e_normal", "normal")
 BODY_PARAMETERS = ("mass", "period", "phase", "eccentricity", "omega")
-ECC_COORDINATES = ("polar", "cartesian")
+EccCoordinates = Literal["polar", "cartesian"]
+ECC_COORDINATES: tuple[str, ...] = get_args(EccCoordinates)
 # eccentricity prior -> its Cartesian pair (components independent, e_max cut by the disc)
 CARTESIAN_KINDS = {"sqrt_e_normal": ("secosw", "sesinw"), "uniform": ("secosw", "sesinw"),
                    "rayleigh": ("ecosw", "esinw")}
