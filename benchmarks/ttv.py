@@ -79,16 +79,17 @@ def k2_24_config(**kw):
 PUBLISHED_MASSES = {"K2-24b": (19.0 - 2.1, 19.0 + 2.2), "K2-24c": (15.4 - 1.8, 15.4 + 1.9)}  # Petigura+ 2018
 
 
-def validation_config(seed: int):
+def validation_config(seed: int, nlive: int | None = None):
     """The settings of the K2-24 slow fit (tests/tasks/test_ttv_k2_24.py, K2_24_TTVNEST_CONFIG: the reference
-    analysis's priors, Cartesian eccentricities) with another seed."""
+    analysis's priors, Cartesian eccentricities) with another seed (and live points, when given)."""
     from openastro_parsl.tasks.lightcurve.ttv import TtvFitConfig
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "tasks"))
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from test_ttv_k2_24 import K2_24_TTVNEST_CONFIG
 
-    return TtvFitConfig(**(K2_24_TTVNEST_CONFIG | {"seed": seed, "progress_every_s": 60.0}))
+    return TtvFitConfig(**(K2_24_TTVNEST_CONFIG | {"seed": seed, "progress_every_s": 60.0}
+                           | ({"nlive": nlive} if nlive else {})))
 
 
 def loglike_rate(model, seconds: float, seed: int = 0) -> float:
@@ -138,6 +139,8 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=1, help="independent runs merged per inference (n_runs)")
     ap.add_argument("--k2-24-seeds", type=int, default=0, help="run K2-24's validation fit (settings of "
                     "tests/tasks/test_ttv_k2_24.py) with this many seeds and compare with the published masses")
+    ap.add_argument("--k2-24-nlive", type=int, default=None, help="live points per run of the K2-24 validation fit "
+                    "(default: the slow test's)")
     ap.add_argument("--skip-inference", action="store_true")
     args = ap.parse_args(argv)
 
@@ -170,7 +173,7 @@ def main(argv=None) -> int:
     if args.k2_24_seeds:
         hits = 0
         for seed in range(1, args.k2_24_seeds + 1):
-            s = infer(f"K2-24 validation, seed {seed}", validation_config(seed), two_tables, two_ids, "K2-24")
+            s = infer(f"K2-24 validation, seed {seed}", validation_config(seed, args.k2_24_nlive), two_tables, two_ids, "K2-24")
             ok = all(s["planets"][n]["mass_earth"]["lo95"] < hi and s["planets"][n]["mass_earth"]["hi95"] > lo
                      for n, (lo, hi) in PUBLISHED_MASSES.items())
             hits += ok
