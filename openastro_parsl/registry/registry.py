@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import os
 import time
 import uuid
 from collections import Counter
@@ -38,7 +37,7 @@ from .schema import (
     dimension_table_name,
     sql_type,
 )
-from .sqlite_tuning import SqliteTuning, sqlite_tuning
+from .sqlite_tuning import SqliteTuning, busy_timeout_s, sqlite_tuning
 from .universe import DimensionUniverse
 from .where import compile_where, parse_where, referenced_identifiers
 
@@ -72,16 +71,6 @@ def _sqlite_begin(conn: Connection) -> None:
 
 # SQLite's words for a file that is not (or no longer) a whole database.
 _DAMAGED = ("file is not a database", "database disk image is malformed", "file is encrypted")
-BUSY_TIMEOUT_ENV = "OPENASTRO_REGISTRY_BUSY_TIMEOUT"
-
-
-def busy_timeout_s() -> float:
-    """How long an SQLite writer waits for another one's write lock before giving up: 60 s unless the env says."""
-    raw = os.environ.get(BUSY_TIMEOUT_ENV, "").strip()
-    try:
-        return float(raw) if raw else 60.0
-    except ValueError:
-        raise RepositoryError(f"${BUSY_TIMEOUT_ENV}={raw!r} is not a number of seconds") from None
 
 
 def normalize_url(url: str) -> str:

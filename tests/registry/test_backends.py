@@ -12,9 +12,9 @@ from sqlalchemy import text
 from openastro_parsl.butler import Butler
 from openastro_parsl.cli.butler import main as butler_main
 from openastro_parsl.errors import RepositoryError
-from openastro_parsl.registry import registry as registry_mod
 from openastro_parsl.registry.refs import DatasetType
 from openastro_parsl.registry.schema import MTIME_COLUMN, PATH_INDEX
+from openastro_parsl.registry.sqlite_tuning import BUSY_TIMEOUT_ENV
 
 RAW = DatasetType("raw", ("instrument", "exposure"), "RawImage")
 
@@ -97,7 +97,7 @@ def test_a_server_that_is_down_is_one_line(tmp_path):
 
 def test_an_sqlite_write_lock_held_too_long_is_one_line(tmp_path, monkeypatch):
     butler = Butler.create(tmp_path / "repo")
-    monkeypatch.setenv(registry_mod.BUSY_TIMEOUT_ENV, "0.3")
+    monkeypatch.setenv(BUSY_TIMEOUT_ENV, "0.3")
     other = Butler(butler.root)
     with butler.registry.transaction() as c:  # holds the write lock
         butler.registry.register_run("held", conn=c)

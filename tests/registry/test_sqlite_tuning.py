@@ -134,3 +134,17 @@ def test_the_provenance_lookup_is_served_by_the_output_index(populated, registry
             c.exec_driver_sql("SET enable_seqscan = off")  # 20 rows: without this a scan is cheaper anyway
             plan = " ".join(r[0] for r in c.exec_driver_sql("EXPLAIN " + stmt, params))
     assert OUTPUT_INDEX in plan, plan
+
+
+def test_the_lock_wait_takes_seconds_from_the_environment_and_refuses_what_is_not_a_number(monkeypatch):
+    from openastro_parsl.registry.sqlite_tuning import BUSY_TIMEOUT_ENV, busy_timeout_s
+
+    monkeypatch.delenv(BUSY_TIMEOUT_ENV, raising=False)
+    assert busy_timeout_s() == 60.0
+    monkeypatch.setenv(BUSY_TIMEOUT_ENV, "2.5")
+    assert busy_timeout_s() == 2.5
+    for bad in ("soon", "-1", "nan"):
+        monkeypatch.setenv(BUSY_TIMEOUT_ENV, bad)
+        with pytest.raises(RepositoryError, match=f"OPENASTRO_REGISTRY_BUSY_TIMEOUT='{bad}' is not a number of "
+                                                  "seconds >= 0"):
+            busy_timeout_s()
