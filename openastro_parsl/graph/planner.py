@@ -16,7 +16,7 @@ from operator import itemgetter
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 from ..butler import Butler
-from ..datastore.datastore import dataset_relpath_maker, dataset_relpaths, run_relpath
+from ..datastore.datastore import dataset_relpaths, run_relpath
 from ..errors import OpenAstroError
 from ..pipeline.pipeline import Pipeline, TaskDef
 from ..registry.calibs import NIGHT_DIMENSION, ValidityIndex, certified
@@ -28,10 +28,8 @@ from .quantum_graph import (
     Quantum,
     QuantumGraph,
     TaskInfo,
-    dataset_uuid_maker,
     dataset_uuids,
     paused_gc,
-    quantum_uuid_maker,
     quantum_uuids,
 )
 
@@ -93,16 +91,20 @@ class _OutputSpec(NamedTuple):
     dataset_type: str
     dims: tuple[str, ...]        # of its data ID, in order
     key_dims: tuple[str, ...] | None   # of its data ID key; None: the quantum's key is it
-    key_of: Callable[[Mapping[str, Any]], str] | None  # its data ID key (None likewise)
     same_id: bool                # its data ID is the quantum's
     formatter: str
     path_dims: tuple[str, ...]   # the data ID values its path is made of
     extension: str
-    path_of: Callable[[Mapping[str, Any]], str]
     in_skip: dict[str, DatasetRef]     # found in --skip-existing-in, by data ID key
     in_output: dict[str, DatasetRef]   # already in the output run, by data ID key
-    dataset_id: Callable[[str], str]
     available: list[DatasetNode]       # where later tasks find it
+
+
+class _OutputColumn(NamedTuple):
+    """One output of every quantum of a task, predicted (in the order of the quanta)."""
+
+    keys: list[str]              # data ID keys
+    nodes: list[DatasetNode]
 
 
 def _key_template(dims: Sequence[str]) -> str:
@@ -145,6 +147,46 @@ def _tuple_getter(dims: Sequence[Any]) -> Callable[[Any], tuple]:
 
 def _one(value: Any) -> list:
     return [value]
+
+
+def _output_column(run: str, spec: _OutputSpec, data_ids: list[dict], keys: list[str]) -> _OutputColumn:
+    """One output of every quantum: data IDs (the quantum's own, or its subset), keys, dataset IDs, paths, nodes."""
+    if spec.same_id:
+        oids = list(map(dict.copy, data_ids))
+    else:
+        oids = list(map(dict, map(zip, repeat(spec.dims), map(_tuple_getter(spec.dims), data_ids))))
+    okeys = keys if spec.key_dims is None else _keys(spec.key_dims, oids)
+    ids = dataset_uuids(run, spec.dataset_type, okeys)
+    paths = dataset_relpaths(run, spec.dataset_type, spec.path_dims, oids, spec.extension)
+    nodes = list(map(DatasetNode, ids, repeat(spec.dataset_type), oids, repeat(run), paths, repeat(spec.formatter),
+                     repeat(None), repeat(False)))
+    return _OutputColumn(okeys, nodes)
+
+
+def _outputs_of(names: list[str], columns: list[_OutputColumn], n: int) -> list[dict[str, list[str]]]:
+    """Each quantum's ``{connection: [dataset id]}``."""
+    if not names:
+        return [{} for _ in range(n)]
+    if len(names) == 1:
+        name = names[0]
+        return [{name: [node.id]} for node in columns[0].nodes]
+    return [dict(zip(names, map(_one, row), strict=True))
+            for row in zip(*([node.id for node in col.nodes] for col in columns), strict=True)]
+
+
+def _input_ids(inputs: dict[str, list[DatasetNode]], ids_of: dict[int, list[str]],
+               datasets: dict[str, DatasetNode]) -> dict[str, list[str]]:
+    """A quantum's ``{connection: [dataset id]}``; its input nodes join ``datasets`` (once each)."""
+    q_in = {}
+    for name, ds in inputs.items():
+        ids = ids_of.get(id(ds))
+        if ids is None:
+            ids = ids_of[id(ds)] = [d.id for d in ds]
+            for d in ds:
+                if d.id not in datasets:
+                    datasets[d.id] = d
+        q_in[name] = ids.copy()
+    return q_in
 
 
 class _Blank(dict):
@@ -448,117 +490,57 @@ class Planner:
                      datasets: dict[str, DatasetNode], quanta: dict[str, Quantum], partial_problems: list[str]) -> None:
         """The quanta of one task and their predicted outputs (or, with --skip-existing-in, the outputs found).
 
-        The hot loop of planning: everything that is the same for all quanta of the task is worked out before it.
+        The hot part of planning: IDs, data IDs and paths are made column by column, each column in one call; only
+        a re-plan over existing outputs then goes quantum by quantum, to skip or refuse those quanta.
         """
         task_req = self.universe.required(t.dimensions)
         order = self.universe.data_id_order(t.dimensions)
-        key_of = _key_maker(task_req)
-        run = self.output_run
-        outs = t.outputs()
-        out_specs: list[_OutputSpec] = []
-        for c in outs:
+        run, label = self.output_run, t.label
+        specs: list[_OutputSpec] = []
+        for c in t.outputs():
             oreq = self.universe.required(c.dimensions)
             odims = self.universe.data_id_order(c.dimensions)
-            own_key = tuple(oreq) == tuple(task_req)  # most outputs have the quantum's key
-            ext = self.butler.datastore.formatter(c.storage_class).extension
-            out_specs.append(_OutputSpec(
-                c.name, c.dataset_type, odims, None if own_key else tuple(oreq), None if own_key else _key_maker(oreq),
-                tuple(odims) == tuple(order),  # and its data ID
-                dataset_types[c.dataset_type]["formatter"], tuple(oreq), ext, dataset_relpath_maker(run, c.dataset_type, oreq, ext),
-                skip_existing[c.dataset_type], in_output[c.dataset_type], dataset_uuid_maker(run, c.dataset_type),
-                available.setdefault(c.dataset_type, _Available()).nodes))
-        skip_any = any(spec.in_skip for spec in out_specs)  # any output already in --skip-existing-in
-        out_any = any(spec.in_output for spec in out_specs)  # any output already in the output run
-        quantum_id = quantum_uuid_maker(run, t.label)
-        label = t.label
-        if not (skip_any or out_any):
-            self._make_new_quanta(label, run, made, task_req, out_specs, datasets, quanta)
+            specs.append(_OutputSpec(
+                c.name, c.dataset_type, odims, None if tuple(oreq) == tuple(task_req) else tuple(oreq),
+                tuple(odims) == tuple(order), dataset_types[c.dataset_type]["formatter"], tuple(oreq),
+                self.butler.datastore.formatter(c.storage_class).extension, skip_existing[c.dataset_type],
+                in_output[c.dataset_type], available.setdefault(c.dataset_type, _Available()).nodes))
+        data_ids = [m[0] for m in made]
+        keys = _keys(task_req, data_ids)
+        columns = [_output_column(run, spec, data_ids, keys) for spec in specs]
+        qids = quantum_uuids(run, label, keys)
+        ids_of: dict[int, list[str]] = {}  # quanta sharing an input read one list of nodes: its ids are made once
+        if not any(spec.in_skip or spec.in_output for spec in specs):  # a first plan: nothing to skip or refuse
+            q_inputs = [_input_ids(inputs, ids_of, datasets) for _, inputs in made]
+            for spec, col in zip(specs, columns, strict=True):
+                datasets.update((n.id, n) for n in col.nodes)
+                spec.available.extend(col.nodes)
+            outputs = _outputs_of([spec.name for spec in specs], columns, len(made))
+            quanta.update(zip(qids, map(Quantum, qids, repeat(label), data_ids, q_inputs, outputs,
+                                        [[] for _ in qids]), strict=True))
             report.quanta += len(made)
             return
-        for data_id, inputs in made:
-            key = key_of(data_id)
-            outputs: dict[str, list[str]] = {}
-            out_nodes: list[DatasetNode] = []
-            existing_skip, existing_out = [], []
-            for name, dst, odims, _, okey_of, same_id, fmt, _, _, path_of, skip_map, out_map, dataset_id, _ in out_specs:
-                oid = data_id.copy() if same_id else {d: data_id[d] for d in odims}
-                okey = key if okey_of is None else okey_of(oid)
-                if skip_any:
-                    existing_skip.append(skip_map.get(okey))
-                if out_any:
-                    existing_out.append(out_map.get(okey))
-                node = DatasetNode(dataset_id(okey), dst, oid, run, path_of(oid), fmt, None, False)
-                out_nodes.append(node)
-                outputs[name] = [node.id]
-            if skip_any:
-                found = [e for e in existing_skip if e is not None]
-                if out_nodes and len(found) == len(existing_skip):
-                    report.skipped_existing += 1
-                    for spec, ref in zip(out_specs, found, strict=True):
-                        node = self._node_from_ref(ref)
-                        datasets[node.id] = node
-                        spec.available.append(node)
-                    continue
-            clobber = [e.id for e in existing_out if e is not None] if out_any else []
-            if clobber and not self.clobber:
-                have = [str(e) for e in existing_out if e is not None]
-                partial_problems.append(f"{label} {{{key}}}: output run already holds {', '.join(have)}")
+        outputs = _outputs_of([spec.name for spec in specs], columns, len(made))
+        for i, (data_id, inputs) in enumerate(made):
+            if specs and all(spec.in_skip.get(col.keys[i]) is not None for spec, col in zip(specs, columns, strict=True)):
+                report.skipped_existing += 1
+                for spec, col in zip(specs, columns, strict=True):
+                    node = self._node_from_ref(spec.in_skip[col.keys[i]])
+                    datasets[node.id] = node
+                    spec.available.append(node)
                 continue
-            qid = quantum_id(key)
-            q_inputs: dict[str, list[str]] = {}
-            for n, ds in inputs.items():
-                ids = q_inputs[n] = []
-                for d in ds:
-                    ids.append(d.id)
-                    if d.id not in datasets:
-                        datasets[d.id] = d
-            quanta[qid] = Quantum(qid, label, data_id, q_inputs, outputs, clobber)
+            have = [ref for spec, col in zip(specs, columns, strict=True)
+                    if (ref := spec.in_output.get(col.keys[i])) is not None]
+            if have and not self.clobber:
+                partial_problems.append(f"{label} {{{keys[i]}}}: output run already holds "
+                                        f"{', '.join(map(str, have))}")
+                continue
+            q_in = _input_ids(inputs, ids_of, datasets)
+            quanta[qids[i]] = Quantum(qids[i], label, data_id, q_in, outputs[i], [ref.id for ref in have])
             report.quanta += 1
-            for spec, node in zip(out_specs, out_nodes, strict=True):
-                datasets[node.id] = node
-                spec.available.append(node)
-
-    @staticmethod
-    def _make_new_quanta(label: str, run: str, made: list[tuple[dict, dict[str, list[DatasetNode]]]],
-                         key_dims: Sequence[str], out_specs: list[_OutputSpec], datasets: dict[str, DatasetNode],
-                         quanta: dict[str, Quantum]) -> None:
-        """``_make_quanta`` when no output exists yet (a first plan): column by column, each column in one call."""
-        data_ids = [m[0] for m in made]
-        keys = _keys(key_dims, data_ids)
-        # Quanta sharing an input read the same list of nodes (the planner's index entry): its ids are made once.
-        ids_of: dict[int, list[str]] = {}
-        q_inputs = []
-        for _, inputs in made:
-            q_in = {}
-            for name, ds in inputs.items():
-                ids = ids_of.get(id(ds))
-                if ids is None:
-                    ids = ids_of[id(ds)] = [d.id for d in ds]
-                    for d in ds:
-                        if d.id not in datasets:
-                            datasets[d.id] = d
-                q_in[name] = ids.copy()
-            q_inputs.append(q_in)
-        names, id_cols = [], []
-        for name, dst, odims, okey_dims, _, same_id, fmt, path_dims, ext, _, _, _, _, avail in out_specs:
-            if same_id:
-                oids = list(map(dict.copy, data_ids))
-            else:
-                oids = list(map(dict, map(zip, repeat(odims), map(_tuple_getter(odims), data_ids))))
-            ids = dataset_uuids(run, dst, keys if okey_dims is None else _keys(okey_dims, oids))
-            nodes = list(map(DatasetNode, ids, repeat(dst), oids, repeat(run), dataset_relpaths(run, dst, path_dims, oids, ext),
-                             repeat(fmt), repeat(None), repeat(False)))
-            datasets.update(zip(ids, nodes, strict=True))
-            avail.extend(nodes)
-            names.append(name)
-            id_cols.append(ids)
-        if len(names) == 1:
-            name = names[0]
-            outputs = [{name: [i]} for i in id_cols[0]]
-        else:
-            outputs = [dict(zip(names, map(_one, row), strict=True)) for row in zip(*id_cols, strict=True)]
-        qids = quantum_uuids(run, label, keys)
-        quanta.update(zip(qids, map(Quantum, qids, repeat(label), data_ids, q_inputs, outputs, [[] for _ in qids]), strict=True))
+            for spec, col in zip(specs, columns, strict=True):
+                datasets[col.nodes[i].id] = col.nodes[i]
+                spec.available.append(col.nodes[i])
 
     def _plan_task(self, t: TaskDef, available: dict[str, _Available], prereqs: dict[str, _Available],
                    report: TaskReport, missing_prereqs: list) -> list[tuple[dict, dict[str, list[DatasetNode]]]]:

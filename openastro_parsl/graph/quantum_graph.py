@@ -76,16 +76,6 @@ def quantum_uuid(run: str, label: str, data_id_key: str) -> str:
     return _uuid5(f"quantum:{run}:{label}:{data_id_key}")
 
 
-def dataset_uuid_maker(run: str, dataset_type: str) -> Callable[[str], str]:
-    """``dataset_uuid`` of one run and dataset type, for many data ID keys."""
-    return uuid5_maker(f"dataset:{run}:{dataset_type}:")
-
-
-def quantum_uuid_maker(run: str, label: str) -> Callable[[str], str]:
-    """``quantum_uuid`` of one run and task, for many data ID keys."""
-    return uuid5_maker(f"quantum:{run}:{label}:")
-
-
 def dataset_uuids(run: str, dataset_type: str, data_id_keys: Iterable[str]) -> list[str]:
     """``dataset_uuid`` of one run and dataset type for each of many data ID keys."""
     return uuid5_many(f"dataset:{run}:{dataset_type}:", data_id_keys)

@@ -17,21 +17,21 @@ from openastro_parsl.graph.quantum_graph import (
     QuantumGraph,
     TaskInfo,
     dataset_uuid,
-    dataset_uuid_maker,
+    dataset_uuids,
     quantum_uuid,
-    quantum_uuid_maker,
+    quantum_uuids,
 )
 
 
-def test_uuid_makers_are_uuid5():
+def test_batch_uuids_are_uuid5():
     rng = random.Random(7)
     for _ in range(500):
         run = "".join(rng.choice("ab/é:_1") for _ in range(rng.randint(1, 12)))
         key = f"instrument=LSSTCam,visit={rng.randint(0, 10**9)},name={rng.choice(['x', 'é', '', '{}'])}"
-        assert quantum_uuid_maker(run, "makeWarp")(key) == quantum_uuid(run, "makeWarp", key) \
-            == str(uuid.uuid5(_NS, f"quantum:{run}:makeWarp:{key}"))
-        assert dataset_uuid_maker(run, "warp")(key) == dataset_uuid(run, "warp", key) \
-            == str(uuid.uuid5(_NS, f"dataset:{run}:warp:{key}"))
+        assert quantum_uuids(run, "makeWarp", [key]) == [quantum_uuid(run, "makeWarp", key)] \
+            == [str(uuid.uuid5(_NS, f"quantum:{run}:makeWarp:{key}"))]
+        assert dataset_uuids(run, "warp", [key]) == [dataset_uuid(run, "warp", key)] \
+            == [str(uuid.uuid5(_NS, f"dataset:{run}:warp:{key}"))]
 
 
 @pytest.mark.parametrize("dims", [(), ("a",), ("a", "b"), ("a", "b", "c")])
