@@ -15,19 +15,29 @@ the simulator) builds on.
 ``astro.minor_planets`` the minor planets predicted in a frame, and candidates matched to them
 =====================  ==============================================================================
 
-The first five are re-exported here; the others are imported as modules (they pull in
-SQLite, the network client and the header translators, which most users of this package do not need).
+The first five are re-exported here, each imported on first use (``astro.wcs`` loads astropy.wcs, half a
+second a planner need not pay); the others are imported as modules (they pull in SQLite, the network
+client and the header translators, which most users of this package do not need).
 Nothing here imports the pipeline framework: these functions work on arrays, tables and WCSs.
 """
 
-from .ephemeris import LinearEphemeris, fit_linear_ephemeris
-from .jsonable import finite_or_none, jsonable
-from .match import angular_separation, nearest, nearest_within
-from .psf import (FWHM_SIGMA, MoffatPSF, PixelQuadrature, moffat_alpha, moffat_fwhm, moffat_pixels, moffat_profile,
-                  render_moffat_stars)
-from .wcs import pixel_scale_arcsec, quiet_wcs, tan_wcs, wcs_cards, wcs_from_cards
+from typing import Any
+
+from .._lazy import lazy_exports
 
 __all__ = ["FWHM_SIGMA", "LinearEphemeris", "MoffatPSF", "PixelQuadrature", "angular_separation", "finite_or_none",
            "fit_linear_ephemeris", "jsonable", "moffat_alpha", "moffat_fwhm", "moffat_pixels", "moffat_profile",
            "nearest", "nearest_within", "pixel_scale_arcsec", "quiet_wcs", "render_moffat_stars", "tan_wcs",
            "wcs_cards", "wcs_from_cards"]
+_get = lazy_exports(__name__, {
+    "ephemeris": ("LinearEphemeris", "fit_linear_ephemeris"),
+    "jsonable": ("finite_or_none", "jsonable"),
+    "match": ("angular_separation", "nearest", "nearest_within"),
+    "psf": ("FWHM_SIGMA", "MoffatPSF", "PixelQuadrature", "moffat_alpha", "moffat_fwhm", "moffat_pixels",
+            "moffat_profile", "render_moffat_stars"),
+    "wcs": ("pixel_scale_arcsec", "quiet_wcs", "tan_wcs", "wcs_cards", "wcs_from_cards"),
+})
+
+
+def __getattr__(name: str) -> Any:
+    return _get(name)

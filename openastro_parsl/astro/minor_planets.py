@@ -10,12 +10,15 @@ precise prediction (and brighter than the magnitude limit) is that body.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-from astropy.table import Table
 
 from .match import angular_separation, nearest
 from .orbits import Ephemeris, heliocentric_position, predict
+
+if TYPE_CHECKING:
+    from astropy.table import Table
 
 __all__ = ["ROUGH_MARGIN_ARCSEC", "SsMatch", "bodies_in_cone", "match_minor_planets"]
 

@@ -11,14 +11,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from astropy.io import fits
 
 from ..errors import OpenAstroError
 from ..ingest.cards import angle_deg as _angle
 from ..ingest.translator import Translator, load_translators, translate_header
+
+if TYPE_CHECKING:
+    from astropy.io import fits
 
 __all__ = ["ObservationError", "ObservationInfo", "observation_info"]
 

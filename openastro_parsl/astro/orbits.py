@@ -15,9 +15,12 @@ must cover it and MPC's monthly elements (epochs every 200 days) should be refre
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from astropy.table import Table
+
+if TYPE_CHECKING:
+    from astropy.table import Table
 
 __all__ = ["Ephemeris", "GAUSS_K", "OBLIQUITY_J2000_DEG", "astrometric_radec", "ecliptic_to_equatorial",
            "heliocentric_position", "hg_magnitude", "observer_positions", "predict", "solve_kepler"]

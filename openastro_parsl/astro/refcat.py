@@ -21,14 +21,16 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-from astropy.table import Table
 
 from ..errors import OpenAstroError
 from .cone_cache import Region, SqliteCache, is_network_error, through_cache
 from .match import angular_separation
+
+if TYPE_CHECKING:
+    from astropy.table import Table
 
 __all__ = ["GAIA_ADQL", "GAIA_EPOCH", "REFCAT_COLUMNS", "Region", "RefcatCache", "RefcatError", "RefcatUnavailable",
            "angular_separation", "cone", "gaia_dr3_fetch", "gaia_to_refcat", "is_network_error", "propagate",
@@ -61,6 +63,8 @@ class RefcatUnavailable(RefcatError):
 
 def validate_refcat(table: Table, where: str = "refcat") -> Table:
     """The catalogue with its required columns as plain floats / int64 ids; errors name ``where``."""
+    from astropy.table import Table
+
     missing = [c for c in REFCAT_COLUMNS if c not in table.colnames]
     if missing:
         raise RefcatError(f"{where}: missing column(s) {', '.join(missing)} (has {', '.join(table.colnames)}; "
@@ -84,6 +88,8 @@ def validate_refcat(table: Table, where: str = "refcat") -> Table:
 
 def read_refcat(path: str | Path) -> Table:
     """A local catalogue file (ECSV, FITS, Parquet, CSV: whatever astropy reads), validated."""
+    from astropy.table import Table
+
     path = Path(path)
     if not path.exists():
         raise RefcatError(f"{path}: no such reference catalogue")
@@ -108,6 +114,8 @@ def propagate(table: Table, epoch: float, ref_epoch: float = GAIA_EPOCH) -> Tabl
     Rows without proper motions are left where they are; a 10-year baseline moves a typical Gaia star by
     tens of mas, enough to matter for astrometry, not for the photometric cross-match.
     """
+    from astropy.table import Table
+
     out = Table(table, copy=True)
     if "pmra" not in out.colnames or "pmdec" not in out.colnames:
         return out
@@ -188,6 +196,8 @@ class RefcatCache(SqliteCache):
 
     def get(self, region_id: int, region: Region | None = None, mag_limit: float | None = None) -> Table:
         """The rows of a cached region, cut to ``region`` and to ``sel_mag <= mag_limit`` when given."""
+        from astropy.table import Table
+
         with self.connect() as con:
             rows = con.execute(f"SELECT {', '.join(_STAR_COLUMNS)} FROM stars WHERE region_id = ? ORDER BY rowid",
                                (region_id,)).fetchall()
@@ -204,7 +214,7 @@ class RefcatCache(SqliteCache):
         return table
 
 
-Fetch = Callable[[float, float, float, float], Table]
+Fetch = Callable[[float, float, float, float], "Table"]
 
 
 def query_refcat(ra: float, dec: float, radius_deg: float, *, cache: RefcatCache | str | Path | None = None,
@@ -256,6 +266,8 @@ WHERE 1 = CONTAINS(POINT('ICRS', gs.ra, gs.dec), CIRCLE('ICRS', {ra:.8f}, {dec:.
 
 def gaia_to_refcat(raw: Table) -> Table:
     """Gaia DR3 + GSPC rows as a reference catalogue (magnitude errors from the flux errors)."""
+    from astropy.table import Table
+
     cols = {c.lower(): c for c in raw.colnames}
 
     def col(name):

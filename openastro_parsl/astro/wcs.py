@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
-from astropy.io import fits
-from astropy.wcs import WCS, FITSFixedWarning
-from astropy.wcs.utils import proj_plane_pixel_area
+
+if TYPE_CHECKING:  # astropy.wcs loads in ~0.5 s: imported where used, so importing a task module stays cheap
+    from astropy.io import fits
+    from astropy.wcs import WCS
 
 __all__ = ["pixel_scale_arcsec", "quiet_wcs", "tan_wcs", "wcs_cards", "wcs_from_cards"]
 
 
 def quiet_wcs(header: fits.Header) -> WCS:
     """``WCS(header, naxis=2)`` without astropy's FITSFixedWarning chatter (e.g. about DATE-OBS -> MJD-OBS)."""
+    from astropy.wcs import WCS, FITSFixedWarning
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FITSFixedWarning)
         return WCS(header, naxis=2)
@@ -32,6 +35,8 @@ def wcs_from_cards(cards: Mapping[str, Any]) -> WCS:
     describe a celestial WCS raise ``ValueError`` naming the keys, rather than giving a WCS that maps pixels to
     nothing.
     """
+    from astropy.io import fits
+
     w = quiet_wcs(fits.Header({k: v for k, v in cards.items() if v is not None}))
     if not w.has_celestial:
         raise ValueError(f"WCS cards do not describe a celestial WCS: {sorted(cards)}")
@@ -76,6 +81,8 @@ def pixel_scale_arcsec(wcs: WCS) -> float:
     area a pixel covers, and the area is what flux per pixel and FWHM-in-pixels conversions need. For an
     orthogonal CD matrix the two agree.
     """
+    from astropy.wcs.utils import proj_plane_pixel_area
+
     return float(np.sqrt(proj_plane_pixel_area(wcs.celestial)) * 3600.0)
 
 
@@ -84,6 +91,8 @@ def tan_wcs(ra0: float, dec0: float, scale_arcsec: float, rot_deg: float, flip: 
     """A gnomonic (TAN) WCS centred on (ra0, dec0) for an image of ``shape`` (ny, nx): square pixels of
     ``scale_arcsec``, rotated by ``rot_deg`` (east of north), x mirrored when ``flip``; the reference pixel at
     the image centre plus ``crpix_offset`` (pixels)."""
+    from astropy.wcs import WCS
+
     ny, nx = shape
     s = scale_arcsec / 3600.0
     t = math.radians(rot_deg)

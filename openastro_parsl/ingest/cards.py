@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import re
 import warnings
-from typing import Any
-
-from astropy.io import fits
-from astropy.time import Time, TimeDelta
-from erfa import ErfaWarning
+from typing import TYPE_CHECKING, Any
 
 from ..errors import IngestError
+
+if TYPE_CHECKING:  # astropy is imported where a card is read: the planner imports this module, never reads one
+    from astropy.io import fits
+    from astropy.time import Time
 
 # obs_type values: what a frame is for. Calibration routes on them; only `science` frames are raws to reduce.
 SCIENCE, BIAS, DARK, FLAT, OTHER = "science", "bias", "dark", "flat", "other"
@@ -67,12 +67,16 @@ def header_matches(header: fits.Header, match: dict[str, list[str]]) -> bool:
 def parse_date(header: fits.Header, card: str) -> Time:
     """UTC time of a date card: ISO 8601 with or without fractional seconds (any number of digits), with a
     ``Z`` or ``+hh:mm`` zone (converted to UTC), or the old ``dd/mm/yy`` with the time in UT / TIME-OBS."""
+    from erfa import ErfaWarning
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ErfaWarning)  # pre-1960 plates: UTC is "dubious", still right enough
         return _read_date(header, card)
 
 
 def _read_date(header: fits.Header, card: str) -> Time:
+    from astropy.time import Time, TimeDelta
+
     value = str(header[card]).strip()
     try:
         if _OLD_DATE.fullmatch(value):

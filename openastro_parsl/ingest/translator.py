@@ -11,17 +11,17 @@ import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import astropy.units as u
-from astropy.io import fits
-from astropy.time import Time
-from erfa import ErfaWarning
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..errors import IngestError
 from ..yamlconfig import load_model, load_yaml, validate
 from .cards import BIAS, DARK, OBS_TYPES, SCIENCE, angle_deg, has_zone, header_matches, obs_type, parse_date
+
+if TYPE_CHECKING:  # astropy is imported where a header is read (see cards.py)
+    from astropy.io import fits
+    from astropy.time import Time
 
 UNASSIGNED = "unassigned"  # the field of a frame whose header names no object
 NO_BAND = "none"  # the band of a bias or dark that carries no (known) filter: it has no passband
@@ -147,6 +147,8 @@ class Translator:
     def start_time(self, header: fits.Header) -> Time:
         """UTC start of the exposure: the configured MJD card (MJD-OBS is the start, by the FITS standard)
         when present, else the date cards (``date_start``)."""
+        from astropy.time import Time
+
         mjd = _float(self.value(header, "mjd"))
         return Time(mjd, format="mjd", scale="utc") if mjd is not None else self.date_start(header)
 
@@ -214,6 +216,8 @@ class Translator:
     def _day_obs(self, header: fits.Header, start: Time) -> int:
         """The observing night: a night card (LCO DAY-OBS); else the local date card's clock less 12 h (a night
         runs noon to noon); else the UTC start shifted by ``day_obs_offset_hours``."""
+        import astropy.units as u
+
         k = self.config.keys
         night = self._first(header, k.day_obs)
         if night is not None:
@@ -254,6 +258,8 @@ class Translator:
         return scale, fl
 
     def translate(self, header: fits.Header) -> Translated:
+        from erfa import ErfaWarning
+
         c, k = self.config, self.config.keys
         kind = self.obs_type(header)
         binning = int(_float(self._first(header, k.binning)) or 1)

@@ -25,9 +25,11 @@ from openastro_parsl.errors import OpenAstroError
 from openastro_parsl.execution.site import LOCAL_STRATEGY_PERIOD_S, load_site, parsl_config
 from openastro_parsl.execution.submit import Submission
 from openastro_parsl.graph.planner import Planner
+from openastro_parsl.graph.quantum_graph import QuantumGraph
 from openastro_parsl.pipeline.pipeline import load_pipeline
 
-HEAVY = ("astropy", "scipy", "parsl", "matplotlib", "torch", "photutils", "sep", "reproject", "pandas")
+HEAVY = ("astropy", "scipy", "erfa", "parsl", "matplotlib", "torch", "photutils", "sep", "reproject", "pandas",
+         "dynesty", "batman", "astroquery")
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -45,6 +47,28 @@ def _loaded_after(modules: list[str]) -> set[str]:
 def test_command_paths_load_no_heavy_library(modules):
     heavy = _loaded_after(modules) & set(HEAVY)
     assert not heavy, f"importing {modules} loads {sorted(heavy)}: import them where they are used"
+
+
+def test_planning_the_science_pipeline_loads_no_heavy_library(demo, tmp_path):
+    """``openastro-plan`` of the whole science pipeline imports every task class (for its connections, config and
+    dimensions) but none of the science libraries their ``run`` methods use: those load on the worker."""
+    pipeline = ROOT / "pipelines" / "openastro.yaml"
+    graph = tmp_path / "science.qgraph"
+    args = ["-b", str(demo.butler.root), "-p", str(pipeline), "-i", "demo/defaults", "-o", "u/t/fast",
+            "--save-qgraph", str(graph)]
+    code = ("import json, sys\nfrom openastro_parsl.cli.plan import main\n"
+            f"main({args!r}, standalone_mode=False)\n"
+            "print(json.dumps(sorted(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    modules = set(json.loads(out.stdout.splitlines()[-1]))
+    heavy = {m.split(".")[0] for m in modules} & set(HEAVY)
+    assert not heavy, f"planning {pipeline.name} loads {sorted(heavy)}: import them where they are used"
+    tasks = load_pipeline(str(pipeline)).tasks
+    assert {t.task_class.__module__ for t in tasks} <= modules  # the planner did import every task class
+    counts = QuantumGraph.load(graph).counts_by_task()
+    assert set(counts) <= {t.label for t in tasks} and min(counts.values()) > 0
+    assert {"plateSolve", "makeLightcurve", "ttvFit", "rbClassify"} <= set(counts)  # every branch was planned
 
 
 def test_json_datasets_round_trip_without_astropy(tmp_path):

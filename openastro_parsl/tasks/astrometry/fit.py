@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-from astropy.table import Table
-from astropy.wcs import WCS
 
 from ...astro.wcs import quiet_wcs, wcs_from_cards  # noqa: F401 - re-exported: the cards a solution is stored as
 from .sources import Sources
+
+if TYPE_CHECKING:  # astropy.wcs loads in ~0.5 s: imported where a WCS is built, not by the planner
+    from astropy.table import Table
+    from astropy.wcs import WCS
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,8 @@ def fit_wcs(x: np.ndarray, y: np.ndarray, ra: np.ndarray, dec: np.ndarray, sip_d
     reference point moved to the frame centre. Weights matter: astropy's fitter has none, and a few faint
     stars with 0.5 px centroid errors would otherwise pull a 12-star solution well off.
     """
+    from astropy.wcs import WCS
+
     x, y, ra, dec = (np.asarray(a, dtype=float) for a in (x, y, ra, dec))
     if sip_degree:
         from astropy.coordinates import SkyCoord

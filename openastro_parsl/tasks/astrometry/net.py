@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from astropy.io import fits
-from astropy.table import Table
 
 from ...astro.wcs import quiet_wcs
 from .fit import Catalogue, SolveResult, accept, refine, sky_centre, tangent_plane, verify
@@ -69,6 +67,8 @@ def quad_bands(cat: Catalogue) -> list[tuple[float, float]]:
 
 
 def _build(cat: Catalogue, outdir: Path, key: str, jitter_arcsec: float, log) -> list[dict]:
+    from astropy.table import Table
+
     table = outdir / "catalogue.fits"
     Table({"RA": cat.ra.astype(float), "DEC": cat.dec.astype(float), "MAG": cat.mag.astype(float)}).write(table)
     built = []
@@ -169,6 +169,9 @@ class NetSettings:
 
 def write_xylist(sources: Sources, path: Path, max_sources: int) -> None:
     """The source list as solve-field reads it: FITS table, 1-based X/Y, FLUX for the brightness order."""
+    from astropy.io import fits
+    from astropy.table import Table
+
     n = min(len(sources), max_sources)
     hdu = fits.BinTableHDU(Table({"X": sources.x[:n] + 1.0, "Y": sources.y[:n] + 1.0, "FLUX": sources.flux[:n]}))
     ny, nx = sources.shape
@@ -220,6 +223,8 @@ def _run_solve_field(xyls: Path, workdir: Path, index_dir: Path, sources: Source
 def solve_astrometry_net(sources: Sources, cat: Catalogue, hints: Hints, settings: NetSettings | None = None,
                          log=None) -> SolveResult:
     """Plate-solve ``sources`` with solve-field against an index of ``cat``; refit and verify like every engine."""
+    from astropy.io import fits
+
     s = settings or NetSettings()
     if not available():
         raise AstrometryNetMissing("solve-field not found on PATH: install Debian's astrometry.net "

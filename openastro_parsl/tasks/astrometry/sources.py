@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
-from astropy.io import fits
+
+if TYPE_CHECKING:
+    from astropy.io import fits
 
 
 CENTROID_FLOOR_PIX = 0.05  # pixelisation, PSF asymmetry, catalogue errors: no centroid is better than this
@@ -115,8 +117,8 @@ def _angle(value: Any, hours: bool) -> float | None:
         return v
     if not isinstance(value, str) or not value.strip():
         return None
-    from astropy.coordinates import Angle
     import astropy.units as u
+    from astropy.coordinates import Angle
 
     try:
         return float(Angle(value.strip(), unit=u.hourangle if hours else u.deg).deg)

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from astropy.io import fits
 
 from ...errors import OpenAstroError
 from ...ingest.translator import Translator, load_translators
+
+if TYPE_CHECKING:
+    from astropy.io import fits
 
 __all__ = ["Detector", "detector_info", "translator_for"]
 

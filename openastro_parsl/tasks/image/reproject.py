@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-from astropy.wcs import WCS, FITSFixedWarning
-from astropy.wcs.utils import proj_plane_pixel_area
 from pydantic import Field
 
 from ...astro.wcs import pixel_scale_arcsec, wcs_from_cards
 from ...datastore.image import MASK_BITS, Image
 from ...pipeline.connections import Connections, Input, Output
 from ...pipeline.task import NoWorkFound, PipelineTask, Resources, TaskConfig
+
+if TYPE_CHECKING:  # astropy.wcs loads in ~0.5 s: imported where a WCS is built, not by the planner
+    from astropy.wcs import WCS
 
 __all__ = ["choose_reference", "footprint_corners", "grid_from_refgrid", "grid_wcs", "warp_image", "MakeRefGridTask",
            "WarpTask"]
@@ -61,6 +62,8 @@ def grid_wcs(ref: WCS, ref_shape: tuple[int, int], footprints: list[np.ndarray] 
     is the reference frame's own ``ref_shape``. ``margin_px`` pads every side; ``max_size`` caps each axis
     (the excess is trimmed symmetrically) so a stray pointing cannot ask for a huge co-add.
     """
+    from astropy.wcs import WCS
+
     ref = ref.celestial
     out = WCS(naxis=2)
     out.wcs.ctype = [c[:8] for c in ref.wcs.ctype]  # "RA---TAN-SIP" -> "RA---TAN"
@@ -107,6 +110,7 @@ def grid_from_refgrid(ref_grid: dict) -> tuple[WCS, tuple[int, int]]:
 def _reproject(method: str, stack: np.ndarray, wcs_in: WCS, wcs_out: WCS, shape: tuple[int, int], order: str,
                roundtrip: bool = True):
     """Reproject a (planes, ny, nx) stack; coordinates are computed once for all planes."""
+    from astropy.wcs import FITSFixedWarning
     from reproject import reproject_adaptive, reproject_exact, reproject_interp
 
     with warnings.catch_warnings():
@@ -139,6 +143,8 @@ def warp_image(image: Image, wcs_out: WCS, shape: tuple[int, int], *, method: st
     NaN with ``NO_DATA``. ``roundtrip`` makes ``reproject`` check every
     coordinate by transforming it back (safe far from the tangent point, about twice the cost).
     """
+    from astropy.wcs.utils import proj_plane_pixel_area
+
     wcs_in = image.wcs
     if wcs_in is None:
         raise ValueError("image has no celestial WCS in its header")

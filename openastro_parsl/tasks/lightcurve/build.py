@@ -26,9 +26,9 @@ Times. ``meta["mjd_mid"]`` is UTC at mid-exposure; with the site's EarthLocation
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from astropy.table import Table
 from pydantic import Field
 
 from ...astro.match import nearest_within
@@ -36,6 +36,9 @@ from ...pipeline.connections import Connections, Input, Output, PrerequisiteInpu
 from ...pipeline.task import NoWorkFound, PipelineTask, Resources, TaskConfig
 from ...timescales import bjd_tdb  # noqa: F401 - part of this module's API
 from .ensemble import solve_ensemble
+
+if TYPE_CHECKING:
+    from astropy.table import Table
 
 TIME_SYSTEM = "BJD_TDB"
 TIME_FORMAT = "jd"
@@ -170,6 +173,8 @@ def _site_label(meta) -> str:
 def build_lightcurve(points: list[_Point], *, target: str, band: str, ra: float, dec: float,
                      window_days: float, sigma: float, global_sigma: float, colour: float | None) -> Table:
     """Sorted light-curve Table (schema of docs/datasets.md) from matched, calibrated points."""
+    from astropy.table import Table
+
     points = sorted(points, key=lambda p: p.mjd)
     mjd = np.array([p.mjd for p in points])
     time = bjd_tdb(mjd, [p.lat for p in points], [p.lon for p in points], [p.elev for p in points], ra, dec)

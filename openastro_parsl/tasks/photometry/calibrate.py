@@ -22,10 +22,9 @@ wrapper that reads the observation info from the header, calls them, and package
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from astropy.table import Table
-from astropy.wcs import WCS
 from pydantic import Field
 
 from ...astro.jsonable import finite_or_none
@@ -38,6 +37,10 @@ from ...pipeline.task import NoWorkFound, PipelineTask, Resources, TaskConfig
 from .extraction import MAG_PER_FRAC, SOURCE_FLAGS, UNFIT_FLAGS, Extraction, extract_sources
 from .matching import crowded_references, match_catalogue
 from .zeropoint import ZeropointFit, fit_zeropoint
+
+if TYPE_CHECKING:
+    from astropy.table import Table
+    from astropy.wcs import WCS
 
 __all__ = ["CalibrateConfig", "CalibrateConnections", "CalibrateTask", "Calibration", "calibrate_frame",
            "solution_wcs"]
@@ -82,6 +85,8 @@ class Calibration:
 def calibrate_frame(data: np.ndarray, obs: ObservationInfo, wcs: WCS, refcat: Table, config: "CalibrateConfig",
                     where: str = "") -> Calibration:
     """Extract, match and fit one frame; ``NoWorkFound`` when too few catalogue stars are usable."""
+    from astropy.table import Table
+
     prefix = f"{where}: " if where else ""
     c = config
     band_col = c.band_map.get(obs.band, obs.band)

@@ -4,13 +4,16 @@ aperture photometry with an aperture correction, per-source flags (``SOURCE_FLAG
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from astropy.table import Table
 
 from ...astro.psf import MoffatPSF
 from ...datastore.image import MASK_BITS
 from .psf import ApertureCorrection, aperture_correction, fit_moffat, frame_psf
+
+if TYPE_CHECKING:
+    from astropy.table import Table
 
 __all__ = ["SOURCE_FLAGS", "Extraction", "Planes", "detect", "extract_sources", "make_planes"]
 
@@ -138,6 +141,7 @@ def extract_sources(data: np.ndarray, *, gain: float | None, read_noise: float |
     windowed centroids; the rest of the options mirror SExtractor's (see the real-data test).
     """
     import sep
+    from astropy.table import Table
     from scipy import ndimage
 
     kw = dict(gain=gain, read_noise=read_noise, saturation=saturation, edge_px=edge_px, box=box,

@@ -10,9 +10,9 @@ as ``zp_pooled``; the per-frame ``photoCalib`` fits are left as they are.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from astropy.table import Table
 from pydantic import Field
 
 from ...astro.refcat import REFCAT_HINT
@@ -20,6 +20,9 @@ from ...pipeline.connections import Connections, Input, Output, PrerequisiteInpu
 from ...pipeline.task import NoWorkFound, PipelineTask, Resources, TaskConfig
 from .extraction import MAG_PER_FRAC, SOURCE_FLAGS
 from .ubercal import FieldFit, fit_field
+
+if TYPE_CHECKING:
+    from astropy.table import Table
 
 __all__ = ["FieldCalibrationConfig", "FieldCalibrationConnections", "FieldCalibrationTask", "FieldMeasurements",
            "field_measurements"]
@@ -179,6 +182,8 @@ class FieldCalibrationTask(PipelineTask):
 
 
 def _table(m: FieldMeasurements, fit: FieldFit) -> Table:
+    from astropy.table import Table
+
     order = sorted(range(len(m.frames)), key=lambda f: (m.frames[f][0], m.frames[f][1]))
     n_stars = np.array([len(np.unique(m.star[(m.frame == f) & fit.used])) for f in range(len(m.frames))])
     return Table({

@@ -7,13 +7,17 @@ colour term (``zp_source`` says which)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-from astropy.table import Table
 from pydantic import Field
 
 from ...pipeline.connections import Connections, Input, Output
 from ...pipeline.task import NoWorkFound, PipelineTask, Resources, TaskConfig
 from .zeropoint import fit_extinction, pooled_colour_term
+
+if TYPE_CHECKING:
+    from astropy.table import Table
 
 __all__ = ["ZeropointHistoryConfig", "ZeropointHistoryConnections", "ZeropointHistoryTask"]
 
@@ -54,6 +58,8 @@ class ZeropointHistoryTask(PipelineTask):
     resources = Resources(cores=1, memory_mb=256, walltime_min=5)
 
     def run(self, photoCalib: list[dict], fieldZeropoints: list[Table] | None = None, data_ids=None):
+        from astropy.table import Table
+
         rows = sorted(photoCalib, key=lambda d: (d.get("mjd_mid") or 0.0, d.get("exposure") or 0))
         if not rows:
             raise NoWorkFound("no calibrated exposures")

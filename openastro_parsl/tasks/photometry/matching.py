@@ -3,9 +3,13 @@ catalogue stars."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-from astropy.table import Table
-from astropy.wcs import WCS
+
+if TYPE_CHECKING:
+    from astropy.table import Table
+    from astropy.wcs import WCS
 
 __all__ = ["crowded_references", "match_catalogue"]
 

@@ -20,9 +20,9 @@ ghosts (configured per instrument), is not alerted (``bright_star``, listed unde
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
 import numpy as np
-from astropy.table import Table
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...astro.jsonable import finite_or_none
@@ -32,6 +32,9 @@ from ...pipeline.connections import Connections, Input, Output, PrerequisiteInpu
 from ...pipeline.task import PipelineTask, Resources, TaskConfig
 from .brightstars import BrightStarMatch, match_bright_stars
 from .diffim import FLAGS
+
+if TYPE_CHECKING:
+    from astropy.table import Table
 
 __all__ = ["KnownSource", "ORBITS_HINT", "select_alerts", "alert_figure", "AlertsTask", "ssobject_vetting"]
 
@@ -400,6 +403,8 @@ def _bright_vetting(bright: BrightStarMatch | None, refcat: Table | None, i: int
 
 def _known_table(known, c: AlertsConfig) -> Table | None:
     """The field's knownSources (None if none), cut to the configured catalogues (a file's rows are 'file')."""
+    from astropy.table import Table
+
     table = (known if isinstance(known, Table) else known[0]) if known else None
     if table is None or c.known_source_catalogs is None:
         return table
@@ -411,7 +416,7 @@ def _known_table(known, c: AlertsConfig) -> Table | None:
 
 def _orbit_table(orbits, where: str) -> Table | None:
     """The orbit datasets the quantum was given as one table (None when there are none)."""
-    from astropy.table import vstack
+    from astropy.table import Table, vstack
 
     from ...astro.mpcorb import validate_orbits
 

@@ -13,11 +13,14 @@ frame's own candidates (pixel and sky positions both known) define.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-from astropy.table import Table
 
 from ...astro.match import angular_separation
+
+if TYPE_CHECKING:
+    from astropy.table import Table
 
 __all__ = ["BrightStarMatch", "bright_star_radius", "match_bright_stars", "sky_to_pixel"]
 

@@ -20,7 +20,6 @@ import threading
 from pathlib import Path
 
 import numpy as np
-from astropy.table import Table
 from pydantic import Field
 
 from ...pipeline.connections import Connections, Input, Output
@@ -232,6 +231,7 @@ class RealBogusTask(PipelineTask):
 
     def run(self, sources, cutouts, data_id=None):
         import torch
+        from astropy.table import Table
 
         where = ", ".join(f"{k}={v}" for k, v in dict(data_id).items()) if data_id else "diaSrc"
         c = self.config

@@ -4,11 +4,14 @@ ephemeris and O-C table, and the O-C figure."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from astropy.table import Table
 
 from ....astro.ephemeris import fit_linear_ephemeris
+
+if TYPE_CHECKING:
+    from astropy.table import Table
 
 __all__ = ["DEFAULT_LIMB_DARKENING", "GlobalFit", "TransitShape", "TransitTime", "fit_global", "fit_transit_time",
            "measure_transit_times", "oc_plot", "oc_table", "profile_half_width", "t14"]
@@ -218,6 +221,8 @@ def profile_half_width(x: np.ndarray, chi2: np.ndarray, chi2_min: float, delta: 
 
 def oc_table(epoch, t_obs, t_obs_err) -> Table:
     """The ``transitTimes`` table: epoch, t_obs, t_obs_err, t_pred, oc, oc_err (days) + ephemeris meta."""
+    from astropy.table import Table
+
     epoch = np.asarray(epoch, dtype=np.int64)
     t_obs = np.asarray(t_obs, dtype=float)
     t_obs_err = np.asarray(t_obs_err, dtype=float)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
-from astropy.wcs import WCS
-from astropy.wcs.utils import proj_plane_pixel_area
 
 from ....datastore.image import MASK_BITS, Image
+
+if TYPE_CHECKING:
+    from astropy.wcs import WCS
 
 __all__ = ["align_template"]
 
@@ -40,6 +42,7 @@ def align_template(template: Image, wcs: WCS, shape: tuple[int, int], scale: flo
     ``r`` input pixels is ``r`` times their mean (``r`` = output / input pixel area); a finer output pixel
     (r < 1) carries r of an input pixel, so r^2.
     """
+    from astropy.wcs.utils import proj_plane_pixel_area
     from reproject import reproject_exact, reproject_interp
 
     twcs = template.wcs

@@ -4,15 +4,18 @@ blank positions, windowed shapes, flags (``FLAGS``), cutouts."""
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-from astropy.table import Table
-from astropy.wcs import WCS
 
 from ....astro.psf import FWHM_SIGMA
 from ....datastore.image import MASK_BITS
 from .psf import DifferencePSF
 from .subtract import DiffimResult
+
+if TYPE_CHECKING:
+    from astropy.table import Table
+    from astropy.wcs import WCS
 
 __all__ = ["FLAGS", "calibrate_noise", "detect_candidates", "make_cutouts", "moments", "psf_photometry", "snr_map"]
 
@@ -129,6 +132,7 @@ def detect_candidates(res: DiffimResult, wcs: WCS, *, threshold: float = 5.0, mi
     on the difference itself: windowed centroid, PSF-fit flux and S/N, windowed shape.
     """
     import sep
+    from astropy.table import Table
 
     diff = np.ascontiguousarray(res.difference, dtype=np.float64)
     smap = snr_map(res)
@@ -204,6 +208,8 @@ def _flags(res, x, y, ny, nx) -> np.ndarray:
 
 
 def _empty_table() -> Table:
+    from astropy.table import Table
+
     cols = {"id": np.int64, "x": float, "y": float, "ra": float, "dec": float, "flux": float, "flux_err": float,
             "snr": float, "mag": float, "mag_err": float, "a": float, "b": float, "theta": float, "fwhm": float,
             "peak_snr": float, "npix": np.int64, "isdiffpos": bool, "flags": np.int32}

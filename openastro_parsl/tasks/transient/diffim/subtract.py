@@ -7,7 +7,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from astropy.wcs.utils import proj_plane_pixel_area
 
 from ....astro.psf import FWHM_SIGMA, MoffatPSF
 from ....datastore.image import MASK_BITS, Image
@@ -69,6 +68,7 @@ def subtract(science: Image, template: Image, *, science_zp: float | None = None
              max_kernel_ratio: float = 1.25, difference_background: bool = True, resample: str = "exact",
              psf_beta: float = 3.0) -> DiffimResult:
     """Science minus the PSF-matched, flux-scaled template, on the science frame's grid, with its variance."""
+    from astropy.wcs.utils import proj_plane_pixel_area
     from scipy.signal import fftconvolve
 
     wcs = science.wcs
