@@ -15,6 +15,11 @@ from typing import Any, Callable
 def lazy_exports(package: str, modules: dict[str, tuple[str, ...]]) -> Callable[[str], Any]:
     """A module ``__getattr__`` for ``package`` serving ``{submodule: (name, ...)}``."""
     where = {name: module for module, names in modules.items() for name in names}
+    # A name that is also its module's (``combine`` in ``combine.py``) is bound at once: the import system sets
+    # the package attribute to the submodule when that is first imported, which would hide the name for good.
+    for name, module in where.items():
+        if name == module:
+            setattr(sys.modules[package], name, getattr(importlib.import_module(f"{package}.{module}"), name))
 
     def getattr_(name: str) -> Any:
         if name not in where:

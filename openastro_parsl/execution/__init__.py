@@ -7,11 +7,11 @@ from .._lazy import lazy_exports
 __all__ = [
     "ExecutorConfig", "PreflightError", "ProviderConfig", "RunLockedError", "STATES", "SiteConfig", "SiteError",
     "StatusStore", "Submission", "Summary", "failed_quanta", "load_site", "open_run", "parsl_config",
-    "preflight", "report_json", "run_quantum", "write_html",
+    "report_json", "run_quantum", "write_html",
 ]
 _get = lazy_exports(__name__, {
     "site": ("ExecutorConfig", "ProviderConfig", "SiteConfig", "SiteError", "load_site", "parsl_config"),
-    "preflight": ("PreflightError", "preflight"),
+    "preflight": ("PreflightError",),  # its function is execution.preflight.preflight (the module's own name)
     "runlock": ("RunLockedError",),
     "status": ("STATES", "StatusStore"),
     "submit": ("Submission", "Summary"),

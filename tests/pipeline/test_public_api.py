@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-PACKAGES = ["registry", "datastore", "pipeline", "graph", "execution", "ingest"]
+PACKAGES = ["registry", "datastore", "pipeline", "graph", "execution", "ingest", "astro", "tasks.astrometry",
+            "tasks.calibration", "tasks.image", "tasks.lightcurve", "tasks.photometry", "tasks.transient"]
 
 
 @pytest.mark.parametrize("name", PACKAGES)
@@ -18,6 +19,21 @@ def test_every_public_name_resolves(name):
         assert getattr(value, "__module__", package.__name__).startswith("openastro_parsl."), attr
     with pytest.raises(AttributeError, match=f"module 'openastro_parsl.{name}' has no attribute 'nope'"):
         _ = package.nope
+
+
+def test_a_name_that_is_also_its_module_s_stays_the_name_after_the_module_is_imported():
+    """``tasks.calibration.combine`` is a function in ``combine.py``: importing the submodule (as ``masters`` does)
+    must not turn the package's name into the module, which only an eager binding prevents."""
+    code = ("import importlib, pkgutil, types, openastro_parsl as o\n"
+            "bad = []\n"
+            f"for name in {PACKAGES!r}:\n"
+            "    p = importlib.import_module('openastro_parsl.' + name)\n"
+            "    for sub in pkgutil.iter_modules(p.__path__):\n"
+            "        importlib.import_module(p.__name__ + '.' + sub.name)\n"
+            "    bad += [p.__name__ + '.' + a for a in p.__all__ if isinstance(getattr(p, a), types.ModuleType)]\n"
+            "print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_the_task_api_is_one_import():
