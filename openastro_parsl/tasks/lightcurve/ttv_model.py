@@ -25,11 +25,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import ttvfast
-from ttvfast.models import Planet
+from ttvfast.models import Planet, planets_to_params
 
 from ...astro.ephemeris import fit_linear_ephemeris as linear_ephemeris
 from .ttv_priors import CARTESIAN_KINDS, M_EARTH_MSUN, Prior, log_disc_fraction
+from .ttvfast_core import transit_events
 
 G_AU3_DAY2_MSUN = 0.000295994511  # TTVFast's G
 LOGL_REJECT = -1e100  # likelihood of unphysical / unstable draws (finite: dynesty rejects it like -inf)
@@ -218,10 +218,13 @@ class SystemModel:
         order = sorted(self.bodies, key=lambda b: p[f"{b}:period"])
         planets = [self._planet(b, p) for b in order]
         span = self.t_end - self.t_start
-        res = ttvfast.ttvfast(planets, self.stellar_mass, 0.0, dt or self.timestep(p), span)
-        # fixed-length output lists (5000 slots, mostly unused): convert only the slots that can be filled
         n = int(sum(span / p[f"{b}:period"] for b in self.bodies)) + 4 * len(self.bodies)
-        idx, _, times = (np.asarray(c[:n]) for c in res["positions"][:3])
+        try:
+            events = transit_events(planets_to_params(self.stellar_mass, planets), dt or self.timestep(p), 0.0,
+                                    span, len(planets), n)
+        except ValueError:  # a hyperbolic orbit, a Kepler step that does not converge: not a usable draw
+            return None
+        idx, times = events["planet"], events["time"]
         out = []
         for d in self.data:
             k = order.index(d.name)
