@@ -8,7 +8,6 @@ prerequisite reference catalogue.
 from __future__ import annotations
 
 import numpy as np
-from astropy.table import Table
 from pydantic import Field
 
 from ..pipeline.connections import Connections, Input, Output, PrerequisiteInput
@@ -67,6 +66,8 @@ class FieldQaTask(PipelineTask):
     Connections = FieldQaConnections
 
     def run(self, stats, data_ids=None):
+        from astropy.table import Table
+
         noise = np.array([s["noise"] for s in stats])
         ref = float(np.median(noise))
         table = Table({

@@ -20,7 +20,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from astropy.io import fits
 from pydantic import Field
 
 from ...datastore.image import MASK_BITS, Image
@@ -93,6 +92,8 @@ def _exptimes(images: list[Image], dets: Detector, what: str) -> list[float]:
 
 
 def _master(result, template: Image, kind: str, n: int, extra: dict[str, Any], mask: np.ndarray | None) -> Image:
+    from astropy.io import fits
+
     header = fits.Header()
     for key in ("INSTRUME", "TELESCOP", "FILTER"):
         if key in template.header:
