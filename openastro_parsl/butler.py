@@ -49,6 +49,25 @@ class RepoConfig(BaseModel):
     datastore: _DatastoreConfig = Field(default_factory=_DatastoreConfig)
 
 
+OWNER_KEY = "repository_root"  # the meta key naming the directory a server-side registry belongs to
+
+
+def _holds(root: Path, repo_id: str | None) -> bool:
+    """Whether ``root`` is (still) a repository with this identity."""
+    try:
+        return repo_id is not None and yaml.safe_load((root / CONFIG_NAME).read_text()).get("uuid") == repo_id
+    except (OSError, yaml.YAMLError, AttributeError):
+        return False
+
+
+def _same_directory(a: Path, b: Path) -> bool:
+    """One directory under two paths (a symlink, a bind mount, an NFS alias): not a copy."""
+    try:
+        return os.path.samefile(a / CONFIG_NAME, b / CONFIG_NAME)
+    except OSError:
+        return False
+
+
 def _db_url(root: Path, db: str) -> str:
     return db if "://" in db else f"sqlite:///{(root / db).resolve()}"
 
@@ -88,6 +107,8 @@ class Butler:
         if self.config.uuid is None:
             self._add_uuid(cfg_path)
         self.registry = Registry(_db_url(self.root, self.config.registry.db))
+        if "://" in self.config.registry.db:  # a registry outside the directory: a copy of it would share it
+            self._claim_registry()
         self.datastore = Datastore(self.root, self.config.datastore.formatters)
         self.run = run
         self.collections = collections
@@ -124,6 +145,26 @@ class Butler:
         except OSError:
             self.config.uuid = None  # read-only repository: it keeps no identity, graphs fall back to its path
             tmp.unlink(missing_ok=True)
+
+    def _claim_registry(self) -> None:
+        """Refuse a copy of a repository whose registry is on a database server.
+
+        ``cp -r`` of such a repository copies its ``butler.yaml`` (so its identity and database URL) but not the
+        database: both directories would register files that only one of them holds, and each would find the
+        other's datasets missing. The registry records the directory it belongs to. Opened from another one, it
+        is refused while that directory still holds this repository; otherwise the repository was moved, and the
+        registry now belongs here (where it can be written).
+        """
+        owner = self.registry.meta_value(OWNER_KEY)
+        if owner == str(self.root):
+            return
+        if owner and _holds(Path(owner), self.repo_id) and not _same_directory(Path(owner), self.root):
+            raise RepositoryError(
+                f"{self.root} shares its registry ({self.registry.display_url}) with the repository at {owner}, of "
+                f"which it is a copy: a copy of a repository whose registry is on a database server is not a new "
+                f"repository (it would register files that only one directory holds). Use {owner}, or give this "
+                f"directory a database of its own in its {CONFIG_NAME} (registry.db) after emptying it")
+        self.registry.set_meta_value(OWNER_KEY, str(self.root))
 
     @property
     def repo_id(self) -> str | None:

@@ -274,6 +274,7 @@ class Registry:
         self.url = url = normalize_url(url)
         self._dataset_types: dict[str, tuple[int, DatasetType]] = {}
         self._collections: dict[str, tuple[int, CollectionType]] = {}
+        self._meta: dict[str, str] = {}  # the meta table as read at open (and as written since)
         path = _sqlite_path(url)
         if _create_with is None and path is not None:
             check_sqlite_file(path)
@@ -300,14 +301,13 @@ class Registry:
         insp = inspect(self.engine)
         if insp.get_table_names():
             raise RepositoryError(f"{display_url(self.url)}: database is not empty; refusing to create a registry in it")
+        rows = [{"key": "magic", "value": MAGIC}, {"key": "schema_version", "value": str(SCHEMA_VERSION)},
+                {"key": "universe", "value": self.universe.text},
+                {"key": "created", "value": time.strftime("%Y-%m-%dT%H:%M:%S%z")}]
         with self.transaction() as conn:
             self.schema.metadata.create_all(conn)
-            conn.execute(self.schema.meta.insert(), [
-                {"key": "magic", "value": MAGIC},
-                {"key": "schema_version", "value": str(SCHEMA_VERSION)},
-                {"key": "universe", "value": self.universe.text},
-                {"key": "created", "value": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
-            ])
+            conn.execute(self.schema.meta.insert(), rows)
+        self._meta = {r["key"]: r["value"] for r in rows}
 
     def _check_and_load_universe(self, where: Any) -> DimensionUniverse:
         try:
@@ -320,6 +320,7 @@ class Registry:
             raise RepositoryError(f"registry database {where} cannot be read: {exc.orig}") from None
         if rows.get("magic") != MAGIC:
             raise RepositoryError(f"{where} is not an openastro-parsl registry (its meta table belongs to something else)")
+        self._meta = rows
         version = int(rows.get("schema_version", "0"))
         if version != SCHEMA_VERSION:
             age = "an older" if version < SCHEMA_VERSION else "a newer"
@@ -327,6 +328,21 @@ class Registry:
                 f"{where} has registry schema version {version}, made by {age} openastro-parsl; "
                 f"this version reads schema {SCHEMA_VERSION} only (create a new repository or use a matching version)")
         return self._upgraded(DimensionUniverse(rows["universe"], f"{where} (stored universe)"))
+
+    def meta_value(self, key: str) -> str | None:
+        """A value of the registry's own key-value table, as read when it was opened."""
+        return self._meta.get(key)
+
+    def set_meta_value(self, key: str, value: str) -> bool:
+        """Write one key of the meta table; False (and nothing written) where the database cannot be written."""
+        try:
+            with self.transaction() as c:
+                if c.execute(sql_text("UPDATE meta SET value = :v WHERE key = :k"), {"k": key, "v": value}).rowcount == 0:
+                    c.execute(self.schema.meta.insert(), [{"key": key, "value": value}])
+        except DatabaseError:
+            return False
+        self._meta[key] = value
+        return True
 
     def _upgraded(self, stored: DimensionUniverse) -> DimensionUniverse:
         """The packaged universe, when it only adds metadata to ``stored``: its columns are added on open.

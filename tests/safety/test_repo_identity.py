@@ -101,3 +101,40 @@ def test_resume_in_a_copied_repository_writes_into_the_copy(tmp_path):
     original = Butler(a.root)
     assert {r.id for r in original.query_datasets("*", "u/t/run", find_first=False)} == before_refs
     assert _files(a.root) == before_files  # not one file written into the original
+
+
+@pytest.mark.both_backends
+def test_a_copy_of_a_repository_whose_registry_is_on_a_server_is_refused(tmp_path, registry_backend):
+    """``cp -r`` copies butler.yaml (identity, database URL) but not a PostgreSQL database: the copy would share
+    it and register files only it holds. An SQLite registry travels with the directory, so its copy is a repository."""
+    a = make_small_repo(tmp_path / "A", n=2)
+    before = {r.id for r in a.query_datasets("*", "defaults", find_first=False)}
+    copy_root = tmp_path / "copy"
+    shutil.copytree(a.root, copy_root, symlinks=True)
+    if registry_backend == "sqlite":
+        assert {r.id for r in Butler(copy_root).query_datasets("*", "defaults", find_first=False)} == before
+        return
+    with pytest.raises(RepositoryError, match=rf"{copy_root} shares its registry .* with the repository at "
+                                              rf"{a.root}, of which it is a copy"):
+        Butler(copy_root)
+    reopened = Butler(a.root)  # the original is untouched, and still its registry's owner
+    assert {r.id for r in reopened.query_datasets("*", "defaults", find_first=False)} == before
+    assert reopened.registry.meta_value("repository_root") == str(a.root)
+
+
+@pytest.mark.both_backends
+def test_a_moved_repository_on_a_server_takes_its_registry_along_and_a_copy_of_it_is_then_refused(
+        tmp_path, registry_backend):
+    a = make_small_repo(tmp_path / "A", n=2)
+    moved = tmp_path / "moved"
+    shutil.move(str(a.root), moved)
+    butler = Butler(moved)  # the directory the registry named is gone: moved, not copied
+    assert len(butler.query_datasets("raw", "defaults")) == 2
+    link = tmp_path / "link"
+    link.symlink_to(moved)
+    assert Butler(link).repo_id == butler.repo_id  # one directory by another path
+    if registry_backend == "postgresql":
+        assert butler.registry.meta_value("repository_root") == str(moved)
+        shutil.copytree(moved, tmp_path / "copy", symlinks=True)
+        with pytest.raises(RepositoryError, match=f"with the repository at {moved}, of which it is a copy"):
+            Butler(tmp_path / "copy")
