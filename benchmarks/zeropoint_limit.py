@@ -17,6 +17,7 @@ For each seed this makes the small demo survey, runs the calibration subset thro
   sky like this one, whatever the instrumental photometry.
 
     python benchmarks/zeropoint_limit.py --seeds 42 3 5 7 11 --draws 100
+    python benchmarks/zeropoint_limit.py --seeds 31 7 -c calibrate:apcorr_model_error=0.0001   # a variant
 
 One line per seed: seed=S frames=N pipeline_beyond=K pipeline_max=X ideal_beyond=K ideal_max=X p_ideal_holds=P
 """
@@ -35,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RUN = "bench/zeropoints"
 
 
-def calibrate(root: Path, seed: int):
+def calibrate(root: Path, seed: int, overrides: tuple[str, ...] = ()):
     from openastro_parsl.demo import make_demo_repo
     from openastro_parsl.execution.site import load_site
     from openastro_parsl.execution.submit import Submission
@@ -43,7 +44,7 @@ def calibrate(root: Path, seed: int):
     from openastro_parsl.pipeline.pipeline import load_pipeline
 
     demo = make_demo_repo(root / f"seed{seed}", seed=seed, size="small")
-    pipeline = load_pipeline(f"{ROOT / 'pipelines' / 'image.yaml'}#calibration")
+    pipeline = load_pipeline(f"{ROOT / 'pipelines' / 'image.yaml'}#calibration", overrides)
     graph = Planner(demo.butler, pipeline, inputs=["demo/defaults"], output_run=RUN).plan()
     site, src = load_site(None)
     if not Submission.start(demo.butler, graph, site, src).run().ok:
@@ -103,13 +104,15 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[42, 3, 5, 7, 11])
     ap.add_argument("--draws", type=int, default=100, help="Catalogue draws per seed for P(ideal holds).")
     ap.add_argument("--root", type=Path, default=None, help="Where the surveys go (default: a temporary folder).")
+    ap.add_argument("-c", "--config", action="append", default=[], metavar="LABEL:KEY=VALUE",
+                    help="A config override of the calibration subset, as openastro-plan -c takes it (repeatable).")
     args = ap.parse_args(argv)
     rng = np.random.default_rng(20261206)
     with tempfile.TemporaryDirectory(prefix="zp_limit_") as tmp:
         root = args.root or Path(tmp)
         for seed in args.seeds:
             t0 = time.perf_counter()
-            demo = calibrate(root, seed)
+            demo = calibrate(root, seed, tuple(args.config))
             piped = pipeline_misses(demo)
             m, true_mag, zp, ct = field_inputs(demo)
             d_pipe = np.array([piped[(i, x)] for i, x, _ in m.frames])
