@@ -509,18 +509,17 @@ class Planner:
         keys = _keys(task_req, data_ids)
         columns = [_output_column(run, spec, data_ids, keys) for spec in specs]
         qids = quantum_uuids(run, label, keys)
+        outputs = _outputs_of([spec.name for spec in specs], columns, len(made))
         ids_of: dict[int, list[str]] = {}  # quanta sharing an input read one list of nodes: its ids are made once
         if not any(spec.in_skip or spec.in_output for spec in specs):  # a first plan: nothing to skip or refuse
             q_inputs = [_input_ids(inputs, ids_of, datasets) for _, inputs in made]
             for spec, col in zip(specs, columns, strict=True):
                 datasets.update((n.id, n) for n in col.nodes)
                 spec.available.extend(col.nodes)
-            outputs = _outputs_of([spec.name for spec in specs], columns, len(made))
             quanta.update(zip(qids, map(Quantum, qids, repeat(label), data_ids, q_inputs, outputs,
                                         [[] for _ in qids]), strict=True))
             report.quanta += len(made)
             return
-        outputs = _outputs_of([spec.name for spec in specs], columns, len(made))
         for i, (data_id, inputs) in enumerate(made):
             if specs and all(spec.in_skip.get(col.keys[i]) is not None for spec, col in zip(specs, columns, strict=True)):
                 report.skipped_existing += 1
