@@ -156,9 +156,9 @@ class Butler:
         registry now belongs here (where it can be written).
         """
         owner = self.registry.meta_value(OWNER_KEY)
-        if owner == str(self.root):
-            return
-        if owner and _holds(Path(owner), self.repo_id) and not _same_directory(Path(owner), self.root):
+        if owner == str(self.root) or (owner and _same_directory(Path(owner), self.root)):
+            return  # its own directory (under another path, too: nothing to record)
+        if owner and _holds(Path(owner), self.repo_id):
             raise RepositoryError(
                 f"{self.root} shares its registry ({self.registry.display_url}) with the repository at {owner}, of "
                 f"which it is a copy: a copy of a repository whose registry is on a database server is not a new "
