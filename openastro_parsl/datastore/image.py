@@ -22,10 +22,10 @@ _WCS_KEY = re.compile(r"^(CTYPE|CRVAL|CRPIX|CDELT|CUNIT|CD\d_\d|PC\d_\d|A_|B_|AP
 MASK_BITS = {"BAD": 1, "SAT": 2, "CR": 4, "EDGE": 8, "NO_DATA": 16}
 
 
-def _fits():
+def _empty_header() -> fits.Header:
     from astropy.io import fits
 
-    return fits
+    return fits.Header()
 
 
 @dataclass
@@ -33,7 +33,7 @@ class Image:
     """Pixels with their header (and WCS), an optional mask (``MASK_BITS``) and an optional variance plane."""
 
     data: np.ndarray
-    header: fits.Header = field(default_factory=lambda: _fits().Header())
+    header: fits.Header = field(default_factory=_empty_header)
     mask: np.ndarray | None = None
     variance: np.ndarray | None = None
 
