@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from ..butler import Butler
+from ..errors import OpenAstroError
 from .butler import main
 from .common import console, user_errors
 
@@ -54,3 +57,55 @@ def query_calibrations_cmd(repo, collections, dataset_types) -> None:
         for _, cert in certified(registry, name, search):
             table.add_row(name, cert.ref.data_id_str(), f"{cert.begin}-{cert.end}", cert.collection, cert.ref.run)
     console.print(table)
+
+
+@main.command("colour-terms")
+@click.argument("repo", type=click.Path())
+@click.option("--collections", required=True, help="Comma-separated collections holding fieldZeropoints.")
+@click.option("--where", "-d", default="", help="Constraint on the fields, e.g. \"field IN ('m67')\".")
+@click.option("--colour-index", help="Only colour terms against this catalogue colour (e.g. g-r); needed when "
+              "the fits used several.")
+@click.option("--write", "out", type=click.Path(dir_okay=False), help="Save them as a config override file for "
+              "fieldCalibration (plan with -C fieldCalibration:FILE).")
+@user_errors
+def colour_terms_cmd(repo, collections, where, colour_index, out) -> None:
+    """Each instrument x band's colour term, pooled over the fields fitted in COLLECTIONS.
+
+    Prints each field's value and the weighted mean; --write saves them as the config that makes
+    fieldCalibration take them as known on other fields (a standard field such as M67 measures them in one
+    night; docs/zeropoints.md).
+    """
+    from rich.table import Table
+
+    from ..tasks.photometry.colour_terms import override_file, pool_colour_terms
+
+    butler = Butler(repo)
+    refs = butler.query_datasets("fieldZeropoints", collections, where)
+    if not refs:
+        raise OpenAstroError(f"no fieldZeropoints in {collections}{f' where {where}' if where else ''}: run the "
+                             "calibration subset (fieldCalibration) first")
+    pooled, notes = pool_colour_terms(butler.get(ref) for ref in refs)
+    if colour_index:
+        pooled = [p for p in pooled if p.colour_index == colour_index]
+    indices = sorted({p.colour_index for p in pooled})
+    if len(indices) > 1:
+        raise OpenAstroError(f"the field fits used several colour indices ({', '.join(indices)}); "
+                             "choose one with --colour-index")
+    if not pooled:
+        raise OpenAstroError(f"no colour term{f' against {colour_index}' if colour_index else ''} to pool in "
+                             f"{len(refs)} field fit(s)")
+    table = Table("instrument/band", "colour", "fields", "per field", "pooled", "chi2/dof",
+                  title=f"colour terms from {len(refs)} field fit(s)")
+    for p in pooled:
+        per = ", ".join(f"{f} {v:+.4f} +- {e:.4f}" for f, v, e in p.fields)
+        table.add_row(p.key, p.colour_index, str(len(p.fields)), per, f"{p.value:+.4f} +- {p.error:.4f}",
+                      f"{p.chi2_red:.2f}")
+    console.print(table)
+    for note in notes:
+        console.print(f"note: {note}")
+    text = override_file(pooled)
+    if out:
+        Path(out).write_text(text)
+        console.print(f"wrote {out}: plan other fields with -C fieldCalibration:{out} to take them as known")
+    else:
+        console.print(text.rstrip())

@@ -201,3 +201,75 @@ def test_catalogue_columns_default_to_those_calibrate_used():
     srcs[0].meta["colour_index"] = "BP-RP"
     with pytest.raises(ValueError, match="different colour indices"):
         P.field_measurements(srcs, f["cat"])
+
+
+def _true_colour_terms(groups):
+    return np.array([CAMERAS[i][0][b] for i, b in groups])
+
+
+def test_known_colour_terms_pin_the_fit_and_remove_the_catalogue_colour_error():
+    """The field's catalogue errors set its colour scale, so the zero-points at colour 0 share a miss that no frame
+    count removes; colour terms known from elsewhere (a standard field) take it away. A tight prior pins its group."""
+    rms = lambda v: float(np.sqrt(np.mean(np.square(v))))  # noqa: E731
+    free, known = [], []
+    for seed in range(10):
+        f = _field(np.random.default_rng(200 + seed))
+        zp_true = np.array([x["zp"] for x in f["frames"]])
+        fit, groups, _ = _fit(f)
+        free.append(np.mean(fit.zp - zp_true))
+        fit, groups, _ = _fit(f, ct_prior_mean=_true_colour_terms(groups), ct_prior_sigma=0.003)
+        known.append(np.mean(fit.zp - zp_true))
+    assert rms(known) < 0.6 * rms(free)
+    f = _field(np.random.default_rng(7))
+    _, groups, _ = _fit(f)
+    mean, sigma, pinned = P.colour_term_priors(groups, "g-r", {"big/r": (-0.5, 1e-6)}, "g-r", 1.0)
+    fit, _, _ = _fit(f, ct_prior_mean=mean, ct_prior_sigma=sigma)
+    k = groups.index(("big", "r"))
+    assert pinned == ["big/r"] and fit.colour_term[k] == pytest.approx(-0.5, abs=1e-5)
+    with pytest.raises(ValueError, match="positive, finite widths"):
+        _fit(f, ct_prior_sigma=0.0)
+
+
+def test_known_colour_terms_config_is_checked_and_used_by_the_task():
+    from openastro_parsl.tasks.photometry.fieldcal import FieldCalibrationConfig
+
+    with pytest.raises(ValueError, match="'wide-g' is not INSTRUMENT/BAND"):
+        FieldCalibrationConfig(colour_terms={"wide-g": (0.1, 0.01)}, colour_terms_index="g-r")
+    with pytest.raises(ValueError, match=r"wide/g: needs a finite value and a positive error"):
+        FieldCalibrationConfig(colour_terms={"wide/g": (0.1, 0.0)}, colour_terms_index="g-r")
+    assert FieldCalibrationConfig(colour_terms={"wide/g": (0.1, 0.01)}).colour_terms_index == "g-r"
+    f = _field(np.random.default_rng(3))
+    srcs = _src_tables(f)
+    ids = {"src": [{"instrument": x["instrument"], "exposure": x["exposure"]} for x in f["frames"]]}
+    config = {"colour_terms": {"wide/g": [0.18, 0.002], "nosuch/r": [0.0, 0.01]}, "colour_terms_index": "g-r"}
+    out = run_task(P.FieldCalibrationTask, config=config, src=srcs, refcat=f["cat"], data_ids=ids,
+                   data_id={"field": "f1"})["zeropoints"]
+    assert out.meta["colour_terms_known"] == ["wide/g"]
+    ct, err = out.meta["colour_terms"]["wide/g"]
+    assert ct == pytest.approx(0.18, abs=0.004) and err < 0.002
+    config["colour_terms_index"] = "BP-RP"
+    with pytest.raises(ValueError, match="measured against BP-RP, but this field is fitted with g-r"):
+        run_task(P.FieldCalibrationTask, config=config, src=srcs, refcat=f["cat"], data_ids=ids,
+                 data_id={"field": "f1"})
+
+
+def test_colour_terms_pool_over_fields_and_leave_out_fits_that_took_them_as_known():
+    def fit_table(field, terms, known=(), index="g-r"):
+        t = Table({"zp": [0.0]})
+        t.meta.update({"field": field, "colour_index": index, "colour_terms": terms, "colour_terms_known": list(known)})
+        return t
+
+    pooled, notes = P.pool_colour_terms([
+        fit_table("a", {"cam/g": [0.10, 0.01], "cam/r": [-0.05, 0.02]}),
+        fit_table("b", {"cam/g": [0.13, 0.02], "cam/r": [0.30, 0.01]}, known=["cam/r"]),
+        fit_table("c", {"cam/g": [0.40, 0.01]}, index="BP-RP")])
+    by = {(p.colour_index, p.key): p for p in pooled}
+    g = by[("g-r", "cam/g")]
+    assert g.value == pytest.approx((0.10 / 0.01**2 + 0.13 / 0.02**2) / (1 / 0.01**2 + 1 / 0.02**2))
+    assert g.chi2_red == pytest.approx(1.8) and g.error == pytest.approx(np.sqrt(1.8 / (1 / 0.01**2 + 1 / 0.02**2)))
+    assert by[("g-r", "cam/r")].fields == [("a", -0.05, 0.02)] and by[("BP-RP", "cam/g")].value == 0.40
+    assert notes == ["field b: cam/r left out (its fit took the colour term as known)"]
+    with pytest.raises(ValueError, match="2 colour indices"):
+        P.override_file(pooled)
+    text = P.override_file([p for p in pooled if p.colour_index == "g-r"])
+    assert "colour_terms_index: g-r" in text and "cam/r: [-0.0500, 0.0200]" in text

@@ -10,6 +10,7 @@
 ``ubercal``     the joint fit of a field's frames: zero-points, colour terms, star magnitudes tied to the catalogue
 ``fieldcal``    ``FieldCalibrationTask`` (``fieldCalibration``): the joint fit over a field's ``src`` tables
 ``history``     ``ZeropointHistoryTask``: one instrument and band through time
+``colour_terms`` an instrument's colour terms pooled over a repository's field fits (transformation coefficients)
 ==============  ===============================================================================================
 
 The zero-point convention (counts_e = exptime * 10**(-0.4 (m + CT (g - r) - zp))) is documented in
@@ -24,15 +25,18 @@ __all__ = ["SOURCE_FLAGS", "ApertureCorrection", "CalibrateConfig", "CalibrateCo
            "Calibration", "Extraction", "FieldCalibrationConfig", "FieldCalibrationConnections",
            "FieldCalibrationTask", "FieldFit", "FieldMeasurements", "Planes", "ZeropointFit",
            "ZeropointHistoryConfig", "ZeropointHistoryConnections", "ZeropointHistoryTask", "aperture_correction",
-           "calibrate_frame", "crowded_references", "detect", "extract_sources", "field_measurements",
+           "calibrate_frame", "colour_term_priors", "crowded_references", "detect", "extract_sources",
+           "field_measurements",
            "fit_extinction", "fit_field", "fit_moffat", "fit_zeropoint", "frame_psf", "make_planes",
-           "match_catalogue", "model_aperture_fraction", "pooled_colour_term", "solution_wcs"]
+           "match_catalogue", "model_aperture_fraction", "override_file", "pool_colour_terms", "pooled_colour_term",
+           "PooledColourTerm", "solution_wcs"]
 _get = lazy_exports(__name__, {
     "calibrate": ("CalibrateConfig", "CalibrateConnections", "CalibrateTask", "Calibration", "calibrate_frame",
         "solution_wcs"),
+    "colour_terms": ("PooledColourTerm", "override_file", "pool_colour_terms"),
     "extraction": ("SOURCE_FLAGS", "Extraction", "Planes", "detect", "extract_sources", "make_planes"),
     "fieldcal": ("FieldCalibrationConfig", "FieldCalibrationConnections", "FieldCalibrationTask", "FieldMeasurements",
-        "field_measurements"),
+        "colour_term_priors", "field_measurements"),
     "history": ("ZeropointHistoryConfig", "ZeropointHistoryConnections", "ZeropointHistoryTask"),
     "matching": ("crowded_references", "match_catalogue"),
     "psf": ("ApertureCorrection", "aperture_correction", "fit_moffat", "frame_psf", "model_aperture_fraction"),

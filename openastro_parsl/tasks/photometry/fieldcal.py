@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ...astro.refcat import REFCAT_HINT
 from ...pipeline.connections import Connections, Input, Output, PrerequisiteInput
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from astropy.table import Table
 
 __all__ = ["FieldCalibrationConfig", "FieldCalibrationConnections", "FieldCalibrationTask", "FieldMeasurements",
-           "field_measurements"]
+           "colour_term_priors", "field_measurements"]
 
 _CALIB_STARS = SOURCE_FLAGS["CALIB_USED"] | SOURCE_FLAGS["CALIB_CLIPPED"]
 _META = ("instrument", "band", "exposure", "exptime", "gain")
@@ -133,12 +133,45 @@ class FieldCalibrationConfig(TaskConfig):
     band_map: dict[str, str] | None = Field(None, description="Band -> refcat magnitude column (default: the column "
                                                               "calibrate used for each frame).")
     error_floor_mag: float = Field(0.005, ge=0, description="Added in quadrature to each measurement's error.")
-    colour_term_prior: float = Field(1.0, gt=0, description="Width of the N(0, .) prior on each colour term: only "
-                                                            "keeps a camera whose stars span no colour solvable.")
+    colour_term_prior: float = Field(1.0, gt=0, description="Width of the N(0, .) prior on each colour term not in "
+                                                            "colour_terms: only keeps a camera whose stars span no "
+                                                            "colour solvable.")
+    colour_terms: dict[str, tuple[float, float]] = Field(
+        default_factory=dict, description="Known transformation coefficients, INSTRUMENT/BAND -> [colour term, its "
+                                          "error], e.g. from a standard field (openastro-butler colour-terms): each "
+                                          "becomes a N(value, error) prior in place of colour_term_prior.")
+    colour_terms_index: str = Field("g-r", description="The catalogue colour colour_terms were measured against; "
+                                                       "a field fitted with another is refused.")
     clip_sigma: float = Field(4.0, gt=0, description="Measurements beyond this many sigma are dropped ...")
     min_clip_mag: float = Field(0.05, ge=0, description="... unless their residual is below this (mag).")
     star_scatter: bool = Field(True, description="Add each star's excess scatter through the frames (a transit "
                                                  "host, an unflagged variable) to its measurements' errors.")
+
+
+    @field_validator("colour_terms")
+    @classmethod
+    def _group_keys(cls, value: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        for key, (ct, err) in value.items():
+            inst, sep, band = key.partition("/")
+            if not (inst and sep and band) or "/" in band:
+                raise ValueError(f"colour_terms key {key!r} is not INSTRUMENT/BAND")
+            if not (np.isfinite(ct) and np.isfinite(err) and err > 0):
+                raise ValueError(f"colour_terms {key}: needs a finite value and a positive error, got [{ct}, {err}]")
+        return value
+
+
+def colour_term_priors(groups: list[tuple[str, str]], colour_index: str, known: dict[str, tuple[float, float]],
+                       known_index: str, default_sigma: float) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Per group: the prior mean and width on its colour term, and the groups a known coefficient pinned."""
+    if known and known_index != colour_index:
+        raise ValueError(f"fieldCalibration: colour_terms were measured against {known_index}, but this field is "
+                         f"fitted with {colour_index}; give coefficients for {colour_index} or set config colour")
+    mean, sigma, pinned = np.zeros(len(groups)), np.full(len(groups), default_sigma), []
+    for k, (inst, band) in enumerate(groups):
+        if f"{inst}/{band}" in known:
+            mean[k], sigma[k] = known[f"{inst}/{band}"]
+            pinned.append(f"{inst}/{band}")
+    return mean, sigma, pinned
 
 
 class FieldCalibrationConnections(Connections):
@@ -162,20 +195,24 @@ class FieldCalibrationTask(PipelineTask):
         field = (data_id or {}).get("field")
         names = [f"src {dict(d)}" for d in (data_ids or {}).get("src", [])] or None
         m = field_measurements(src, refcat, colour=c.colour, band_map=c.band_map, names=names)
+        ct_mean, ct_sigma, pinned = colour_term_priors(m.groups, m.colour_index, c.colour_terms,
+                                                       c.colour_terms_index, c.colour_term_prior)
         fit = fit_field(m.frame, m.star, m.inst_mag, m.inst_err, frame_group=m.frame_group,
                         frame_column=m.frame_column, cat_mag=m.cat_mag, cat_err=m.cat_err, blue=m.blue, red=m.red,
-                        floor=c.error_floor_mag, ct_prior_sigma=c.colour_term_prior, clip_sigma=c.clip_sigma,
-                        min_clip_mag=c.min_clip_mag, star_scatter=c.star_scatter)
+                        floor=c.error_floor_mag, ct_prior_mean=ct_mean, ct_prior_sigma=ct_sigma,
+                        clip_sigma=c.clip_sigma, min_clip_mag=c.min_clip_mag, star_scatter=c.star_scatter)
         table = _table(m, fit)
         table.meta.update({
             "field": field, "n_frames": len(m.frames), "n_stars": len(m.star_ids), "n_measurements": len(m.frame),
             "n_used": int(fit.used.sum()), "chi2_red": fit.chi2_red, "colour_index": m.colour_index,
             "colour_terms": {f"{i}/{b}": [float(fit.colour_term[k]), float(fit.colour_term_err[k])]
                              for k, (i, b) in enumerate(m.groups)},
+            "colour_terms_known": pinned,
             "zp_definition": "counts_e = exptime * 10**(-0.4*(m + colour_term*(g-r) - zp))",
         })
         for k, (i, b) in enumerate(m.groups):
-            self.log.info("field %s: %s %s CT %.3f +- %.3f", field, i, b, fit.colour_term[k], fit.colour_term_err[k])
+            self.log.info("field %s: %s %s CT %.3f +- %.3f%s", field, i, b, fit.colour_term[k], fit.colour_term_err[k],
+                          f" (known: {ct_mean[k]:.3f} +- {ct_sigma[k]:.3f})" if f"{i}/{b}" in pinned else "")
         self.log.info("field %s: %d frames, %d stars, %d of %d measurements used, reduced chi2 %.2f", field,
                       len(m.frames), len(m.star_ids), int(fit.used.sum()), len(m.frame), fit.chi2_red)
         return {"zeropoints": table}

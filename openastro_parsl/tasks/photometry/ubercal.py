@@ -15,8 +15,10 @@ Model, per measurement o of star s on frame f (instrument x band k, reference co
 
     inst_o = M[s, b] + CT_k * (M[s, blue] - M[s, red]) - zp_f      inst = -2.5 log10(counts_e / exptime)
 
-with priors M[s, c] ~ N(catalogue, catalogue error) and CT_k ~ N(0, ct_prior_sigma) (a weak one: it only
-keeps a camera whose stars span no colour from a singular fit). Gauss-Newton on the bilinear model (CT x colour),
+with priors M[s, c] ~ N(catalogue, catalogue error) and CT_k ~ N(ct_prior_mean, ct_prior_sigma): by default a
+weak one that only keeps a camera whose stars span no colour from a singular fit; a camera's transformation
+coefficient measured elsewhere (a standard field) where it is known, which frees the zero-points from this
+field's catalogue colour errors. Gauss-Newton on the bilinear model (CT x colour),
 then sigma clipping of measurements (cosmic rays, blends) and per-star excess scatter (a star that varies
 through the frames, e.g. a transit host, gets that variance added to its measurements instead of pulling
 the zero-points of the frames where it dipped).
@@ -50,7 +52,8 @@ class FieldFit:
 
 def fit_field(frame: np.ndarray, star: np.ndarray, inst_mag: np.ndarray, inst_err: np.ndarray, *,
               frame_group: np.ndarray, frame_column: np.ndarray, cat_mag: np.ndarray, cat_err: np.ndarray,
-              blue: int, red: int, floor: float = 0.005, ct_prior_sigma: float = 1.0, clip_sigma: float = 4.0,
+              blue: int, red: int, floor: float = 0.005, ct_prior_sigma: float | np.ndarray = 1.0,
+              ct_prior_mean: float | np.ndarray = 0.0, clip_sigma: float = 4.0,
               min_clip_mag: float = 0.05, max_scale: float = 1.5, star_scatter: bool = True,
               max_clip_rounds: int = 10) -> FieldFit:
     """Joint fit of per-frame zero-points, per-group colour terms and per-star magnitudes (see the module).
@@ -59,6 +62,9 @@ def fit_field(frame: np.ndarray, star: np.ndarray, inst_mag: np.ndarray, inst_er
     frame's instrument x band group (0..K-1); ``frame_column`` (F) which catalogue column (0..C-1) the frame's
     band is calibrated against; ``cat_mag``/``cat_err`` (S, C) the catalogue (NaN: not known, no prior);
     ``blue``/``red`` the columns whose difference is the colour index. Every frame needs a measurement.
+    ``ct_prior_mean``/``ct_prior_sigma`` (scalars or K arrays) put a N(mean, sigma) prior on each group's colour
+    term: an instrument's known transformation coefficient, or the weak default that only keeps a camera whose
+    stars span no colour from a singular fit.
     """
     frame, star = np.asarray(frame, int), np.asarray(star, int)
     y, e = np.asarray(inst_mag, float), np.asarray(inst_err, float)
@@ -76,11 +82,15 @@ def fit_field(frame: np.ndarray, star: np.ndarray, inst_mag: np.ndarray, inst_er
         raise ValueError(f"fit_field: frame(s) {missing.tolist()[:10]} have no (finite) measurement")
     use = ok.copy()
     extra = np.zeros(S)  # per-star excess variance (mag^2)
-    params = _start(frame, star, y, fg, fc, cat, F, K, S, C, blue, red, use)
+    ct_mean = np.broadcast_to(np.asarray(ct_prior_mean, float), (K,)).copy()
+    ct_sigma = np.broadcast_to(np.asarray(ct_prior_sigma, float), (K,)).copy()
+    if not (np.all(np.isfinite(ct_mean)) and np.all(np.isfinite(ct_sigma)) and np.all(ct_sigma > 0)):
+        raise ValueError("fit_field: colour-term priors need finite means and positive, finite widths")
+    params = _start(frame, star, y, fg, fc, cat, F, K, S, C, blue, red, use, ct_mean)
     it_total = 0
     for _ in range(max_clip_rounds):
         params, lu, it = _gauss_newton(params, frame, star, y, e, use, fg, fc, cat, cerr, F, K, S, C, blue, red,
-                                        floor, ct_prior_sigma, extra)
+                                        floor, ct_mean, ct_sigma, extra)
         it_total += it
         resid = y - _model(params, frame, star, fg, fc, F, K, S, C, blue, red)
         s2 = e ** 2 + floor ** 2 + extra[star]
@@ -114,22 +124,22 @@ def _model(p, frame, star, fg, fc, F, K, S, C, blue, red):
     return mags[star, fc[frame]] + ct[fg[frame]] * colour[star] - zp[frame]
 
 
-def _start(frame, star, y, fg, fc, cat, F, K, S, C, blue, red, use):
-    """Catalogue magnitudes, CT = 0, each frame's median offset; unknown catalogue values from the other column."""
+def _start(frame, star, y, fg, fc, cat, F, K, S, C, blue, red, use, ct):
+    """Catalogue magnitudes, CT at its prior mean, each frame's median offset; unknown catalogue values from the other column."""
     mags = cat.copy()
     col_mean = np.nanmedian(cat, axis=0)
     mags = np.where(np.isfinite(mags), mags, np.nanmedian(cat[:, [blue, red]], axis=1)[:, None]
                     + np.nan_to_num(col_mean - np.nanmedian(col_mean)))
     mags = np.where(np.isfinite(mags), mags, np.nanmedian(cat))
     zp = np.zeros(F)
-    d = mags[star, fc[frame]] - y
+    d = mags[star, fc[frame]] + ct[fg[frame]] * (mags[star, blue] - mags[star, red]) - y
     for f in range(F):
         m = (frame == f) & use & np.isfinite(d)
         zp[f] = np.median(d[m]) if m.any() else np.nanmedian(d)
-    return np.concatenate([zp, np.zeros(K), mags.ravel()])
+    return np.concatenate([zp, ct, mags.ravel()])
 
 
-def _gauss_newton(p, frame, star, y, e, use, fg, fc, cat, cerr, F, K, S, C, blue, red, floor, ct_sigma, extra,
+def _gauss_newton(p, frame, star, y, e, use, fg, fc, cat, cerr, F, K, S, C, blue, red, floor, ct_mean, ct_sigma, extra,
                   maxiter=20, tol=1e-7):
     """Normal equations of measurements + catalogue priors + CT prior, iterated on the bilinear term.
 
@@ -145,9 +155,9 @@ def _gauss_newton(p, frame, star, y, e, use, fg, fc, cat, cerr, F, K, S, C, blue
     n = len(idx)
     w = 1.0 / (e[idx] ** 2 + floor ** 2 + extra[st])
     known = np.isfinite(cat) & np.isfinite(cerr) & (cerr > 0)
-    prior = np.concatenate([np.zeros(F), np.full(K, 1.0 / ct_sigma ** 2),
+    prior = np.concatenate([np.zeros(F), 1.0 / ct_sigma ** 2,
                             np.where(known, 1.0 / np.where(known, cerr, 1.0) ** 2, 0.0).ravel()])
-    centre = np.concatenate([np.zeros(F + K), np.where(known, cat, 0.0).ravel()])
+    centre = np.concatenate([np.zeros(F), ct_mean, np.where(known, cat, 0.0).ravel()])
     rows = np.repeat(np.arange(n), 5)
     base = F + K + st * C
     cols = np.column_stack([fr, F + fg[fr], base + fc[fr], base + blue, base + red]).ravel()
