@@ -178,7 +178,7 @@ class CalibrateConfig(TaskConfig):
     aperture_fwhm: float = Field(2.0, gt=0, description="Photometry aperture radius in units of the frame's FWHM.")
     apcorr_fwhm: float = Field(4.0, gt=0, description="Radius (FWHM) of the large aperture of the curve of growth; "
                                                        "the PSF model supplies the light beyond it.")
-    apcorr_model_error: float = Field(0.005, ge=0, description="Error (fraction) given the PSF model's aperture "
+    apcorr_model_error: float = Field(0.0025, ge=0, description="Error (fraction) given the PSF model's aperture "
                                                                 "correction when averaging it with the curve of "
                                                                 "growth's (0: the curve of growth alone).")
     match_radius_arcsec: float = Field(2.0, gt=0, description="Cross-match radius on the sky ...")

@@ -125,7 +125,7 @@ class Extraction:
 def extract_sources(data: np.ndarray, *, gain: float | None, read_noise: float | None, saturation: float | None,
                     thresh: float = 3.0, minarea: int = 5, deblend_cont: float = 0.005, box: int = 64,
                     filter_size: int = 3, edge_px: int = 2, aperture_fwhm: float = 2.0,
-                    aperture_radius: float | None = None, apcorr_fwhm: float = 4.0, apcorr_model_error: float = 0.005,
+                    aperture_radius: float | None = None, apcorr_fwhm: float = 4.0, apcorr_model_error: float = 0.0025,
                     min_snr_psf: float = 30.0,
                     min_snr_fwhm: float = 10.0, fwhm_guess: float | None = None, constant_noise: bool = False,
                     mask_sources: bool = True, refine_centroids: bool = True) -> Extraction:
