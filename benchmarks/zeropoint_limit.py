@@ -18,6 +18,11 @@ For each seed this makes the small demo survey, runs the calibration subset thro
 
     python benchmarks/zeropoint_limit.py --seeds 42 3 5 7 11 --draws 100
     python benchmarks/zeropoint_limit.py --seeds 31 7 -c calibrate:apcorr_model_error=0.0001   # a variant
+    python benchmarks/zeropoint_limit.py --seeds 3 7 --known-colour-terms 0.01   # as a standard field gives
+
+``--known-colour-terms SIGMA`` gives ``fieldCalibration`` each camera's colour terms as known (config
+``colour_terms``): the simulator's true ones plus N(0, SIGMA), quoted as +- SIGMA, what a standard-field night
+measuring them to SIGMA would give (``openastro-butler colour-terms``).
 
 One line per seed: seed=S frames=N pipeline_beyond=K pipeline_max=X ideal_beyond=K ideal_max=X p_ideal_holds=P
 """
@@ -84,15 +89,32 @@ def field_inputs(demo):
     return m, true_mag, zp, ct
 
 
-def ideal_misses(m, true_mag, zp, ct, cat_mag) -> np.ndarray:
+def ideal_misses(m, true_mag, zp, ct, cat_mag, known=None) -> np.ndarray:
     """Per frame: zero-point of the joint fit on perfect instrumental photometry - truth."""
+    from openastro_parsl.tasks.photometry.fieldcal import colour_term_priors
     from openastro_parsl.tasks.photometry.ubercal import fit_field
 
+    ct_mean, ct_sigma, _ = colour_term_priors(m.groups, m.colour_index, known or {}, "g-r", 1.0)
     colour = true_mag[:, m.blue] - true_mag[:, m.red]
     inst = true_mag[m.star, m.frame_column[m.frame]] + ct[m.frame] * colour[m.star] - zp[m.frame]
     fit = fit_field(m.frame, m.star, inst, m.inst_err, frame_group=m.frame_group, frame_column=m.frame_column,
-                    cat_mag=cat_mag, cat_err=m.cat_err, blue=m.blue, red=m.red)
+                    cat_mag=cat_mag, cat_err=m.cat_err, blue=m.blue, red=m.red, ct_prior_mean=ct_mean,
+                    ct_prior_sigma=ct_sigma)
     return fit.zp - zp
+
+
+def known_colour_terms(rng, sigma: float) -> dict[str, list[float]]:
+    """Every demo camera's colour terms as a standard field measuring them to ``sigma`` would give them."""
+    from openastro_parsl.sim.instruments import make_instruments
+
+    terms = {f"{name}/{band}": [round(ct + float(rng.normal(0, sigma)), 4), sigma]
+             for name, inst in make_instruments("small").items() for band, ct in inst.colour_terms.items()}
+    return terms
+
+
+def known_overrides(terms: dict[str, list[float]]) -> list[str]:
+    body = ", ".join(f"{k}: [{v}, {e}]" for k, (v, e) in terms.items())
+    return [f"fieldCalibration:colour_terms={{{body}}}", "fieldCalibration:colour_terms_index=g-r"]
 
 
 def holds(misses: np.ndarray) -> bool:
@@ -106,8 +128,13 @@ def main(argv=None) -> int:
     ap.add_argument("--root", type=Path, default=None, help="Where the surveys go (default: a temporary folder).")
     ap.add_argument("-c", "--config", action="append", default=[], metavar="LABEL:KEY=VALUE",
                     help="A config override of the calibration subset, as openastro-plan -c takes it (repeatable).")
+    ap.add_argument("--known-colour-terms", type=float, metavar="SIGMA",
+                    help="Give fieldCalibration the true colour terms + N(0, SIGMA), quoted as +- SIGMA.")
     args = ap.parse_args(argv)
     rng = np.random.default_rng(20261206)
+    known = known_colour_terms(rng, args.known_colour_terms) if args.known_colour_terms else None
+    if known:
+        args.config += known_overrides(known)
     with tempfile.TemporaryDirectory(prefix="zp_limit_") as tmp:
         root = args.root or Path(tmp)
         for seed in args.seeds:
@@ -116,8 +143,9 @@ def main(argv=None) -> int:
             piped = pipeline_misses(demo)
             m, true_mag, zp, ct = field_inputs(demo)
             d_pipe = np.array([piped[(i, x)] for i, x, _ in m.frames])
-            d_ideal = ideal_misses(m, true_mag, zp, ct, m.cat_mag)
-            ok = sum(holds(ideal_misses(m, true_mag, zp, ct, true_mag + rng.normal(0, 1, true_mag.shape) * m.cat_err))
+            d_ideal = ideal_misses(m, true_mag, zp, ct, m.cat_mag, known)
+            ok = sum(holds(ideal_misses(m, true_mag, zp, ct, true_mag + rng.normal(0, 1, true_mag.shape) * m.cat_err,
+                                        known))
                      for _ in range(args.draws))
             groups = sorted(set(m.groups))
             per_group = ", ".join(
