@@ -80,7 +80,8 @@ def colour_terms_cmd(repo, collections, where, colour_index, out) -> None:
     from ..tasks.photometry.colour_terms import override_file, pool_colour_terms
 
     butler = Butler(repo)
-    refs = butler.query_datasets("fieldZeropoints", collections, where)
+    known = butler.registry.query_dataset_types("fieldZeropoints")
+    refs = butler.query_datasets("fieldZeropoints", collections, where) if known else []
     if not refs:
         raise OpenAstroError(f"no fieldZeropoints in {collections}{f' where {where}' if where else ''}: run the "
                              "calibration subset (fieldCalibration) first")

@@ -45,3 +45,11 @@ def test_errors_are_one_clear_line(tmp_path):
     assert result.exit_code == 1 and "column" in result.output
     result = CliRunner().invoke(main, ["query-data-ids", str(repo), "exposur"])
     assert result.exit_code == 1 and "unknown dimension 'exposur'" in result.output
+
+
+def test_colour_terms_without_field_fits_is_one_line(tmp_path):
+    repo = tmp_path / "repo"
+    run("create", repo)
+    result = CliRunner().invoke(main, ["colour-terms", str(repo), "--collections", "u/me/run"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "error: no fieldZeropoints in u/me/run: run the calibration subset (fieldCalibration) first" in result.output

@@ -64,3 +64,21 @@ def test_frames_calibrate_and_coadd(telescope):
         image = butler.get(ref)
         assert np.isfinite(np.asarray(image.data)).mean() > 0.5
     assert butler.query_datasets("fieldZeropoints", "u/me/m67")
+
+
+def test_the_standard_field_gives_the_cameras_colour_terms_for_other_fields(telescope):
+    """M67's field fit measures the camera's colour terms (against Gaia BP-RP, as bands.yaml asks); the file
+    `colour-terms --write` saved is a config override a plan of another field takes as it is."""
+    from openastro_parsl.pipeline.pipeline import load_pipeline
+
+    butler, out = telescope
+    saved = butler.root.parent / "colour_terms.yaml"
+    assert "wrote colour_terms.yaml" in out and saved.exists()
+    meta = butler.get(butler.query_datasets("fieldZeropoints", "u/me/m67")[0]).meta
+    pipeline = load_pipeline(f"{ROOT / 'pipelines' / 'openastro.yaml'}#image", (),
+                             override_files=(f"fieldCalibration:{saved}",))
+    config = next(t.config for t in pipeline.tasks if t.label == "fieldCalibration")
+    assert config.colour_terms_index == "BP-RP" == meta["colour_index"]
+    assert sorted(config.colour_terms) == ["bnntt120/b", "bnntt120/rc", "bnntt120/v"]
+    for key, (value, err) in config.colour_terms.items():
+        assert value == pytest.approx(meta["colour_terms"][key][0], abs=1e-4) and 0 < err < 0.03
