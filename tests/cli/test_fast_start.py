@@ -71,6 +71,18 @@ def test_planning_the_science_pipeline_loads_no_heavy_library(demo, tmp_path):
     assert {"plateSolve", "makeLightcurve", "ttvFit", "rbClassify"} <= set(counts)  # every branch was planned
 
 
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "pipelines").glob("*.yaml")))
+def test_loading_every_pipeline_loads_no_heavy_library(name):
+    """Every shipped pipeline (train_realbogus.yaml's simulator and torch included) loads its task classes only."""
+    code = ("import json, sys\nfrom openastro_parsl.pipeline.pipeline import load_pipeline\n"
+            f"load_pipeline({str(ROOT / 'pipelines' / name)!r})\n"
+            "print(json.dumps(sorted({n.split('.')[0] for n in sys.modules})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    heavy = set(json.loads(out.stdout.splitlines()[-1])) & set(HEAVY)
+    assert not heavy, f"loading pipelines/{name} imports {sorted(heavy)}: import them where they are used"
+
+
 def test_json_datasets_round_trip_without_astropy(tmp_path):
     """The datastore reads and writes a JSON dataset without loading the image module (astropy)."""
     code = f"""

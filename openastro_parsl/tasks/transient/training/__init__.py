@@ -23,17 +23,27 @@ Run as a module to (re)make the shipped weights:
 ``python -m openastro_parsl.tasks.transient.training --out openastro_parsl/tasks/transient/data/realbogus_v1.pt``.
 """
 
-from .dataset import build_training_set, label_candidates
-from .make_weights import main
-from .metrics import evaluate, evaluation_figure, format_metrics, per_kind, roc_auc, roc_curve
-from .simulate import BOGUS_KINDS, KIND_CODE, Conditions, SimPair, conditions_from_calexps, render_stars, simulate_pair
-from .tasks import (EvaluateConfig, EvaluateConnections, EvaluateTask, TrainConfig, TrainConnections, TrainingSetConfig,
-                    TrainingSetConnections, TrainingSetTask, TrainTask)
-from .train import train_model
-from .truth import truth_calexp, truth_template
+from typing import Any
+
+from ...._lazy import lazy_exports
 
 __all__ = ["BOGUS_KINDS", "KIND_CODE", "Conditions", "EvaluateConfig", "EvaluateConnections", "EvaluateTask",
            "SimPair", "TrainConfig", "TrainConnections", "TrainTask", "TrainingSetConfig", "TrainingSetConnections",
            "TrainingSetTask", "build_training_set", "conditions_from_calexps", "evaluate", "evaluation_figure",
            "format_metrics", "label_candidates", "main", "per_kind", "render_stars", "roc_auc", "roc_curve",
            "simulate_pair", "train_model", "truth_calexp", "truth_template"]
+_get = lazy_exports(__name__, {
+    "dataset": ("build_training_set", "label_candidates"),
+    "make_weights": ("main",),
+    "metrics": ("evaluate", "evaluation_figure", "format_metrics", "per_kind", "roc_auc", "roc_curve"),
+    "simulate": ("BOGUS_KINDS", "KIND_CODE", "Conditions", "SimPair", "conditions_from_calexps", "render_stars",
+                 "simulate_pair"),
+    "tasks": ("EvaluateConfig", "EvaluateConnections", "EvaluateTask", "TrainConfig", "TrainConnections", "TrainTask",
+              "TrainingSetConfig", "TrainingSetConnections", "TrainingSetTask"),
+    "train": ("train_model",),
+    "truth": ("truth_calexp", "truth_template"),
+})
+
+
+def __getattr__(name: str) -> Any:
+    return _get(name)

@@ -12,11 +12,8 @@ from pydantic import Field
 
 from ....pipeline.connections import Connections, Input, Output
 from ....pipeline.task import PipelineTask, Resources, TaskConfig
-from .. import realbogus as rb
-from .dataset import build_training_set
-from .metrics import evaluate, evaluation_figure, format_metrics, per_kind
-from .simulate import Conditions, conditions_from_calexps
-from .train import train_model
+
+# The science (the simulator, torch) is imported in each run: planning train_realbogus.yaml loads these classes.
 
 __all__ = ["EvaluateConfig", "EvaluateConnections", "EvaluateTask", "TrainConfig", "TrainConnections", "TrainTask",
            "TrainingSetConfig", "TrainingSetConnections", "TrainingSetTask"]
@@ -47,6 +44,9 @@ class TrainingSetTask(PipelineTask):
     resources = Resources(cores=1, memory_mb=4096, walltime_min=60, resource_class="slow")
 
     def run(self, calexps, data_id=None):
+        from .dataset import build_training_set
+        from .simulate import Conditions, conditions_from_calexps
+
         c = self.config
         cond = conditions_from_calexps(calexps) if c.from_calexps else Conditions()
         self.log.info("conditions: %s", json.dumps(asdict(cond)))
@@ -84,6 +84,9 @@ class TrainTask(PipelineTask):
     resources = Resources(cores=2, memory_mb=4096, walltime_min=60, resource_class="slow")
 
     def run(self, training, data_id=None):
+        from .. import realbogus as rb
+        from .train import train_model
+
         c = self.config
         sel = np.asarray(training["split"]) == 0
         if sel.sum() < 50 or len(np.unique(training["label"][sel])) < 2:
@@ -120,6 +123,9 @@ class EvaluateTask(PipelineTask):
 
     def run(self, model, training, data_id=None):
         import torch
+
+        from .. import realbogus as rb
+        from .metrics import evaluate, evaluation_figure, format_metrics, per_kind
 
         torch.set_num_threads(self.config.threads)
         net, meta = rb.model_from_arrays(model)
