@@ -34,7 +34,7 @@ def make_frames(outdir: Path, n: int, size: int, seed: int = 1) -> None:
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size].astype(np.float32)
     stars = np.zeros((size, size), np.float32)
-    for a, x, y in zip(rng.uniform(20, 2000, 200), rng.uniform(0, size, 200), rng.uniform(0, size, 200)):
+    for a, x, y in zip(rng.uniform(20, 2000, 200), rng.uniform(0, size, 200), rng.uniform(0, size, 200), strict=True):
         r = 12
         y0, y1, x0, x1 = max(0, int(y) - r), min(size, int(y) + r), max(0, int(x) - r), min(size, int(x) + r)
         stars[y0:y1, x0:x1] += a * np.exp(-((xx[y0:y1, x0:x1] - x) ** 2 + (yy[y0:y1, x0:x1] - y) ** 2) / 8.0)

@@ -168,7 +168,7 @@ def _field_stars(rng, f: Field, targets: list[Target]):
         hb, hc = BRIGHT_HALF_WIDTH_ARCSEC, CENTRAL_HALF_WIDTH_ARCSEC
 
         def central(h, bright):
-            return [(x, y) for x, y, m in zip(xi, eta, r)
+            return [(x, y) for x, y, m in zip(xi, eta, r, strict=True)
                     if abs(x - cx) < h and abs(y - cy) < h and (m < BRIGHT_LIMIT or not bright)]
 
         def add(mag, h, keep_out):
@@ -183,10 +183,10 @@ def _field_stars(rng, f: Field, targets: list[Target]):
         # Bright comparisons first, clear of everything; then faint fill-in avoiding them.
         while len(central(hb, True)) < CENTRAL_MIN_BRIGHT:
             add(float(rng.uniform(12.8, 14.8)), hb,
-                around_targets + [(a, b, COMPARISON_CLEAR_ARCSEC) for a, b in zip(xi, eta)])
+                around_targets + [(a, b, COMPARISON_CLEAR_ARCSEC) for a, b in zip(xi, eta, strict=True)])
         while len(central(hc, False)) < CENTRAL_MIN_STARS:
             add(float(_draw_mags(rng, 1)[0]), hc,
-                around_targets + [(a, b, 12.0) for a, b in zip(xi, eta)]
+                around_targets + [(a, b, 12.0) for a, b in zip(xi, eta, strict=True)]
                 + [(a, b, COMPARISON_CLEAR_ARCSEC) for a, b in central(hb, True)])
         xi, eta, r, gr = map(np.asarray, (xi, eta, r, gr))
     ra, dec = tangent_to_radec(f.ra, f.dec, xi, eta)

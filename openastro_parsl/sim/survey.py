@@ -117,7 +117,7 @@ def _set_barycentric_times(frames: list[_Frame]) -> None:
     dec = np.mean([fr.plan.pointing_dec for fr in frames])
     jd = bjd_tdb([fr.plan.mjd_mid for fr in frames], [s.lat for s in sites], [s.lon for s in sites],
                  [s.height_m for s in sites], ra, dec)
-    for fr, t in zip(frames, jd):
+    for fr, t in zip(frames, jd, strict=True):
         fr.bjd_tdb_mjd = float(t - 2400000.5)
 
 

@@ -22,8 +22,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .fit import (Catalogue, SolveResult, accept, chance_probability, fit_wcs, in_frame, mutual_match, refine,
-                  sky_centre, tangent_plane)
+from .fit import (
+    Catalogue,
+    SolveResult,
+    accept,
+    chance_probability,
+    fit_wcs,
+    in_frame,
+    mutual_match,
+    refine,
+    sky_centre,
+    tangent_plane,
+)
 from .sources import Hints, Sources
 
 _PAIRS = np.array(list(itertools.combinations(range(4), 2)))  # the six pairs of a quad

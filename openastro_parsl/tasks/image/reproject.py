@@ -167,7 +167,7 @@ def warp_image(image: Image, wcs_out: WCS, shape: tuple[int, int], *, method: st
     out = vals[0] * a
     var_out = vals[1] * a * a / (max(a, 1.0) if method in ("exact", "adaptive") else 1.0)
     mask = np.zeros(shape, dtype=np.int32)
-    for b, plane in zip(bits, vals[2:]):
+    for b, plane in zip(bits, vals[2:], strict=True):
         mask[np.nan_to_num(plane, nan=0.0) > 1e-6] |= b
     nodata = (foot < min_footprint) | ~np.isfinite(out) | ~np.isfinite(var_out)
     mask[nodata] |= MASK_BITS["NO_DATA"]
@@ -229,10 +229,10 @@ class MakeRefGridTask(PipelineTask):
             if len(wcs_solutions) != len(calibs):
                 raise ValueError(f"{where}: {len(wcs_solutions)} WCS solutions for {len(calibs)} calibrations "
                                  "and no data IDs to pair them")
-            sol_ids = [s if "instrument" in s else c for s, c in zip(wcs_solutions, calib_ids)]
-        solutions = {_key(i): s for i, s in zip(sol_ids, wcs_solutions)}
+            sol_ids = [s if "instrument" in s else c for s, c in zip(wcs_solutions, calib_ids, strict=True)]
+        solutions = {_key(i): s for i, s in zip(sol_ids, wcs_solutions, strict=True)}
         frames = []
-        for cid, c in zip(calib_ids, calibs):
+        for cid, c in zip(calib_ids, calibs, strict=True):
             c = {**c, "instrument": cid["instrument"], "exposure": cid["exposure"]}
             sol = solutions.get(_key(c))
             if sol is None or sol.get("status") == "wcs_failed" or not sol.get("wcs"):

@@ -210,7 +210,7 @@ def _colour_lookup(refcat: Table | None) -> dict:
     if refcat is None or len(refcat) == 0 or not {"id", "g", "r"} <= set(refcat.colnames):
         return {}
     gr = np.asarray(refcat["g"], float) - np.asarray(refcat["r"], float)
-    return {int(i): float(c) for i, c in zip(refcat["id"], gr) if np.isfinite(c)}
+    return {int(i): float(c) for i, c in zip(refcat["id"], gr, strict=True) if np.isfinite(c)}
 
 
 def _flag_bits(meta, names) -> int:
@@ -284,7 +284,7 @@ class LightcurveTask(PipelineTask):
         ids = (data_ids or {}).get("src") or [{} for _ in src]
         colours = _colour_lookup(refcat) if cfg.apply_colour_term else {}
         frames, hits, colour, colour_id = [], [], None, None
-        for table, did in zip(src, ids):
+        for table, did in zip(src, ids, strict=True):
             meta = table.meta
             missing = [k for k in REQUIRED_META if k not in meta]
             if missing:

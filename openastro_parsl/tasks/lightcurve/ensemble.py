@@ -52,7 +52,7 @@ def solve_ensemble(frame: np.ndarray, star: np.ndarray, mag: np.ndarray, err: np
     use = np.bincount(sidx, minlength=n_stars)[sidx] >= 2
     star_mag = np.zeros(n_stars)
     it = 0
-    for it in range(1, max_iterations + 1):
+    for it in range(1, max_iterations + 1):  # noqa: B007 (the count is returned)
         w = np.where(use, 1.0 / (var + excess[sidx]), 0.0)
         sw = np.bincount(sidx, w, n_stars)
         star_mag = np.bincount(sidx, w * (mag - offset[frame]), n_stars) / np.where(sw > 0, sw, 1.0)

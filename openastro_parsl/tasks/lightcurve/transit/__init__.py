@@ -23,11 +23,29 @@ Modules: ``search`` (detrending, BLS), ``fit`` (batman shape, mid-times, ephemer
 pipeline tasks).
 """
 
-from .fit import (DEFAULT_LIMB_DARKENING, GlobalFit, TransitShape, TransitTime, fit_global, fit_transit_time,
-                  measure_transit_times, oc_plot, oc_table, profile_half_width, t14)
+from .fit import (
+                  DEFAULT_LIMB_DARKENING,
+                  GlobalFit,
+                  TransitShape,
+                  TransitTime,
+                  fit_global,
+                  fit_transit_time,
+                  measure_transit_times,
+                  oc_plot,
+                  oc_table,
+                  profile_half_width,
+                  t14,
+)
 from .search import BlsResult, biweight_trend, bls_search, detrend_and_search, search_plot
-from .tasks import (TransitSearchConfig, TransitSearchConnections, TransitSearchTask, TransitTimingConfig,
-                    TransitTimingConnections, TransitTimingTask, stack_flux)
+from .tasks import (
+                  TransitSearchConfig,
+                  TransitSearchConnections,
+                  TransitSearchTask,
+                  TransitTimingConfig,
+                  TransitTimingConnections,
+                  TransitTimingTask,
+                  stack_flux,
+)
 
 __all__ = ["DEFAULT_LIMB_DARKENING", "BlsResult", "GlobalFit", "TransitSearchConfig", "TransitSearchConnections",
            "TransitSearchTask", "TransitShape", "TransitTime", "TransitTimingConfig", "TransitTimingConnections",

@@ -106,7 +106,7 @@ def fit_global(t, flux, flux_err, bands, *, period, t0, duration, depth, u_by_ba
             return np.full(len(ff), 1e3)
         s = shape(t0 + x[0], period + x[1], x[2], x[3], x[4])
         r = np.empty(len(ff))
-        for w, Vw in zip(windows, V):
+        for w, Vw in zip(windows, V, strict=True):
             A = Vw * (s[w] / ee[w])[:, None]
             c, *_ = np.linalg.lstsq(A, ff[w] / ee[w], rcond=None)
             r[w] = ff[w] / ee[w] - A @ c
@@ -135,7 +135,7 @@ def fit_global(t, flux, flux_err, bands, *, period, t0, duration, depth, u_by_ba
     except np.linalg.LinAlgError:
         err = np.full(5, np.nan)
     names = ("t0", "period", "rp", "a", "b")
-    return GlobalFit(*(float(v) for v in x), chi2_red, int(len(ff)), dict(zip(names, (float(e) for e in err))))
+    return GlobalFit(*(float(v) for v in x), chi2_red, int(len(ff)), dict(zip(names, (float(e) for e in err), strict=True)))
 
 
 # --------------------------------------------------------------------------------------------- timing

@@ -29,7 +29,7 @@ def biweight_trend(t, y, window: float, mask=None, min_points: int = 3, max_eval
     lo = np.searchsorted(tu, t[idx] - window / 2, side="left")
     hi = np.searchsorted(tu, t[idx] + window / 2, side="right")
     values = np.full(len(idx), np.nan)
-    for j, (a, b) in enumerate(zip(lo, hi)):
+    for j, (a, b) in enumerate(zip(lo, hi, strict=True)):
         if b - a >= min_points:
             values[j] = biweight_location(yu[a:b], c=5.0)
         elif b - a > 0:
@@ -122,7 +122,7 @@ def detrend_and_search(t, flux, flux_err, *, window: float, durations, min_perio
         raise ValueError("times must be sorted")
     mask = np.zeros(len(t), dtype=bool)
     previous = None
-    for it in range(1, max_iterations + 1):
+    for it in range(1, max_iterations + 1):  # noqa: B007 (the count is returned)
         trend = biweight_trend(t, flux, window, mask=mask)
         flat = flux / trend
         period, t0, duration, power, periods, powers, harmonic, bls = bls_search(

@@ -32,7 +32,7 @@ def psf_photometry(diff: np.ndarray, ivar: np.ndarray, psf: DifferencePSF, x, y)
     flux = np.full(len(x), np.nan)
     err = np.full(len(x), np.nan)
     ny, nx = diff.shape
-    for k, (xx, yy) in enumerate(zip(x, y)):
+    for k, (xx, yy) in enumerate(zip(x, y, strict=True)):
         ix, iy = int(round(xx)), int(round(yy))
         if not (0 <= ix < nx and 0 <= iy < ny):
             continue
@@ -97,7 +97,7 @@ def moments(image: np.ndarray, x, y, sigma: float, half: int | None = None):
     pad = np.pad(image, half)
     yy, xx = np.mgrid[-half:half + 1, -half:half + 1].astype(float)
     out = np.full((len(x), 4), np.nan)
-    for k, (x0, y0) in enumerate(zip(x, y)):
+    for k, (x0, y0) in enumerate(zip(x, y, strict=True)):
         ix, iy = int(round(x0)), int(round(y0))
         st = np.clip(pad[iy:iy + 2 * half + 1, ix:ix + 2 * half + 1], 0, None)
         dx, dy = xx - (x0 - ix), yy - (y0 - iy)
@@ -172,7 +172,7 @@ def detect_candidates(res: DiffimResult, wcs: WCS, *, threshold: float = 5.0, mi
     ny, nx = diff.shape
     ra, dec = wcs.wcs_pix2world(xw[idx], yw[idx], 0)
     flags = _flags(res, xw[idx], yw[idx], ny, nx)
-    shape = np.vstack([moments(s * diff, [x], [y], sig) for s, x, y in zip(sign[idx], xw[idx], yw[idx])])
+    shape = np.vstack([moments(s * diff, [x], [y], sig) for s, x, y in zip(sign[idx], xw[idx], yw[idx], strict=True)])
     fl = flux[idx]
     with np.errstate(invalid="ignore", divide="ignore"):
         mag = np.where(fl > 0, res.zp - 2.5 * np.log10(np.abs(fl)), np.nan)
@@ -192,7 +192,7 @@ def detect_candidates(res: DiffimResult, wcs: WCS, *, threshold: float = 5.0, mi
 def _flags(res, x, y, ny, nx) -> np.ndarray:
     r = int(max(2, round(res.psf_fwhm)))
     out = np.zeros(len(x), np.int32)
-    for k, (xx, yy) in enumerate(zip(x, y)):
+    for k, (xx, yy) in enumerate(zip(x, y, strict=True)):
         ix, iy = int(round(xx)), int(round(yy))
         if ix < r or iy < r or ix >= nx - r or iy >= ny - r:
             out[k] |= FLAGS["EDGE"]
@@ -225,7 +225,7 @@ def make_cutouts(res: DiffimResult, table: Table, size: int = 31) -> dict[str, n
     sig = np.where(np.isfinite(sig), sig, 0.0)
     planes = {"science": res.science, "reference": res.template, "difference": res.difference, "sigma": sig}
     padded = {k: np.pad(v, h) for k, v in planes.items()}
-    for i, (x, y) in enumerate(zip(table["x"], table["y"])):
+    for i, (x, y) in enumerate(zip(table["x"], table["y"], strict=True)):
         ix, iy = int(round(float(x))), int(round(float(y)))
         for k, p in padded.items():
             out[k][i] = p[iy:iy + size, ix:ix + size]

@@ -29,7 +29,7 @@ def _al_basis(half: int, sigmas, degrees) -> np.ndarray:
     yy, xx = np.mgrid[-half:half + 1, -half:half + 1].astype(float)
     u, v = xx / half, yy / half
     out = []
-    for sig, deg in zip(sigmas, degrees):
+    for sig, deg in zip(sigmas, degrees, strict=True):
         g = gaussian_kernel(max(sig, 0.3), half)
         for i in range(deg + 1):
             for j in range(deg + 1 - i):
@@ -92,7 +92,7 @@ def template_stars(tmpl, bad, var_t, fwhm_guess: float, max_stars=25, margin=3):
     ok &= ((objs["flag"] & 0x10) == 0) & _isolated(objs, np.arange(len(objs)), 2.5 * fwhm_guess + 2.0)
     idx = np.flatnonzero(ok)
     order = idx[np.argsort(-objs["flux"][idx])][:max_stars]
-    return list(zip(objs["x"][order], objs["y"][order]))
+    return list(zip(objs["x"][order], objs["y"][order], strict=True))
 
 
 def fit_psf_matching_kernel(ref, target, var_ref, var_target, bad, centres, half: int, stamp_half: int, sigmas,
@@ -149,7 +149,7 @@ def fit_psf_matching_kernel(ref, target, var_ref, var_target, bad, centres, half
         # normal equations, accumulated per stamp (A^T W A is tiny: basis size squared)
         M = np.zeros((nb + 1, nb + 1))
         v = np.zeros(nb + 1)
-        for st, u in zip(stamps, use):
+        for st, u in zip(stamps, use, strict=True):
             if u:
                 aw = st["a"] * (st["w"] ** 2)[:, None]
                 M += aw.T @ st["a"]
@@ -163,6 +163,6 @@ def fit_psf_matching_kernel(ref, target, var_ref, var_target, bad, centres, half
         if new.sum() >= 1 and not np.array_equal(new, use) and it < 3:
             use = new
     weights(kern)
-    npix = sum(len(st["t"]) for st, u in zip(stamps, use) if u)
-    ss = sum(float(np.sum(((st["a"] @ coef - st["t"]) * st["w"]) ** 2)) for st, u in zip(stamps, use) if u)
+    npix = sum(len(st["t"]) for st, u in zip(stamps, use, strict=True) if u)
+    ss = sum(float(np.sum(((st["a"] @ coef - st["t"]) * st["w"]) ** 2)) for st, u in zip(stamps, use, strict=True) if u)
     return kern, float(coef[nb]), ss / max(1, npix - nb - 1), int(use.sum())

@@ -105,7 +105,7 @@ def subtract(science: Image, template: Image, *, science_zp: float | None = None
     if 1.5 < beta_hdr < 10.0:  # calibrate's own Moffat fit: the best prior for a sparse frame
         psf_beta = beta_hdr
     objs, iso = select_kernel_stars(sci, tmpl, bad, var_s, kernel_stars, kernel_min_snr, saturation, guess)
-    xy = list(zip(objs["x"][iso], objs["y"][iso]))
+    xy = list(zip(objs["x"][iso], objs["y"][iso], strict=True))
     psf_s = fit_moffat(sci, var_s, bad, xy, guess, beta_guess=psf_beta) if xy else None
     if psf_s is None:
         psf_s = MoffatPSF(guess, psf_beta, "header" if fwhm_hdr > 0 else "default")
@@ -125,7 +125,7 @@ def subtract(science: Image, template: Image, *, science_zp: float | None = None
     sigmas = (0.5 * base, base, 2.0 * base)
     half_k = int(np.clip(math.ceil(3.0 * sigmas[2]), 4, 15))
     stamp_half = int(np.clip(round(2.0 * max(fwhm_s, fwhm_t)), 6, 20))
-    centres = list(zip(np.rint(objs["x"]).astype(int), np.rint(objs["y"]).astype(int)))
+    centres = list(zip(np.rint(objs["x"]).astype(int), np.rint(objs["y"]).astype(int), strict=True))
     n_c = len(centres)
     degs = tuple(degrees) if n_c >= 6 else (tuple(min(d, 2) for d in degrees) if n_c >= 3 else (1, 0, 0))
     convolve_template = fwhm_t <= fwhm_s
