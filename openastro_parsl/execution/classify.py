@@ -19,7 +19,7 @@ import json
 import re
 from typing import Any
 
-from .slurm import job_state
+from .slurm import settled_job_state
 
 INFRASTRUCTURE = ("out_of_memory", "worker_lost", "manager_lost", "walltime", "cancelled", "executor_failed")
 
@@ -100,7 +100,7 @@ def classify_exception(exc: BaseException, row: Any = None,
         return "disk_full", f"{name}: {text}"
     if name in ("ManagerLost", "WorkerLost") or name == "BadStateException" and "lost" in text.lower():
         job, host = lost_job(exc, row, manager_jobs), _job_from_log(row)[1]
-        state = job_state(job)
+        state = settled_job_state(job)
         if state and state.startswith("CANCELLED"):
             return "cancelled", f"SLURM job {job} was cancelled: the quantum's block went away ({text})"
         if state == "TIMEOUT":

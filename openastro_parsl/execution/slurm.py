@@ -8,6 +8,12 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import time
+
+# States a job passes through on its way to an end: asked in one of these, SLURM has not said how it ended yet.
+ENDING_STATES = frozenset({"RUNNING", "COMPLETING", "CONFIGURING", "PENDING", "SUSPENDED", "STAGE_OUT", "SIGNALING",
+                           "REQUEUED", "RESIZING"})
+_ENDED: dict[str, str] = {}
 
 
 def parse_time(text: str) -> int | None:
@@ -71,6 +77,29 @@ def job_state(job_id: str | int | None) -> str | None:
     code, out = _run(["scontrol", "show", "job", "-o", str(job_id)])
     m = re.search(r"\bJobState=(\S+)", out) if code == 0 else None
     return m.group(1) if m else None
+
+
+def settled_job_state(job_id: str | int | None, *, wait_s: float = 60.0, poll_s: float = 1.0) -> str | None:
+    """``job_state`` once SLURM has finished ending the job.
+
+    A block's Parsl manager is lost the moment SLURM signals it at its walltime, while the job still reads
+    RUNNING or COMPLETING for up to KillWait seconds: asked then, a walltime loss looks like any lost node. This
+    polls for up to ``wait_s`` while the job is in an ``ENDING_STATES`` state; an ended job's state is kept, so
+    the quanta of one lost block wait once.
+    """
+    if not job_id:
+        return None
+    key = str(job_id)
+    if key in _ENDED:
+        return _ENDED[key]
+    deadline = time.monotonic() + wait_s
+    state = job_state(job_id)
+    while state in ENDING_STATES and time.monotonic() < deadline:
+        time.sleep(poll_s)
+        state = job_state(job_id)
+    if state is not None and state not in ENDING_STATES:
+        _ENDED[key] = state
+    return state
 
 
 def node_size(partition: str) -> tuple[int | None, float | None]:

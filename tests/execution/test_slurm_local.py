@@ -11,7 +11,7 @@ import time
 import pytest
 
 from openastro_parsl.execution import slurm_local
-from openastro_parsl.execution.slurm import job_state as _slurm_job_state, parse_time
+from openastro_parsl.execution.slurm import job_state as _slurm_job_state, parse_time, settled_job_state
 
 
 def run(*args: str, timeout: float = 30) -> str:
@@ -74,6 +74,8 @@ def test_scancel_is_seen_as_cancelled(slurm, tmp_path):
               "--wrap", "sleep 300").strip().split(";")[0]
     wait_until(lambda: run("squeue", "-h", "-j", job, "-o", "%T").strip() == "RUNNING", 30, f"job {job} RUNNING")
     run("scancel", job)
+    # asked at once, while SLURM may still be ending it: how it ended, not RUNNING or COMPLETING
+    assert (settled_job_state(job, wait_s=30) or "").startswith("CANCELLED")
     wait_until(lambda: (slurm_local.job_state(job) or "").startswith("CANCELLED"), 30, f"job {job} CANCELLED")
     if slurm["OPENASTRO_SLURM_SACCT"] == "1":
         # What the project's failure classification asks (sacct): the pilot job was cancelled.
