@@ -147,7 +147,6 @@ class FieldCalibrationConfig(TaskConfig):
     star_scatter: bool = Field(True, description="Add each star's excess scatter through the frames (a transit "
                                                  "host, an unflagged variable) to its measurements' errors.")
 
-
     @field_validator("colour_terms")
     @classmethod
     def _group_keys(cls, value: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:

@@ -30,6 +30,22 @@ def pixel_quadrature(fwhm: float) -> PixelQuadrature:
     return PixelQuadrature.midpoint(n)
 
 
+def _stamp_half(fwhm: float) -> int:
+    """Half-width (px) of a PSF-fitting stamp: ~1.5 FWHM each side."""
+    return int(np.clip(np.ceil(1.5 * fwhm) + 1, 3, 12))
+
+
+def _stamp(sub: np.ndarray, var: np.ndarray, x: float, y: float, half: int):
+    """The pixels within ``half`` of (x, y) with data and a positive variance: their x, y, value and 1 / sigma."""
+    ny, nx = sub.shape
+    ix, iy = int(round(x)), int(round(y))
+    y0, y1, x0, x1 = max(iy - half, 0), min(iy + half + 1, ny), max(ix - half, 0), min(ix + half + 1, nx)
+    stamp, sv = sub[y0:y1, x0:x1], var[y0:y1, x0:x1]
+    good = np.isfinite(stamp) & np.isfinite(sv) & (sv > 0)
+    yy, xx = np.mgrid[y0:y1, x0:x1]
+    return xx[good], yy[good], stamp[good], 1.0 / np.sqrt(sv[good])
+
+
 def fit_moffat(sub: np.ndarray, var: np.ndarray, x: float, y: float, *, fwhm_guess: float,
                beta: float | None = None, half: int | None = None) -> tuple[float, float, float, bool]:
     """Least-squares fit of a pixel-integrated Moffat (flux, centre, FWHM, and beta unless given) to one star.
@@ -38,16 +54,9 @@ def fit_moffat(sub: np.ndarray, var: np.ndarray, x: float, y: float, *, fwhm_gue
     """
     from scipy.optimize import least_squares
 
-    ny, nx = sub.shape
-    half = half or int(np.clip(np.ceil(1.5 * fwhm_guess) + 1, 3, 12))
-    ix, iy = int(round(x)), int(round(y))
-    y0, y1, x0, x1 = max(iy - half, 0), min(iy + half + 1, ny), max(ix - half, 0), min(ix + half + 1, nx)
-    stamp, sv = sub[y0:y1, x0:x1], var[y0:y1, x0:x1]
-    good = np.isfinite(stamp) & np.isfinite(sv) & (sv > 0)
-    if good.sum() < 9:
+    xx, yy, data, w = _stamp(sub, var, x, y, half or _stamp_half(fwhm_guess))
+    if len(data) < 9:
         return float("nan"), float("nan"), float("nan"), False
-    yy, xx = np.mgrid[y0:y1, x0:x1]
-    xx, yy, data, w = xx[good], yy[good], stamp[good], 1.0 / np.sqrt(sv[good])
     flux0 = max(float(data.sum()), 1.0)
     free_beta = beta is None
 
@@ -99,18 +108,11 @@ def _joint_moffat(sub, var, xs, ys, *, fwhm: float, beta: float) -> tuple[float,
     None if the fit fails or leaves the range a single-star fit accepts."""
     from scipy.optimize import least_squares
 
-    ny, nx = sub.shape
-    half = int(np.clip(np.ceil(1.5 * fwhm) + 1, 3, 12))
-    quad = pixel_quadrature(fwhm)
+    half, quad = _stamp_half(fwhm), pixel_quadrature(fwhm)
     stamps, p0 = [], [fwhm, beta]
     for x, y in zip(xs, ys, strict=True):
-        ix, iy = int(round(x)), int(round(y))
-        y0, y1, x0, x1 = max(iy - half, 0), min(iy + half + 1, ny), max(ix - half, 0), min(ix + half + 1, nx)
-        stamp, sv = sub[y0:y1, x0:x1], var[y0:y1, x0:x1]
-        good = np.isfinite(stamp) & np.isfinite(sv) & (sv > 0)
-        yy, xx = np.mgrid[y0:y1, x0:x1]
-        stamps.append((xx[good].astype(float), yy[good].astype(float), stamp[good], 1.0 / np.sqrt(sv[good])))
-        p0 += [max(float(stamp[good].sum()), 1.0), float(x), float(y)]
+        stamps.append(_stamp(sub, var, x, y, half))
+        p0 += [max(float(stamps[-1][2].sum()), 1.0), float(x), float(y)]
 
     def resid(p):
         alpha = moffat_alpha(p[0], p[1])

@@ -125,7 +125,8 @@ def _model(p, frame, star, fg, fc, F, K, S, C, blue, red):
 
 
 def _start(frame, star, y, fg, fc, cat, F, K, S, C, blue, red, use, ct):
-    """Catalogue magnitudes, CT at its prior mean, each frame's median offset; unknown catalogue values from the other column."""
+    """Catalogue magnitudes, CT at its prior mean, each frame's median offset; unknown catalogue values from the
+    other column."""
     mags = cat.copy()
     col_mean = np.nanmedian(cat, axis=0)
     mags = np.where(np.isfinite(mags), mags, np.nanmedian(cat[:, [blue, red]], axis=1)[:, None]
