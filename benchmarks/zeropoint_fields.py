@@ -10,31 +10,14 @@ One line per seed and field: frames beyond 0.02 mag, max |miss| and mean miss wi
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from zeropoint_limit import calibrate  # this folder: run as a script
 
-ROOT = Path(__file__).resolve().parents[1]
 RUN = "bench/zeropoint-fields"
-
-
-def calibrate(root: Path, seed: int):
-    from openastro_parsl.demo import make_demo_repo
-    from openastro_parsl.execution.site import load_site
-    from openastro_parsl.execution.submit import Submission
-    from openastro_parsl.graph.planner import Planner
-    from openastro_parsl.pipeline.pipeline import load_pipeline
-
-    demo = make_demo_repo(root / f"seed{seed}", seed=seed, size="medium")
-    pipeline = load_pipeline(f"{ROOT / 'pipelines' / 'image.yaml'}#calibration")
-    graph = Planner(demo.butler, pipeline, inputs=["demo/defaults"], output_run=RUN).plan()
-    site, src = load_site(None)
-    if not Submission.start(demo.butler, graph, site, src).run().ok:
-        sys.exit(f"seed {seed}: the calibration run failed (see {root})")
-    return demo
 
 
 def misses(table, truth) -> np.ndarray:
@@ -56,7 +39,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="zp_fields_") as tmp:
         for seed in args.seeds:
             t0 = time.perf_counter()
-            demo = calibrate(args.root or Path(tmp), seed)
+            demo = calibrate(args.root or Path(tmp), seed, size="medium", run=RUN)
             butler = demo.butler
             truth = {(e["instrument"], e["exposure"]): e["zero_point"] for e in demo.truth["exposures"]}
             fits = {ref.data_id["field"]: butler.get(ref)

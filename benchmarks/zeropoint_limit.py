@@ -41,16 +41,17 @@ ROOT = Path(__file__).resolve().parents[1]
 RUN = "bench/zeropoints"
 
 
-def calibrate(root: Path, seed: int, overrides: tuple[str, ...] = ()):
+def calibrate(root: Path, seed: int, overrides: tuple[str, ...] = (), *, size: str = "small", run: str = RUN):
+    """The demo survey of ``seed`` made under ``root`` and its calibration subset run through Parsl into ``run``."""
     from openastro_parsl.demo import make_demo_repo
     from openastro_parsl.execution.site import load_site
     from openastro_parsl.execution.submit import Submission
     from openastro_parsl.graph.planner import Planner
     from openastro_parsl.pipeline.pipeline import load_pipeline
 
-    demo = make_demo_repo(root / f"seed{seed}", seed=seed, size="small")
+    demo = make_demo_repo(root / f"seed{seed}", seed=seed, size=size)
     pipeline = load_pipeline(f"{ROOT / 'pipelines' / 'image.yaml'}#calibration", overrides)
-    graph = Planner(demo.butler, pipeline, inputs=["demo/defaults"], output_run=RUN).plan()
+    graph = Planner(demo.butler, pipeline, inputs=["demo/defaults"], output_run=run).plan()
     site, src = load_site(None)
     if not Submission.start(demo.butler, graph, site, src).run().ok:
         sys.exit(f"seed {seed}: the calibration run failed (see {root})")
