@@ -106,19 +106,19 @@ def _conditions(seed, inst: Instrument, p: schedule.PlannedExposure, expid: int)
 
 
 def _set_barycentric_times(frames: list[_Frame]) -> None:
-    """Each frame's mid-exposure as BJD_TDB (MJD form), from its site towards its pointing (the ~0.1 s
-    difference across a field is far below any timing the survey resolves)."""
+    """Each frame's mid-exposure as BJD_TDB (MJD form), from its site towards its field's mean pointing (the
+    ~0.1 s difference across a field is far below any timing the survey resolves)."""
     from ..timescales import bjd_tdb
 
-    if not frames:
-        return
-    sites = [SITES[fr.plan.site] for fr in frames]
-    ra = np.mean([fr.plan.pointing_ra for fr in frames])
-    dec = np.mean([fr.plan.pointing_dec for fr in frames])
-    jd = bjd_tdb([fr.plan.mjd_mid for fr in frames], [s.lat for s in sites], [s.lon for s in sites],
-                 [s.height_m for s in sites], ra, dec)
-    for fr, t in zip(frames, jd, strict=True):
-        fr.bjd_tdb_mjd = float(t - 2400000.5)
+    for name in dict.fromkeys(fr.plan.field for fr in frames):  # per field: fields far apart differ by minutes
+        group = [fr for fr in frames if fr.plan.field == name]
+        sites = [SITES[fr.plan.site] for fr in group]
+        ra = np.mean([fr.plan.pointing_ra for fr in group])
+        dec = np.mean([fr.plan.pointing_dec for fr in group])
+        jd = bjd_tdb([fr.plan.mjd_mid for fr in group], [s.lat for s in sites], [s.lon for s in sites],
+                     [s.height_m for s in sites], ra, dec)
+        for fr, t in zip(group, jd, strict=True):
+            fr.bjd_tdb_mjd = float(t - 2400000.5)
 
 
 def _sources(fr: _Frame, stars: sky.StarTable, variables, transient, system):
