@@ -17,7 +17,7 @@ import numpy as np
 from .astro import altitude_deg, sun_altitude_deg
 from .instruments import SITES, Instrument
 from .planet import TransitSystem
-from .sky import Field
+from .sky import Field, tangent_to_radec
 
 SEASON_START = 61100.0
 MS_PER_DAY = 86_400_000
@@ -204,3 +204,29 @@ def make_plan(rng, size: str, instruments: dict[str, Instrument], fields, target
         plan += _visits(rng, instruments["ota80"], fld[name], n, spec.season_nights, busy, True, offset=off)
     plan.sort(key=lambda p: (p.instrument, p.start_ms))
     return plan
+
+
+# small cameras see five sets of stars
+STANDARD_DITHERS_ARCSEC = ((0.0, 0.0), (75.0, 45.0), (-70.0, -55.0), (60.0, -85.0), (-65.0, 80.0))
+
+
+def standard_night(rng, size: str, instruments: dict[str, Instrument], fld: Field) -> list[PlannedExposure]:
+    """Each camera's standard-field frames: a g, r pair at each of five dithers, on the first night after the
+    season on which the field is high (as an observer schedules a standards night), purpose ``standard``."""
+    spec = SIZES[size]
+    busy = _Busy()
+    out: list[PlannedExposure] = []
+    for name in sorted(instruments):
+        inst = instruments[name]
+        for dx, dy in STANDARD_DITHERS_ARCSEC:
+            ra, dec = tangent_to_radec(fld.ra, fld.dec, dx, dy)
+            pointing = Field(fld.name, float(ra), float(dec), fld.half_width_arcmin, fld.standard)
+            for night in range(spec.season_nights, spec.season_nights + 10):
+                visit = _plan_visit(rng, inst, pointing, night, busy, whole_seconds=(name == "ota80"),
+                                    purpose="standard")
+                if visit:
+                    out += visit
+                    break
+            else:
+                raise RuntimeError(f"no observable night for {name} on the standard field {fld.name}")
+    return out

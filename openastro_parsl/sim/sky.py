@@ -22,6 +22,14 @@ COLOUR_RANGE = (0.2, 1.4)
 REFCAT_POS_ERR_ARCSEC = 0.020
 REFCAT_MAG_ERR = (0.010, 0.030)  # bright, faint
 
+# A standard field (Landolt/Stetson-like): denser than the science fields, every star bright enough for each camera
+# to measure well, colours spread evenly, and catalogue errors a few millimag -- what measures colour terms.
+STANDARD_DENSITY_PER_ARCMIN2 = 6.0
+STANDARD_ISOLATION_ARCSEC = 18.0  # standards are chosen clear of neighbours (apertures stay clean on 2" pixels)
+STANDARD_MAG_RANGE = (12.5, 17.5)
+STANDARD_MAG_ERR = (0.003, 0.008)  # bright, faint
+STANDARD_COLOUR_RANGE = (-0.1, 1.7)  # wider than the science stars': standards are chosen for their colour spread
+
 # Guarantee enough stars (and a few bright comparisons) near the targets so small
 # detectors (slt40 at 128 px) always see a solvable, calibratable star field.
 CENTRAL_HALF_WIDTH_ARCSEC = 45.0
@@ -39,6 +47,7 @@ class Field:
     ra: float
     dec: float
     half_width_arcmin: float  # refcat box half-size
+    standard: bool = False  # a standard field: observed to measure the cameras' colour terms, not for science
 
 
 @dataclass(frozen=True)
@@ -64,10 +73,17 @@ _TARGET_LAYOUT = [
 ]
 
 
-def make_fields(size: str) -> list[Field]:
+def make_fields(size: str, standard: bool = False) -> list[Field]:
+    """The science fields of a survey size, then (``standard``) the standard field, always last so the science
+    fields' random draws stay what they were without it."""
     if size == "small":
-        return [Field("demo1", 150.10, 2.20, 7.0)]
-    return [Field("demo1", 150.10, 2.20, 10.0), Field("demo2", 210.5, -5.3, 10.0)]
+        out = [Field("demo1", 150.10, 2.20, 7.0)]
+    else:
+        out = [Field("demo1", 150.10, 2.20, 10.0), Field("demo2", 210.5, -5.3, 10.0)]
+    return out + [STANDARD_FIELD] if standard else out
+
+
+STANDARD_FIELD = Field("std1", 165.40, 0.80, 5.0, standard=True)
 
 
 def tangent_to_radec(ra0, dec0, xi_arcsec, eta_arcsec):
@@ -193,11 +209,27 @@ def _field_stars(rng, f: Field, targets: list[Target]):
     return ra, dec, r, gr
 
 
+def _standard_stars(rng, f: Field):
+    """A standard field's stars: isolated, and uniform on the sky, in magnitude over STANDARD_MAG_RANGE and in
+    colour over STANDARD_COLOUR_RANGE."""
+    hw = f.half_width_arcmin * 60.0
+    n = rng.poisson(STANDARD_DENSITY_PER_ARCMIN2 * (2 * f.half_width_arcmin) ** 2)
+    xi, eta = np.empty(0), np.empty(0)
+    while len(xi) < n:  # sequential placement, each star at least STANDARD_ISOLATION_ARCSEC from the others
+        x, y = rng.uniform(-hw, hw), rng.uniform(-hw, hw)
+        if not len(xi) or np.min(np.hypot(xi - x, eta - y)) >= STANDARD_ISOLATION_ARCSEC:
+            xi, eta = np.append(xi, x), np.append(eta, y)
+    r = rng.uniform(*STANDARD_MAG_RANGE, n)
+    gr = rng.uniform(*STANDARD_COLOUR_RANGE, n)
+    ra, dec = tangent_to_radec(f.ra, f.dec, xi, eta)
+    return ra, dec, r, gr
+
+
 def make_star_truth(rng, fields: list[Field], targets: list[Target]) -> StarTable:
     """All true stars: random field stars plus the non-transient targets, ids by field then RA."""
     cols = {k: [] for k in ("ra", "dec", "g", "r", "field", "target")}
     for f in fields:
-        ra, dec, r, gr = _field_stars(rng, f, targets)
+        ra, dec, r, gr = _standard_stars(rng, f) if f.standard else _field_stars(rng, f, targets)
         names = [""] * len(ra)
         for t in targets:
             if t.field == f.name and t.kind != "transient":
@@ -223,35 +255,44 @@ def make_star_truth(rng, fields: list[Field], targets: list[Target]) -> StarTabl
     )
 
 
-def mag_error(m):
-    """Catalogue 1-sigma error: 0.01 mag at the bright end, 0.03 at the faint limit."""
-    lo, hi = MAG_RANGE
+def mag_error(m, mag_range=MAG_RANGE, err_range=REFCAT_MAG_ERR):
+    """Catalogue 1-sigma error: 0.01 mag at the bright end, 0.03 at the faint limit (a standard field's: its own
+    ranges)."""
+    lo, hi = mag_range
     x = np.clip((np.asarray(m) - lo) / (hi - lo), 0.0, 1.0)
-    return REFCAT_MAG_ERR[0] + (REFCAT_MAG_ERR[1] - REFCAT_MAG_ERR[0]) * x**2
+    return err_range[0] + (err_range[1] - err_range[0]) * x**2
 
 
-def write_refcat(rng, stars: StarTable, path: Path, variable_targets=()) -> Table:
-    """Perturb the truth by the catalogue errors and write ECSV; the stars of ``variable_targets`` (names) are
-    flagged ``variable``, as Gaia flags stars of such amplitude."""
-    n = len(stars)
+def _perturbed(rng, stars: StarTable, sel, errors) -> dict:
+    """Catalogue columns for the stars ``sel``: the truth plus N(0, err), positions and magnitudes."""
+    n = int(np.sum(sel))
+    tdec, tra, tg, tr = stars.dec[sel], stars.ra[sel], stars.g[sel], stars.r[sel]
     s = REFCAT_POS_ERR_ARCSEC / 3600.0
-    dec = stars.dec + rng.normal(0.0, s, n)
-    ra = stars.ra + rng.normal(0.0, s, n) / np.cos(np.deg2rad(stars.dec))
-    g_err, r_err = mag_error(stars.g), mag_error(stars.r)
-    g = stars.g + rng.normal(0.0, 1.0, n) * g_err
-    r = stars.r + rng.normal(0.0, 1.0, n) * r_err
-    t = Table(
-        {
-            "id": stars.id.astype(np.int64),
-            "ra": np.round(ra, 8),
-            "dec": np.round(dec, 8),
-            "g": np.round(g, 4),
-            "r": np.round(r, 4),
-            "g_err": np.round(g_err, 4),
-            "r_err": np.round(r_err, 4),
-            "variable": np.isin(stars.target.astype(str), list(variable_targets)),
-        }
-    )
+    dec = tdec + rng.normal(0.0, s, n)
+    ra = tra + rng.normal(0.0, s, n) / np.cos(np.deg2rad(tdec))
+    g_err, r_err = errors(tg), errors(tr)
+    g = tg + rng.normal(0.0, 1.0, n) * g_err
+    r = tr + rng.normal(0.0, 1.0, n) * r_err
+    return {"id": stars.id[sel].astype(np.int64), "ra": np.round(ra, 8), "dec": np.round(dec, 8),
+            "g": np.round(g, 4), "r": np.round(r, 4), "g_err": np.round(g_err, 4), "r_err": np.round(r_err, 4)}
+
+
+def write_refcat(rng, stars: StarTable, path: Path, variable_targets=(), standard_fields=(),
+                 standard_rng=None) -> Table:
+    """Perturb the truth by the catalogue errors and write ECSV; the stars of ``variable_targets`` (names) are
+    flagged ``variable``, as Gaia flags stars of such amplitude. The stars of ``standard_fields`` carry a standard
+    catalogue's errors and draw them from ``standard_rng``, so the other stars' rows are what they were without."""
+    std = np.isin(stars.field.astype(str), list(standard_fields))
+    cols = _perturbed(rng, stars, ~std, mag_error)
+    if std.any():
+        extra = _perturbed(standard_rng, stars, std,
+                           lambda m: mag_error(m, STANDARD_MAG_RANGE, STANDARD_MAG_ERR))
+        cols = {k: np.concatenate([v, extra[k]]) for k, v in cols.items()}
+    order = np.argsort(cols["id"], kind="stable")
+    cols = {k: v[order] for k, v in cols.items()}
+    named = dict(zip(stars.id.tolist(), stars.target.astype(str), strict=True))
+    cols["variable"] = np.isin([named[i] for i in cols["id"].tolist()], list(variable_targets))
+    t = Table(cols)
     for c, u in (("ra", "deg"), ("dec", "deg"), ("g", "mag"), ("r", "mag"), ("g_err", "mag"), ("r_err", "mag")):
         t[c].unit = u
     t.meta["comments"] = ["openastro_parsl synthetic reference catalogue (positions ICRS, epoch 2026)"]

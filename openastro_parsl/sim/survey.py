@@ -281,7 +281,7 @@ def _add_asteroids(frames: list[_Frame], srcs: list, bodies: list) -> list[dict]
 
 
 def generate_survey(outdir: Path, *, seed: int = 42, size: str = "small", raw_mode: bool = False,
-                    asteroids: int = 0) -> SurveyManifest:
+                    asteroids: int = 0, standard_field: bool = False) -> SurveyManifest:
     """Write raw/*.fits, refcat.ecsv and truth.json under `outdir` and describe them.
 
     Re-running into the same directory replaces raw/*.fits.  Deterministic in `seed`. ``raw_mode`` adds each
@@ -289,6 +289,9 @@ def generate_survey(outdir: Path, *, seed: int = 42, size: str = "small", raw_mo
     to the science frames and writes its bias, dark and flat frames (``calframes``); without it every output
     byte is what it always was. ``asteroids``: that many main-belt minor planets cross the first field after
     the template epochs (``sim.asteroids``), their orbits written to ``mpcorb.dat``; with 0 nothing changes.
+    ``standard_field``: the night after the season, each camera also takes five dithered g, r pairs of a standard
+    field (``sky.STANDARD_FIELD``, purpose ``standard``) from which the colour terms can be measured; the science
+    frames, their stars and catalogue rows are byte for byte what they are without it.
     """
     if size not in SIZES:
         raise ValueError(f"size must be one of {SIZES}, not {size!r}")
@@ -300,18 +303,24 @@ def generate_survey(outdir: Path, *, seed: int = 42, size: str = "small", raw_mo
 
     spec = schedule.SIZES[size]
     instruments = make_instruments(size)
-    fields = sky.make_fields(size)
+    fields = sky.make_fields(size, standard=standard_field)
+    science_fields = [f for f in fields if not f.standard]
     targets = sky.make_targets(fields)
     stars = sky.make_star_truth(_rng(seed, "stars"), fields, targets)
     refcat_path = outdir / "refcat.ecsv"
     sky.write_refcat(_rng(seed, "refcat"), stars, refcat_path,
-                     variable_targets=[t.name for t in targets if t.kind == "variable"])
+                     variable_targets=[t.name for t in targets if t.kind == "variable"],
+                     standard_fields=[f.name for f in fields if f.standard], standard_rng=_rng(seed, "refcat-standard"))
     vrng = _rng(seed, "variability")
     variables = lightcurves.make_variables(vrng, targets, schedule.SEASON_START)
     transient = lightcurves.make_transient(vrng, targets, schedule.SEASON_START, spec.season_nights)
     system = planet.simulate_transits(schedule.SEASON_START + spec.season_nights + 3.0)
-    plan = schedule.make_plan(_rng(seed, "schedule"), size, instruments, fields, targets, system)
+    plan = schedule.make_plan(_rng(seed, "schedule"), size, instruments, science_fields, targets, system)
     plan, trunc_plan, garbage_plan = _add_corrupt_plans(plan, instruments)
+    for f in fields:
+        if f.standard:
+            plan += schedule.standard_night(_rng(seed, "standard-schedule"), size, instruments, f)
+    plan.sort(key=lambda p: (p.instrument, p.start_ms))
 
     # Exposure ids in time order per instrument; then observing conditions per frame.
     frames: list[_Frame] = []
@@ -334,7 +343,8 @@ def generate_survey(outdir: Path, *, seed: int = 42, size: str = "small", raw_mo
     on_frame = _add_asteroids(frames, srcs, bodies)
     wrng = _rng(seed, "wcs-share")
     for name, inst in instruments.items():
-        idx = [i for i, fr in enumerate(frames) if fr.inst.name == name and fr.corrupt is None]
+        idx = [i for i, fr in enumerate(frames)
+               if fr.inst.name == name and fr.corrupt is None and fr.plan.purpose != "standard"]
         n_drop = int(round((1.0 - inst.wcs_fraction) * len(idx)))
         ok = [i for i in idx
               if np.sum((srcs[i][0] > 0) & _in_frame(inst, srcs[i][2], srcs[i][3], 3.0)) >= SOLVABLE_MIN_STARS]
@@ -383,8 +393,8 @@ def generate_survey(outdir: Path, *, seed: int = 42, size: str = "small", raw_mo
         "seed": seed,
         "size": size,
         "season": {"mjd_start": schedule.SEASON_START, "nights": spec.season_nights},
-        "fields": [{"name": f.name, "ra": f.ra, "dec": f.dec, "refcat_half_width_arcmin": f.half_width_arcmin}
-                   for f in fields],
+        "fields": [{"name": f.name, "ra": f.ra, "dec": f.dec, "refcat_half_width_arcmin": f.half_width_arcmin,
+                    **({"standard": True} if f.standard else {})} for f in fields],
         "instruments": {k: v.truth_summary() for k, v in instruments.items()},
         "targets": [
             {"name": t.name, "ra": t.ra, "dec": t.dec, "kind": t.kind, "field": t.field,
@@ -398,7 +408,8 @@ def generate_survey(outdir: Path, *, seed: int = 42, size: str = "small", raw_mo
         "refcat": {"file": refcat_path.name, "n": len(stars),
                    "position_error_arcsec": sky.REFCAT_POS_ERR_ARCSEC,
                    "mag_error_range": list(sky.REFCAT_MAG_ERR),
-                   "model": "refcat = truth + N(0, err); err given in g_err/r_err"},
+                   "model": "refcat = truth + N(0, err); err given in g_err/r_err",
+                   **({"standard_mag_error_range": list(sky.STANDARD_MAG_ERR)} if standard_field else {})},
         "time_system": "exposures: mjd/mjd_start/date_obs are UTC, bjd_tdb_mid is BJD_TDB - 2400000.5; variables, "
                        "planet transit times and the transient are functions of BJD_TDB - 2400000.5",
         "photometry_model": "counts_e = exptime * 10**(-0.4*(m_true + colour_term*(g-r) - zero_point)); "
