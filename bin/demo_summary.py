@@ -25,6 +25,13 @@ def main(repo: str, run: str) -> None:
            if (c := get("photoCalib", {"instrument": e["instrument"], "exposure": e["exposure"]}))]
     if dzp:
         print(f"zero-points: {len(dzp)} frames, median |fit - truth| {np.median(np.abs(dzp)):.4f} mag")
+    for ref in reg.query_datasets("fieldZeropoints", [run]):
+        meta = butler.get(ref).meta
+        known = meta.get("colour_terms_known", [])
+        if known:
+            print(f"colour terms taken as known on {meta['field']} (from the standard field): " + ", ".join(
+                f"{k} {meta['colour_terms'][k][0]:+.4f} (truth "
+                f"{truth['instruments'][k.split('/')[0]]['colour_terms'][k.split('/')[1]]:+.4f})" for k in known))
     zp_true = {(e["instrument"], e["exposure"]): e["zero_point"] for e in truth["exposures"]}
     pooled = []
     for inst in truth["instruments"]:
@@ -49,16 +56,17 @@ def main(repo: str, run: str) -> None:
     if t is not None:
         print(f"{host}: {len(t)} transits timed, O-C rms {np.std(np.asarray(t['oc'])) * 1440:.1f} min")
     tr = truth["transient"]
-    n_alerts, hits = 0, 0
+    n_alerts, hits, n_frames = 0, 0, 0
     for e in truth["exposures"]:
         a = get("alerts", {"instrument": e["instrument"], "exposure": e["exposure"]})
-        if not a:
+        if a is None:
             continue
+        n_frames += 1
         records = a["alerts"] if isinstance(a, dict) else a
         n_alerts += len(records)
         hits += sum(1 for r in records if np.hypot((r["ra"] - tr["ra"]) * np.cos(np.radians(tr["dec"])),
                                                    r["dec"] - tr["dec"]) * 3600 < 3)
-    print(f"alerts: {n_alerts} in {len(truth['exposures'])} frames, {hits} on the injected transient {tr['name']}")
+    print(f"alerts: {n_alerts} in {n_frames} frames, {hits} on the injected transient {tr['name']}")
 
 
 if __name__ == "__main__":

@@ -21,11 +21,13 @@ from .common import console, user_errors
 @click.option("--asteroids", type=click.IntRange(0, 20), default=0, show_default=True,
               help="Minor planets crossing the field after the template epochs; their orbit file is registered as "
                    "`mpcorb` for alert vetting (docs/vetting.md).")
+@click.option("--standard-field", is_flag=True, help="Each camera also observes a standard field (std1) the night "
+              "after the season, to measure its colour terms with `openastro-butler colour-terms` (docs/zeropoints.md).")
 @user_errors
-def main(repo: str, seed: int, size: str, raw: bool, asteroids: int) -> None:
+def main(repo: str, seed: int, size: str, raw: bool, asteroids: int, standard_field: bool) -> None:
     """Write a synthetic survey with known truth into REPO and ingest it as raws."""
     t0 = time.perf_counter()
-    demo = make_demo_repo(repo, seed=seed, size=size, raw=raw, asteroids=asteroids)
+    demo = make_demo_repo(repo, seed=seed, size=size, raw=raw, asteroids=asteroids, standard_field=standard_field)
     truth = demo.truth
     console.print(f"demo survey (seed {seed}, size {size}) in {demo.survey_dir}; truth: {demo.truth_path}")
     console.print(demo.report.summary())
@@ -53,6 +55,11 @@ def main(repo: str, seed: int, size: str, raw: bool, asteroids: int) -> None:
                       f"openastro-butler certify-calibrations {repo} calib/masters calib/all --begin YYYYMMDD --end "
                       "YYYYMMDD (docs/calibration.md)")
     console.print(f"targets: {', '.join(t['name'] + ' (' + t['kind'] + ')' for t in truth['targets'])}")
+    for f in truth["fields"]:
+        if f.get("standard"):
+            console.print(f"standard field {f['name']}: calibrate it (pipelines/image.yaml#calibration -d \"field = "
+                          f"'{f['name']}'\"), then openastro-butler colour-terms {repo} --collections RUN --write FILE "
+                          "and plan the science with -C fieldCalibration:FILE (docs/zeropoints.md)")
     if truth.get("asteroids"):
         bodies = truth["asteroids"]["bodies"]
         console.print(f"asteroids: {', '.join(b['designation'] for b in bodies)} (orbits in "
