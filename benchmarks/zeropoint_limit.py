@@ -20,6 +20,10 @@ For each seed this makes the small demo survey, runs the calibration subset thro
     python benchmarks/zeropoint_limit.py --seeds 31 7 -c calibrate:apcorr_model_error=0.0001   # a variant
     python benchmarks/zeropoint_limit.py --seeds 3 7 --known-colour-terms 0.01   # as a standard field gives
 
+``--standard-field`` makes each survey with its standard-field night (``openastro-demo --standard-field``),
+calibrates the standard field alone, pools its colour terms and gives them to ``fieldCalibration`` of the science
+field, as ``bin/demo`` does: no truth involved.
+
 ``--known-colour-terms SIGMA`` gives ``fieldCalibration`` each camera's colour terms as known (config
 ``colour_terms``): the simulator's true ones plus N(0, SIGMA), quoted as +- SIGMA, what a standard-field night
 measuring them to SIGMA would give (``openastro-butler colour-terms``).
@@ -38,10 +42,12 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+STANDARD_RUN = "bench/standards"
 RUN = "bench/zeropoints"
 
 
-def calibrate(root: Path, seed: int, overrides: tuple[str, ...] = (), *, size: str = "small", run: str = RUN):
+def calibrate(root: Path, seed: int, overrides: tuple[str, ...] = (), *, size: str = "small", run: str = RUN,
+              standard_field: bool = False, where: str = ""):
     """The demo survey of ``seed`` made under ``root`` and its calibration subset run through Parsl into ``run``."""
     from openastro_parsl.demo import make_demo_repo
     from openastro_parsl.execution.site import load_site
@@ -49,13 +55,26 @@ def calibrate(root: Path, seed: int, overrides: tuple[str, ...] = (), *, size: s
     from openastro_parsl.graph.planner import Planner
     from openastro_parsl.pipeline.pipeline import load_pipeline
 
-    demo = make_demo_repo(root / f"seed{seed}", seed=seed, size=size)
+    demo = make_demo_repo(root / f"seed{seed}", seed=seed, size=size, standard_field=standard_field)
     pipeline = load_pipeline(f"{ROOT / 'pipelines' / 'image.yaml'}#calibration", overrides)
-    graph = Planner(demo.butler, pipeline, inputs=["demo/defaults"], output_run=run).plan()
+    graph = Planner(demo.butler, pipeline, inputs=["demo/defaults"], output_run=run, where=where).plan()
     site, src = load_site(None)
     if not Submission.start(demo.butler, graph, site, src).run().ok:
         sys.exit(f"seed {seed}: the calibration run failed (see {root})")
     return demo
+
+
+def standard_colour_terms(root: Path, seed: int, overrides: tuple[str, ...] = ()) -> dict[str, list[float]]:
+    """The colour terms the survey's own standard field gives, as ``bin/demo`` measures them: the standard field
+    calibrated alone, its colour terms pooled (``openastro-butler colour-terms``)."""
+    from openastro_parsl.sim.sky import STANDARD_FIELD
+    from openastro_parsl.tasks.photometry.colour_terms import pool_colour_terms
+
+    demo = calibrate(root, seed, overrides, run=STANDARD_RUN, standard_field=True,
+                     where=f"field = '{STANDARD_FIELD.name}'")
+    refs = demo.butler.registry.query_datasets("fieldZeropoints", [STANDARD_RUN])
+    pooled, _ = pool_colour_terms(demo.butler.get(ref) for ref in refs)
+    return {p.key: [round(p.value, 4), round(p.error, 4)] for p in pooled}
 
 
 def pipeline_misses(demo) -> dict[tuple[str, int], float]:
@@ -76,7 +95,7 @@ def field_inputs(demo):
     from openastro_parsl.tasks.photometry.fieldcal import field_measurements
 
     butler = demo.butler
-    (field,) = [f["name"] for f in demo.truth["fields"]]
+    (field,) = [f["name"] for f in demo.truth["fields"] if not f.get("standard")]
     srcs = [butler.get("src", ref.data_id, collections=RUN) for ref in butler.registry.query_datasets("src", [RUN])]
     refcat = butler.get("refcat", {"field": field}, collections=demo.truth.get("refcat_run", "refcats"))
     m = field_measurements(srcs, refcat)
@@ -131,6 +150,8 @@ def main(argv=None) -> int:
                     help="A config override of the calibration subset, as openastro-plan -c takes it (repeatable).")
     ap.add_argument("--known-colour-terms", type=float, metavar="SIGMA",
                     help="Give fieldCalibration the true colour terms + N(0, SIGMA), quoted as +- SIGMA.")
+    ap.add_argument("--standard-field", action="store_true",
+                    help="Give fieldCalibration the colour terms the survey's own standard field measures.")
     args = ap.parse_args(argv)
     rng = np.random.default_rng(20261206)
     known = known_colour_terms(rng, args.known_colour_terms) if args.known_colour_terms else None
@@ -140,7 +161,17 @@ def main(argv=None) -> int:
         root = args.root or Path(tmp)
         for seed in args.seeds:
             t0 = time.perf_counter()
-            demo = calibrate(root, seed, tuple(args.config))
+            where = ""
+            if args.standard_field:
+                from openastro_parsl.sim.sky import STANDARD_FIELD
+
+                known = standard_colour_terms(root, seed, tuple(args.config))
+                print(f"seed {seed}: standard field colour terms " + ", ".join(
+                    f"{k} {v:+.4f} +- {e:.4f}" for k, (v, e) in sorted(known.items())), flush=True)
+                config, where = args.config + known_overrides(known), f"field != '{STANDARD_FIELD.name}'"
+            else:
+                config = args.config
+            demo = calibrate(root, seed, tuple(config), standard_field=args.standard_field, where=where)
             piped = pipeline_misses(demo)
             m, true_mag, zp, ct = field_inputs(demo)
             d_pipe = np.array([piped[(i, x)] for i, x, _ in m.frames])
