@@ -73,3 +73,14 @@ def _truth(butler):
     from openastro_parsl.demo import SURVEY_DIR
 
     return json.loads((butler.root / SURVEY_DIR / "truth.json").read_text())
+
+
+def test_each_field_is_registered_with_its_own_catalogue_rows(night):
+    import numpy as np
+
+    butler, _ = night
+    stars = _truth(butler)["stars"]
+    std = {s["id"] for s in stars if s["field"] == "std1"}
+    for field, expected in (("std1", std), ("demo1", {s["id"] for s in stars} - std)):
+        rows = butler.get("refcat", {"field": field}, collections="refcats")
+        assert set(np.asarray(rows["id"]).tolist()) == expected, field
