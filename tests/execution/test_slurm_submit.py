@@ -156,7 +156,7 @@ def lost_blocks(slurm, tmp_path_factory):
 
     one_core = {"cores_per_node": None}
     short = {**one_core, "walltime": "00:01:00"}
-    wall, drain, cancel = repo("walltime", 2), repo("drain", 12), repo("cancel", 6)
+    wall, drain, cancel = repo("walltime", 2), repo("drain", 16), repo("cancel", 6)
     marker = wall / "slow-once"
     marker.touch()
     args = {
@@ -164,7 +164,8 @@ def lost_blocks(slurm, tmp_path_factory):
                      "-c", "frameStats:fail_exposures=[101]",
                      "--site", str(site_file(wall, retries=1, provider=short, drain_before_walltime_s=30))],
         "drain": ["-p", f"{FAULTY}#frameStats", "-c", "frameStats:sleep_s=9",
-                  "--site", str(site_file(drain, retries=0, provider=short, drain_before_walltime_s=30))],
+                  "--site", str(site_file(drain, retries=0, provider={**one_core, "walltime": "00:02:00"},
+                                          drain_before_walltime_s=60))],
         "cancel": ["-p", str(FAULTY), "-c", "frameStats:sleep_s=4",
                    "--site", str(site_file(cancel, retries=0, provider=one_core))],
     }
@@ -234,8 +235,10 @@ def test_walltime_loss_is_classified_and_retried_in_a_new_block(lost_blocks):
 
 def test_block_drains_before_its_walltime_and_a_new_block_takes_over(lost_blocks):
     """Blocks stop taking quanta `drain_before_walltime_s` before their walltime: nothing is cut short, the
-    first block ends on its own (COMPLETED, not TIMEOUT) and a fresh block runs the rest. Twelve 9-s quanta on
-    two workers need 54 s, so the 30-s drain must come however fast the block starts (eight could fit in it)."""
+    first block ends on its own (COMPLETED, not TIMEOUT) and a fresh block runs the rest. Sixteen 9-s quanta on
+    two workers need 72 s, so the drain 60 s into a 2-min block must come however fast the block starts; the
+    60 s left after it cover a quantum begun just before it, even with the manager's drain request late under
+    load (16 s once, with a 30-s margin that left too little)."""
     run = lost_blocks["drain"]
     summary = json.loads((run["run_dir"] / "summary.json").read_text())
     assert run["code"] == 0 and summary["ok"], (summary["failures_by_kind"], run["out"])
