@@ -147,7 +147,7 @@ def synth_src(truth, seed=0, outlier_rate=0.02, neighbour_radius_arcsec=60.0):
             pos_err = 0.1 / 3600
             out.append((ra + rng.normal(0, pos_err), dec + rng.normal(0, pos_err), flux, err, flux / err,
                         mag, 2.5 / math.log(10) * err / flux, rid))
-        cols = list(zip(*out)) if out else [[]] * 8
+        cols = list(zip(*out, strict=True)) if out else [[]] * 8
         t = Table([np.array(c, dtype=float) for c in cols[:7]] + [np.array(cols[7], dtype=np.int64)],
                   names=["ra", "dec", "flux", "flux_err", "snr", "mag", "mag_err", "refcat_id"])
         t["x"] = np.zeros(len(t))

@@ -5,8 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from openastro_parsl.astro.psf import (FWHM_SIGMA, MoffatPSF, PixelQuadrature, moffat_alpha, moffat_fwhm,
-                                       moffat_pixels, moffat_profile, render_moffat_stars)
+from openastro_parsl.astro.psf import (
+    FWHM_SIGMA,
+    MoffatPSF,
+    PixelQuadrature,
+    moffat_alpha,
+    moffat_fwhm,
+    moffat_pixels,
+    moffat_profile,
+    render_moffat_stars,
+)
 
 
 def test_alpha_fwhm_and_half_maximum():

@@ -1,8 +1,7 @@
 from click.testing import CliRunner
+from testdata import lco_header, write_frame
 
 from openastro_parsl.cli.butler import main
-
-from testdata import lco_header, write_frame
 
 
 def run(*args):

@@ -8,13 +8,12 @@ from pathlib import Path
 import numpy as np
 from astropy.table import Table
 from click.testing import CliRunner
+from testdata import make_small_repo
 
 from openastro_parsl.astro.refcat import GAIA_DR3, RefcatCache, Region
 from openastro_parsl.butler import Butler
 from openastro_parsl.cli.butler import main
 from openastro_parsl.cli.plan import main as plan_main
-
-from testdata import make_small_repo
 
 UNREACHABLE = "http://127.0.0.1:9/"
 

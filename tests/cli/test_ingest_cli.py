@@ -10,12 +10,11 @@ import sys
 
 import pytest
 from click.testing import CliRunner
+from data.real.frames import frame_from_header
+from testdata import QA, REAL_DATA, write_frame
 
 from openastro_parsl.butler import Butler
 from openastro_parsl.cli.butler import main
-
-from data.real.frames import frame_from_header
-from testdata import QA, REAL_DATA, write_frame
 
 SUBMIT = [sys.executable, "-m", "openastro_parsl.cli.submit_entry"]
 ATIK = {"CAMERA": "Atik 414EX", "SWCREATE": "Artemis Capture 3.1.2", "DATE_OBS": "2024-03-01T20:11:12.5Z",

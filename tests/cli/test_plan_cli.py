@@ -1,9 +1,8 @@
 from click.testing import CliRunner
+from testdata import QA, make_small_repo
 
 from openastro_parsl.cli.plan import main
 from openastro_parsl.graph.quantum_graph import QuantumGraph
-
-from testdata import QA, make_small_repo
 
 
 def run(*args):

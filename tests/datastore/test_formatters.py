@@ -1,4 +1,3 @@
-import json
 
 import matplotlib
 import numpy as np
@@ -67,7 +66,7 @@ def test_json_npz_png_round_trips(tmp_path):
     assert j.read(tmp_path / "a.json") == {"zp": 25.5, "n": 3, "xs": [0, 1, 2]}
     j.write({"undefined": float("nan"), "xs": [1.0, np.inf], "arr": np.array([np.nan, 2.0])}, tmp_path / "b.json")
     assert j.read(tmp_path / "b.json") == {"undefined": None, "xs": [1.0, None], "arr": [None, 2.0]}
-    with pytest.raises(Exception):
+    with pytest.raises(TypeError):
         j.write({"bad": object()}, tmp_path / "c.json")
     n = FORMATTERS["npz"]
     n.write({"a": np.eye(3), "b": np.arange(4)}, tmp_path / "c.npz")

@@ -3,13 +3,12 @@
 import math
 
 import pytest
+from testdata import QA
 
 from openastro_parsl.execution.site import load_site
 from openastro_parsl.execution.submit import Submission
 from openastro_parsl.graph.planner import Planner
 from openastro_parsl.pipeline.pipeline import load_pipeline
-
-from testdata import QA
 
 
 def test_qa_on_the_amateur_frames_matches_truth(demo):

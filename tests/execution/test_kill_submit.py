@@ -10,10 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+from testdata import make_small_repo, succeeded_count
 
 from openastro_parsl.butler import Butler
-
-from testdata import make_small_repo, succeeded_count
 
 FAULTY = Path(__file__).resolve().parents[1] / "pipelines" / "faulty.yaml"
 pytestmark = pytest.mark.both_backends

@@ -11,7 +11,8 @@ import time
 import pytest
 
 from openastro_parsl.execution import slurm_local
-from openastro_parsl.execution.slurm import job_state as _slurm_job_state, parse_time, settled_job_state
+from openastro_parsl.execution.slurm import job_state as _slurm_job_state
+from openastro_parsl.execution.slurm import parse_time, settled_job_state
 
 
 def run(*args: str, timeout: float = 30) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from testdata import QA, make_small_repo
 
 from openastro_parsl.butler import Butler
 from openastro_parsl.execution import slurm_local
@@ -23,8 +24,6 @@ from openastro_parsl.execution.status import StatusStore
 from openastro_parsl.execution.submit import STATUS_FILE, Submission
 from openastro_parsl.graph.planner import Planner
 from openastro_parsl.pipeline.pipeline import load_pipeline
-
-from testdata import QA, make_small_repo
 
 pytestmark = pytest.mark.slurm
 

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from testdata import QA, make_small_repo
 
-from openastro_parsl.cli.report import main as report_main, status_main
+from openastro_parsl.cli.report import main as report_main
+from openastro_parsl.cli.report import status_main
 from openastro_parsl.execution.site import load_site
 from openastro_parsl.execution.submit import Submission
 from openastro_parsl.graph.planner import Planner
 from openastro_parsl.pipeline.pipeline import load_pipeline
-
-from testdata import QA, make_small_repo
 
 FAULTY = Path(__file__).resolve().parents[1] / "pipelines" / "faulty.yaml"
 

@@ -3,12 +3,11 @@
 from collections import Counter
 
 import pytest
+from testdata import QA
 
 from openastro_parsl.graph.explain import explain_data_id
 from openastro_parsl.graph.planner import Planner, PlanningError
 from openastro_parsl.pipeline.pipeline import load_pipeline
-
-from testdata import QA
 
 
 def _plan(demo, where="", spec=QA):

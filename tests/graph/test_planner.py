@@ -1,4 +1,5 @@
 import pytest
+from testdata import QA, make_small_repo
 
 from openastro_parsl.errors import OpenAstroError
 from openastro_parsl.graph.explain import explain_data_id
@@ -6,8 +7,6 @@ from openastro_parsl.graph.planner import Planner, PlanningError
 from openastro_parsl.graph.quantum_graph import GraphFormatError, QuantumGraph
 from openastro_parsl.pipeline.pipeline import load_pipeline
 from openastro_parsl.registry.refs import DatasetType
-
-from testdata import QA, make_small_repo
 
 pytestmark = pytest.mark.both_backends
 

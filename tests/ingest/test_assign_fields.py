@@ -3,6 +3,7 @@
 
 import pytest
 from click.testing import CliRunner
+from testdata import QA, make_small_repo, write_frame
 
 from openastro_parsl.astro.wcs import tan_wcs, wcs_cards
 from openastro_parsl.cli.butler import main
@@ -11,8 +12,6 @@ from openastro_parsl.ingest.fields import Assignment, FieldAssignError, apply_as
 from openastro_parsl.ingest.ingest import ingest_raws
 from openastro_parsl.pipeline.pipeline import load_pipeline
 from openastro_parsl.registry.refs import DatasetType
-
-from testdata import QA, make_small_repo, write_frame
 
 WCS_SOLUTION = DatasetType("wcsSolution", ("instrument", "exposure"), "StructuredData")
 IMAGE = QA.parent / "image.yaml"

@@ -1,13 +1,11 @@
-import shutil
 
 import numpy as np
 import pytest
 from astropy.io import fits
+from testdata import REAL_DATA, lco_header, write_frame
 
 from openastro_parsl.ingest.ingest import ingest_raws
 from openastro_parsl.ingest.translator import load_translators, translate_header
-
-from testdata import REAL_DATA, lco_header, write_frame
 
 
 def _frames(tmp_path, n=3):

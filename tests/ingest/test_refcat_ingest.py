@@ -8,15 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.table import Table
+from testdata import make_small_repo
 
-from openastro_parsl.astro.refcat import GAIA_DR3, Region, RefcatCache, to_sdss
+from openastro_parsl.astro.refcat import GAIA_DR3, RefcatCache, Region, to_sdss
 from openastro_parsl.errors import OpenAstroError
 from openastro_parsl.graph.planner import Planner, PlanningError
 from openastro_parsl.ingest.refcats import fetch_catalogue, read_catalogue, register_refcat
 from openastro_parsl.ingest.tablefile import TableFileError
 from openastro_parsl.pipeline.pipeline import load_pipeline
-
-from testdata import make_small_repo
 
 UNREACHABLE = "http://127.0.0.1:9/"  # the discard port: nothing listens, the connection is refused at once
 

@@ -5,6 +5,8 @@ DL) and DSS frames; plus the header-value rules (dates, frame types, patterns, p
 import numpy as np
 import pytest
 from astropy.io import fits
+from data.real.frames import frame_from_header, real_header
+from testdata import REAL_DATA, write_frame
 
 from openastro_parsl.astro.observation import observation_info
 from openastro_parsl.errors import IngestError
@@ -12,11 +14,13 @@ from openastro_parsl.ingest.cards import glob_matches, obs_type, parse_date
 from openastro_parsl.ingest.ingest import ingest_raws
 from openastro_parsl.ingest.suggest import suggest_translator, suggestion_yaml
 from openastro_parsl.ingest.translator import (
-    NO_BAND, Translator, TranslatorConfig, UnmatchedHeader, load_translators, translate_header,
+    NO_BAND,
+    Translator,
+    TranslatorConfig,
+    UnmatchedHeader,
+    load_translators,
+    translate_header,
 )
-
-from data.real.frames import frame_from_header, real_header
-from testdata import REAL_DATA, write_frame
 
 TR = load_translators()
 

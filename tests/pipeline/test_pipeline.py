@@ -4,7 +4,7 @@ import pytest
 
 from openastro_parsl.pipeline.connections import Connections, Input, Output
 from openastro_parsl.pipeline.pipeline import load_pipeline
-from openastro_parsl.pipeline.task import PipelineError, PipelineTask, TaskConfig, import_task
+from openastro_parsl.pipeline.task import PipelineError, PipelineTask, import_task
 from openastro_parsl.yamlconfig import ConfigError
 
 QA = Path(__file__).resolve().parents[2] / "pipelines" / "qa.yaml"

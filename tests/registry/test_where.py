@@ -91,7 +91,7 @@ def engine(request):
         engine = sa.create_engine(f"{server}/{database}")
     metadata.create_all(engine)
     with engine.begin() as conn:
-        conn.execute(sa.insert(exposure_table), [dict(zip(COLUMNS, row)) for row in ROWS])
+        conn.execute(sa.insert(exposure_table), [dict(zip(COLUMNS, row, strict=True)) for row in ROWS])
     yield engine
     engine.dispose()
     if database is not None:
@@ -111,8 +111,8 @@ def eval_ids(text: str, binds=None) -> list[int]:
     node = parse_where(text)
     selected = []
     for row in ROWS:
-        record = dict(zip(COLUMNS, row))
-        if evaluate_where(node, lambda d, a: record[COLUMN_OF[(d, a)]], binds, types=TYPES, text=text):
+        record = dict(zip(COLUMNS, row, strict=True))
+        if evaluate_where(node, lambda d, a, record=record: record[COLUMN_OF[(d, a)]], binds, types=TYPES, text=text):
             selected.append(record["id"])
     return sorted(selected)
 

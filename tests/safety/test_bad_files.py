@@ -13,14 +13,13 @@ import subprocess
 import sys
 
 import pytest
+from testdata import QA, make_small_repo
 
 from openastro_parsl.butler import Butler
 from openastro_parsl.errors import OpenAstroError, RepositoryError
 from openastro_parsl.graph.planner import Planner
 from openastro_parsl.graph.quantum_graph import GraphFormatError, QuantumGraph
 from openastro_parsl.pipeline.pipeline import load_pipeline
-
-from testdata import QA, make_small_repo
 
 
 def cli(module: str, *args) -> subprocess.CompletedProcess:

@@ -3,10 +3,9 @@ is quarantined with that reason instead of becoming instrument `lco-1m` or band 
 only where a translator declares it."""
 
 import pytest
+from testdata import lco_header, write_frame
 
 from openastro_parsl.ingest.ingest import ingest_raws
-
-from testdata import lco_header, write_frame
 
 pytestmark = pytest.mark.both_backends
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from testdata import QA, lco_header, make_transfer_mode_repo, write_frame
 
 from openastro_parsl.cli.report import main as report_main
 from openastro_parsl.datastore.checksum import VERIFY_ENV, changed_checksum, file_checksum, verify_mode
@@ -17,8 +18,6 @@ from openastro_parsl.execution.site import load_site
 from openastro_parsl.execution.submit import Submission
 from openastro_parsl.graph.planner import Planner
 from openastro_parsl.pipeline.pipeline import load_pipeline
-
-from testdata import QA, lco_header, make_transfer_mode_repo, write_frame
 
 
 def _tamper(path: Path, keep_mtime: bool = False) -> None:

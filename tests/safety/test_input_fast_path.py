@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect
+from testdata import QA, lco_header, make_small_repo, make_transfer_mode_repo, write_frame
 
 from openastro_parsl.butler import REGISTRY_FILE, Butler
 from openastro_parsl.datastore import checksum as checksum_mod
@@ -26,8 +27,6 @@ from openastro_parsl.graph.quantum_graph import VERSION, QuantumGraph
 from openastro_parsl.ingest.ingest import ingest_raws
 from openastro_parsl.pipeline.pipeline import load_pipeline
 from openastro_parsl.registry.refs import DatasetType
-
-from testdata import QA, lco_header, make_small_repo, make_transfer_mode_repo, write_frame
 
 MODES = {100: "copy", 101: "copy", 102: "symlink", 103: "symlink", 104: "direct", 105: "direct"}
 
@@ -100,7 +99,7 @@ def test_ingest_and_put_record_size_and_mtime_of_the_final_file(tmp_path):
         assert ref.mtime_ns is not None
         _assert_stat(butler, ref)
     # symlink and direct: the source's own stat; copy: a copy keeping the source's mtime
-    for exposure, frame in zip(MODES, frames):
+    for exposure, frame in zip(MODES, frames, strict=True):
         ref = _raw(butler, exposure)
         assert butler.path(ref).is_symlink() == (MODES[exposure] == "symlink")
         assert (ref.size, ref.mtime_ns) == (frame.stat().st_size, frame.stat().st_mtime_ns)

@@ -14,10 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
+from testdata import make_small_repo
 
 from openastro_parsl.butler import Butler
-
-from testdata import make_small_repo
 
 FAULTY = Path(__file__).resolve().parents[1] / "pipelines" / "faulty.yaml"
 SUBMIT = [sys.executable, "-m", "openastro_parsl.cli.submit_entry"]

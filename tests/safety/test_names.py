@@ -15,6 +15,7 @@ import sys
 
 import pytest
 from sqlalchemy import inspect, text
+from testdata import QA, make_small_repo
 
 from openastro_parsl.datastore.datastore import Datastore, dataset_relpath
 from openastro_parsl.errors import CollectionNameError, ConflictError, DatastorePathError, OpenAstroError
@@ -24,8 +25,6 @@ from openastro_parsl.pipeline.pipeline import load_pipeline
 from openastro_parsl.registry.names import validate_collection_name
 from openastro_parsl.registry.refs import CollectionType, DatasetType
 from openastro_parsl.registry.registry import Registry
-
-from testdata import QA, make_small_repo
 
 STATS = DatasetType("stamp", ("instrument", "exposure"), "StructuredData")
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from testdata import QA, make_small_repo
 
 from openastro_parsl.butler import Butler
 from openastro_parsl.errors import RepositoryError
@@ -15,8 +16,6 @@ from openastro_parsl.execution.site import load_site
 from openastro_parsl.execution.submit import Submission
 from openastro_parsl.graph.planner import Planner
 from openastro_parsl.pipeline.pipeline import load_pipeline
-
-from testdata import QA, make_small_repo
 
 FAULTY = Path(__file__).resolve().parents[1] / "pipelines" / "faulty.yaml"
 SUBMIT = [sys.executable, "-m", "openastro_parsl.cli.submit_entry"]

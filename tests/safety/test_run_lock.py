@@ -13,13 +13,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from testdata import make_small_repo
 
 from openastro_parsl.butler import Butler
 from openastro_parsl.cli.report import status_main
 from openastro_parsl.execution import runlock
 from openastro_parsl.execution.runlock import RunLock, RunLockedError
-
-from testdata import make_small_repo
 
 FAULTY = Path(__file__).resolve().parents[1] / "pipelines" / "faulty.yaml"
 SUBMIT = [sys.executable, "-m", "openastro_parsl.cli.submit_entry"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from testdata import QA, make_small_repo
 
 from openastro_parsl.errors import OpenAstroError
 from openastro_parsl.execution.site import load_site
@@ -15,8 +16,6 @@ from openastro_parsl.execution.submit import Submission
 from openastro_parsl.graph.planner import Planner
 from openastro_parsl.pipeline.pipeline import load_pipeline
 from openastro_parsl.yamlconfig import ConfigError
-
-from testdata import QA, make_small_repo
 
 
 def _plan_and_run(root, output_run="u/t/run"):

@@ -9,6 +9,7 @@ import os
 import psutil
 import pytest
 import yaml
+from testdata import QA, make_small_repo
 
 from openastro_parsl.execution import slurm_local
 from openastro_parsl.execution.preflight import PreflightError, check_fits, preflight
@@ -17,8 +18,6 @@ from openastro_parsl.execution.submit import Submission
 from openastro_parsl.graph.planner import Planner
 from openastro_parsl.pipeline.pipeline import load_pipeline
 from openastro_parsl.yamlconfig import ConfigError
-
-from testdata import QA, make_small_repo
 
 
 def site_file(tmp_path, executor: dict, name="site.yaml"):

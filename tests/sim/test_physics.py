@@ -238,7 +238,7 @@ def relative_fluxes(survey, truth, series, target_id):
     fluxes, usable = [], []
     for e in series:
         ids, px, py, _ = truth_sources(truth, e)
-        pos = {i: (x, y) for i, x, y in zip(ids, px, py)}
+        pos = {i: (x, y) for i, x, y in zip(ids, px, py, strict=True)}
         comps = _comparisons(truth, e)
         img = electrons(survey, e)
         f = e["seeing_fwhm_px"]
@@ -250,9 +250,9 @@ def relative_fluxes(survey, truth, series, target_id):
         for i in u:
             counts[i] = counts.get(i, 0) + 1
     good = {i for i, n in counts.items() if n >= 0.4 * len(series)}
-    norm = {i: np.median([fl[i] for fl, u in zip(fluxes, usable) if i in u]) for i in good}
+    norm = {i: np.median([fl[i] for fl, u in zip(fluxes, usable, strict=True) if i in u]) for i in good}
     kept, ratio = [], []
-    for e, fl, u in zip(series, fluxes, usable):
+    for e, fl, u in zip(series, fluxes, usable, strict=True):
         use = sorted(u & good)
         if use:
             kept.append(e)

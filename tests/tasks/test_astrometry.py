@@ -13,15 +13,22 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.table import Table
+from testdata import REAL_DATA
 
-from openastro_parsl.datastore.image import Image
 from openastro_parsl.astro.wcs import wcs_from_cards
-from openastro_parsl.tasks.astrometry import (Catalogue, Hints, PlateSolveConfig, PlateSolveTask, engines_for,
-                                              hints_from, plate_solve, wcs_difference_rms)
+from openastro_parsl.datastore.image import Image
+from openastro_parsl.tasks.astrometry import (
+    Catalogue,
+    Hints,
+    PlateSolveConfig,
+    PlateSolveTask,
+    engines_for,
+    hints_from,
+    plate_solve,
+    wcs_difference_rms,
+)
 from openastro_parsl.tasks.astrometry import net as astrometry_net
 from openastro_parsl.tasks.astrometry.quads import quad_codes
-
-from testdata import REAL_DATA
 
 COLL = "demo/defaults"
 MAX_RMS_TRUTH = 0.3  # pixels, solved vs true WCS at the catalogue stars on the frame (the bar)

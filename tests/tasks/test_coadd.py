@@ -9,13 +9,21 @@ import numpy as np
 import pytest
 from astropy.stats import sigma_clipped_stats
 from photutils.aperture import CircularAperture, aperture_photometry
+from truthdata import adu_zero_point, calexp_for, photo_calib_from_truth, truth_exposures, wcs_solution_from_truth
 
 from openastro_parsl.datastore.image import MASK_BITS, Image
 from openastro_parsl.pipeline.task import NoWorkFound
-from openastro_parsl.tasks.image import (CoaddTask, MakeRefGridTask, NormalizeTask, NpyFrame, WarpTask, fits_frame,
-                                         flux_scale, save_npy_frame)
+from openastro_parsl.tasks.image import (
+    CoaddTask,
+    MakeRefGridTask,
+    NormalizeTask,
+    NpyFrame,
+    WarpTask,
+    fits_frame,
+    flux_scale,
+    save_npy_frame,
+)
 from openastro_parsl.tasks.image.coadd_kernel import coadd
-from truthdata import adu_zero_point, calexp_for, photo_calib_from_truth, truth_exposures, wcs_solution_from_truth
 
 N_SLT40 = 24  # of the 98 slt40 r frames, enough for the sqrt(N) test and quick
 N_LCO1M = 4
@@ -156,7 +164,7 @@ def test_heterogeneous_coadd_flux_matches_truth(demo, field):
     ee = _moffat_ee(r, fwhm, np.array([e["psf"]["beta"] for e in exps]))
     x, y, mag, gr = _isolated_bright(co, demo, "r", r, mag_max=17.0, clear=r + 2 * fwhm.max())
     assert len(x) >= 2
-    pred = np.array([m - 2.5 * np.log10(np.sum(w * ee * 10 ** (-0.4 * ct * c))) for m, c in zip(mag, gr)])
+    pred = np.array([m - 2.5 * np.log10(np.sum(w * ee * 10 ** (-0.4 * ct * c))) for m, c in zip(mag, gr, strict=True)])
     diff = _mags(co, x, y, r) - pred
     assert np.all(np.abs(diff) < 0.02), diff
 
@@ -261,7 +269,7 @@ def _synthetic_frames(n, shape, seed=3):
     ny, nx = shape
     yy, xx = np.mgrid[:ny, :nx]
     stars = sum(a * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 8.0)
-                for a, x, y in zip(rng.uniform(50, 500, 8), rng.uniform(0, nx, 8), rng.uniform(0, ny, 8)))
+                for a, x, y in zip(rng.uniform(50, 500, 8), rng.uniform(0, nx, 8), rng.uniform(0, ny, 8), strict=True))
     frames = []
     for i in range(n):
         s = rng.uniform(1.0, 3.0)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
+from openastro_parsl.astro.wcs import tan_wcs as _tan_wcs
 from openastro_parsl.datastore.image import MASK_BITS, Image
 from openastro_parsl.pipeline.task import NoWorkFound
-from openastro_parsl.astro.wcs import tan_wcs as _tan_wcs
 from openastro_parsl.tasks.transient import diffim as D
 from openastro_parsl.tasks.transient.training import Conditions, render_stars, simulate_pair
 
@@ -28,7 +28,7 @@ def _pair(seed, i, cond=CLEAN):
 def _matches(pair, cands, min_snr=25.0):
     """(truth flux, measured flux, flux_err, dx, dy) for injected sources detected within 1.5 px."""
     out, missed = [], []
-    for (x, y, s), f in zip(pair.real, pair.real_flux):
+    for (x, y, s), f in zip(pair.real, pair.real_flux, strict=True):
         d = np.hypot(cands["x"] - x, cands["y"] - y) if len(cands) else np.array([np.inf])
         j = int(np.argmin(d))
         # matched-filter S/N of a Gaussian PSF: an upper bound (Moffat wings, template noise), so the bar is high

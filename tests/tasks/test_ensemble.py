@@ -48,7 +48,7 @@ def test_offsets_recovered_within_their_errors():
 def test_variable_comparison_star_is_down_weighted():
     (frame, star, mag, err), offsets, variable = _field()
     sol = solve_ensemble(frame, star, mag, err, len(offsets))
-    excess = dict(zip(sol.star_ids.tolist(), sol.star_excess))
+    excess = dict(zip(sol.star_ids.tolist(), sol.star_excess, strict=True))
     assert excess[1000 + variable] > 0.05
     others = [v for k, v in excess.items() if k != 1000 + variable]
     assert np.median(others) == 0.0

@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from astropy.table import Table
+from truthdata import synth_src
 
 from openastro_parsl.pipeline.task import NoWorkFound
 from openastro_parsl.tasks.lightcurve import LightcurveConfig, LightcurveTask, bjd_tdb, flag_outliers
-from truthdata import synth_src
 
 
 def test_lightcurve_schema_and_calibration(demo, truth_lightcurves):
@@ -26,8 +26,8 @@ def test_lightcurve_schema_and_calibration(demo, truth_lightcurves):
         n_expected = sum(1 for e in truth["exposures"] if e["band"] == band and e["targets"].get(name, {}).get("in_frame"))
         assert len(lc) == n_expected
         # calibrated mag vs the true magnitude at that time (truth records it per frame)
-        true = np.array([exps[(i, int(x))]["targets"][name]["mag"] for i, x in zip(lc["instrument"], lc["exposure"])])
-        good = np.array([(name, str(i), int(x)) not in injected for i, x in zip(lc["instrument"], lc["exposure"])])
+        true = np.array([exps[(i, int(x))]["targets"][name]["mag"] for i, x in zip(lc["instrument"], lc["exposure"], strict=True)])
+        good = np.array([(name, str(i), int(x)) not in injected for i, x in zip(lc["instrument"], lc["exposure"], strict=True)])
         resid = np.asarray(lc["mag"])[good] - true[good]
         assert abs(np.median(resid)) < 0.01, (name, band, np.median(resid))
         assert np.std(resid) < 0.02
@@ -48,7 +48,7 @@ def test_ensemble_removes_per_frame_zero_point_noise(demo, truth_lightcurves):
     truth = demo.truth
     exps = {(e["instrument"], e["exposure"]): e for e in truth["exposures"]}
     lc = truth_lightcurves[0][("OA-T1", "r")]
-    true = np.array([exps[(i, int(x))]["targets"]["OA-T1"]["mag"] for i, x in zip(lc["instrument"], lc["exposure"])])
+    true = np.array([exps[(i, int(x))]["targets"]["OA-T1"]["mag"] for i, x in zip(lc["instrument"], lc["exposure"], strict=True)])
     ok = ~np.asarray(lc["outlier"])
     assert lc.meta["ensemble"] and np.all(lc["n_comparison"][ok] >= 2)
     corrected = np.std((np.asarray(lc["mag"]) - true)[ok])
@@ -66,7 +66,7 @@ def test_outliers_flagged_without_flagging_signal(truth_lightcurves):
     caught, missed, false = [], [], []
     for (name, band), lc in out.items():
         t = np.asarray(lc["time"])
-        for k, (inst, exp, flag) in enumerate(zip(lc["instrument"], lc["exposure"], lc["outlier"])):
+        for k, (inst, exp, flag) in enumerate(zip(lc["instrument"], lc["exposure"], lc["outlier"], strict=True)):
             inj = injected.get((name, str(inst), int(exp)))
             dense = np.sum(np.abs(t - t[k]) < 0.025) >= 3
             if inj is not None and (dense or name == "OA-T1"):

@@ -9,15 +9,14 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.table import Table
+from testdata import REAL_DATA
 
+from openastro_parsl.astro.observation import ObservationError, observation_info
 from openastro_parsl.datastore.image import MASK_BITS, Image
 from openastro_parsl.pipeline.task import NoWorkFound
 from openastro_parsl.registry.refs import DatasetType
 from openastro_parsl.sim.instruments import SITES
 from openastro_parsl.tasks import photometry as P
-from openastro_parsl.astro.observation import ObservationError, observation_info
-
-from testdata import REAL_DATA
 
 COLLECTIONS = ["raw/all", "refcats"]
 F = P.SOURCE_FLAGS

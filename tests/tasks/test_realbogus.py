@@ -11,9 +11,20 @@ import pytest
 from openastro_parsl.datastore.formatters import NpzFormatter
 from openastro_parsl.tasks.transient import realbogus as rb
 from openastro_parsl.tasks.transient.diffim import difference_image
-from openastro_parsl.tasks.transient.training import (BOGUS_KINDS, Conditions, EvaluateTask, TrainingSetTask,
-                                                      TrainTask, build_training_set, evaluate, label_candidates,
-                                                      per_kind, roc_auc, simulate_pair, train_model)
+from openastro_parsl.tasks.transient.training import (
+    BOGUS_KINDS,
+    Conditions,
+    EvaluateTask,
+    TrainingSetTask,
+    TrainTask,
+    build_training_set,
+    evaluate,
+    label_candidates,
+    per_kind,
+    roc_auc,
+    simulate_pair,
+    train_model,
+)
 
 HELDOUT_FRAMES = 40  # the first frames of the shipped weights' held-out sequence (never trained on)
 

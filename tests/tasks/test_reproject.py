@@ -10,12 +10,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from astropy.io import fits
+from truthdata import calexp_for, photo_calib_from_truth, truth_exposures, wcs_solution_from_truth
 
 from openastro_parsl.datastore.image import MASK_BITS, Image
 from openastro_parsl.pipeline.task import NoWorkFound
-from openastro_parsl.tasks.image.reproject import (MakeRefGridTask, WarpTask, choose_reference, footprint_corners,
-                                                   grid_from_refgrid, warp_image)
-from truthdata import calexp_for, photo_calib_from_truth, truth_exposures, wcs_solution_from_truth
+from openastro_parsl.tasks.image.reproject import (
+    MakeRefGridTask,
+    WarpTask,
+    choose_reference,
+    footprint_corners,
+    grid_from_refgrid,
+    warp_image,
+)
 
 
 def _inputs(demo, exps=None):
@@ -63,7 +69,7 @@ def test_failed_solutions_are_skipped_and_none_left_is_no_work(demo, grid):
     calibs, sols, exps = _inputs(demo)
     ref = grid["reference"]
     is_ref = [(e["instrument"], e["exposure"]) == (ref["instrument"], ref["exposure"]) for e in exps]
-    sols = [dict(s, status="wcs_failed", wcs={}) if r else s for s, r in zip(sols, is_ref)]
+    sols = [dict(s, status="wcs_failed", wcs={}) if r else s for s, r in zip(sols, is_ref, strict=True)]
     ids = {"wcs_solutions": [{"instrument": e["instrument"], "exposure": e["exposure"]} for e in exps]}
     other = MakeRefGridTask().run(calibs, sols, data_ids=ids)["ref_grid"]
     assert other["reference"]["instrument"] == "lco1m" and other["reference"]["exposure"] != ref["exposure"]

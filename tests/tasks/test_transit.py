@@ -11,8 +11,15 @@ import pytest
 from testdata import REAL_DATA
 
 from openastro_parsl.pipeline.task import NoWorkFound
-from openastro_parsl.tasks.lightcurve.transit import (TransitSearchConfig, TransitSearchTask, TransitTimingTask,
-                                                      biweight_trend, fit_global, measure_transit_times, oc_table)
+from openastro_parsl.tasks.lightcurve.transit import (
+    TransitSearchConfig,
+    TransitSearchTask,
+    TransitTimingTask,
+    biweight_trend,
+    fit_global,
+    measure_transit_times,
+    oc_table,
+)
 
 TESS = REAL_DATA / "hlsp_tess-data-alerts_tess_phot_00025155310-s01_tess_v1_lc.fits"
 KEPLER = REAL_DATA / "kplr010666592-2009131110544_slc.fits"
