@@ -294,6 +294,38 @@ def test_moffat_psf_and_aperture_correction_on_a_rendered_star():
     assert ex.apcorr.value > 1.02 and ex.apcorr.model_value == pytest.approx(ex.apcorr.value, rel=0.005)
 
 
+def test_a_crowded_frame_takes_its_sky_from_the_star_subtracted_image():
+    """260 isolated stars on an undersampled 192-px frame: their masks cover most of it, so sep would find no
+    usable mesh (it then returns a sky of zero) and, unmasked, measures the sky on their wings: +29 ADU, the faint
+    stars 15 % short. With the stars' PSF model subtracted first, the sky and the faint stars come right."""
+    from openastro_parsl.sim.render import star_image
+
+    rng = np.random.default_rng(5)
+    shape, fwhm, beta, sky = (192, 192), 2.1, 2.8, 4000.0
+    xs, ys = [], []
+    while len(xs) < 260:
+        x, y = rng.uniform(6, 186, 2)
+        if not xs or np.min(np.hypot(np.array(xs) - x, np.array(ys) - y)) > 9.0:
+            xs.append(x), ys.append(y)
+    xs, ys = np.array(xs), np.array(ys)
+    flux = 10 ** rng.uniform(3.3, 5.7, len(xs))
+    img = rng.poisson(sky + star_image(shape, xs, ys, flux, fwhm, beta)).astype(float)
+
+    def measure(crowded_fraction):
+        ex = P.extract_sources(img, gain=1.0, read_noise=5.0, saturation=None, crowded_fraction=crowded_fraction)
+        d = np.hypot(np.asarray(ex.table["x"])[:, None] - xs, np.asarray(ex.table["y"])[:, None] - ys)
+        ok = d.min(axis=1) < 1.0
+        true = flux[d.argmin(axis=1)[ok]]
+        ratio = np.asarray(ex.table["flux"])[ok] / true
+        return float(np.median(ex.planes.background)) - sky, ratio[true < 1e4], ratio[true > 1e5]
+
+    plain_sky, plain_faint, _ = measure(None)
+    assert 10 < plain_sky < 60 and np.median(plain_faint) < 0.9  # a sky, not zero; but high, the faint stars short
+    sky_miss, faint, bright = measure(0.25)
+    assert abs(sky_miss) < 8 and len(faint) >= 15
+    assert np.median(faint) == pytest.approx(1.0, abs=0.03) and np.median(bright) == pytest.approx(1.0, abs=0.01)
+
+
 def test_aperture_correction_of_three_noisy_stars_leans_on_the_psf_model():
     """An undersampled small-camera frame (FWHM 2 px) with three bright stars in a noisy sky: their curve of growth
     alone misses the true total/aperture ratio by up to 2-3 % (and moves the frame's zero-point with it); weighted

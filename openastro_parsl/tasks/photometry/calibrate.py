@@ -100,7 +100,8 @@ def calibrate_frame(data: np.ndarray, obs: ObservationInfo, wcs: WCS, refcat: Ta
     ex = extract_sources(data, gain=obs.gain, read_noise=obs.read_noise, saturation=obs.saturation_adu,
                          thresh=c.detect_sigma, minarea=c.min_area, deblend_cont=c.deblend_cont,
                          box=c.background_box, edge_px=c.edge_px, aperture_fwhm=c.aperture_fwhm,
-                         apcorr_fwhm=c.apcorr_fwhm, apcorr_model_error=c.apcorr_model_error)
+                         apcorr_fwhm=c.apcorr_fwhm, apcorr_model_error=c.apcorr_model_error,
+                         crowded_fraction=c.crowded_fraction)
     t = ex.table
     n = len(t)
     scale = pixel_scale_arcsec(wcs)
@@ -173,6 +174,9 @@ class CalibrateConfig(TaskConfig):
     deblend_cont: float = Field(0.005, gt=0, le=1, description="sep deblending contrast (1.0 disables deblending).")
     background_box: int = Field(64, ge=8, description="Background mesh size (pixels); sources are masked before "
                                                        "the final background.")
+    crowded_fraction: float | None = Field(0.25, gt=0, le=1, description="A frame whose source masks cover more "
+                                           "than this fraction of its pixels takes its sky from the image with its "
+                                           "stars' PSF model subtracted (crowded fields); null: never.")
     edge_px: int = Field(2, ge=0, description="Width of the EDGE-masked border; apertures reaching it are "
                                                "flagged EDGE.")
     aperture_fwhm: float = Field(2.0, gt=0, description="Photometry aperture radius in units of the frame's FWHM.")

@@ -10,7 +10,7 @@ import numpy as np
 
 from ...astro.psf import MoffatPSF
 from ...datastore.image import MASK_BITS
-from .psf import ApertureCorrection, aperture_correction, fit_moffat, frame_psf
+from .psf import ApertureCorrection, aperture_correction, fit_moffat, frame_psf, model_aperture_fraction
 
 if TYPE_CHECKING:
     from astropy.table import Table
@@ -52,7 +52,7 @@ class Planes:
 
 def make_planes(data: np.ndarray, *, gain: float | None, read_noise: float | None, saturation: float | None,
                 edge_px: int = 2, box: int = 64, filter_size: int = 3, source_mask: np.ndarray | None = None,
-                constant_noise: bool = False) -> Planes:
+                constant_noise: bool = False, sky_data: np.ndarray | None = None) -> Planes:
     """sep background (sources masked when ``source_mask`` is given), variance and mask planes.
 
     Variance = read noise^2 + Poisson(sky) + Poisson(source) in ADU^2. The sky's Poisson part is *measured*
@@ -60,7 +60,8 @@ def make_planes(data: np.ndarray, *, gain: float | None, read_noise: float | Non
     unrecorded bias pedestal (the MaxIm-DL frames' 100 ADU) would otherwise inflate it; the source's Poisson
     part is the background-subtracted signal divided by the gain (left out when ``gain`` is None).
     ``constant_noise`` uses the global rms everywhere, as SExtractor does without a weight map. Pixels with no
-    data get NaN variance and the BAD | NO_DATA mask bits.
+    data get NaN variance and the BAD | NO_DATA mask bits. ``sky_data``: the image sep measures the sky on, when
+    not ``data`` itself (a crowded frame with its stars' model subtracted).
     """
     import sep
 
@@ -76,11 +77,12 @@ def make_planes(data: np.ndarray, *, gain: float | None, read_noise: float | Non
         mask[edge] |= MASK_BITS["EDGE"]
     clean = np.where(bad, 0.0, data)
     bmask = (mask & (MASK_BITS["BAD"] | MASK_BITS["SAT"])) != 0
-    if source_mask is not None:
-        bmask = bmask | source_mask
     ny, nx = data.shape
     bw, bh = min(box, nx), min(box, ny)
-    bkg = sep.Background(clean, mask=bmask, bw=bw, bh=bh, fw=filter_size, fh=filter_size)
+    if source_mask is not None and _usable_meshes(bmask | source_mask, bw, bh):
+        bmask = bmask | source_mask
+    sky = clean if sky_data is None else np.ascontiguousarray(np.where(bad, 0.0, sky_data), dtype=np.float64)
+    bkg = sep.Background(sky, mask=bmask, bw=bw, bh=bh, fw=filter_size, fh=filter_size)
     back = bkg.back()
     read_var = (read_noise / gain) ** 2 if (read_noise and gain) else 0.0
     rms2 = np.full(data.shape, bkg.globalrms ** 2) if constant_noise else bkg.rms() ** 2
@@ -128,7 +130,8 @@ def extract_sources(data: np.ndarray, *, gain: float | None, read_noise: float |
                     aperture_radius: float | None = None, apcorr_fwhm: float = 4.0, apcorr_model_error: float = 0.0025,
                     min_snr_psf: float = 30.0,
                     min_snr_fwhm: float = 10.0, fwhm_guess: float | None = None, constant_noise: bool = False,
-                    mask_sources: bool = True, refine_centroids: bool = True) -> Extraction:
+                    mask_sources: bool = True, refine_centroids: bool = True,
+                    crowded_fraction: float | None = 0.25) -> Extraction:
     """Background, detection, PSF shape, windowed centroids, aperture photometry with aperture correction,
     flags.
 
@@ -139,6 +142,11 @@ def extract_sources(data: np.ndarray, *, gain: float | None, read_noise: float |
     from the variance (read noise + sky Poisson, plus the source's own Poisson term through ``gain``). A fixed
     ``aperture_radius`` (pixels) replaces ``aperture_fwhm``; ``refine_centroids`` moves positions to sep's
     windowed centroids; the rest of the options mirror SExtractor's (see the real-data test).
+
+    A crowded frame (source masks over more than ``crowded_fraction`` of its pixels) takes its sky from the image
+    with its stars' PSF model subtracted: between crowded stars the unmasked pixels carry their neighbours' wings,
+    so the sky measured on them is too high and the faint stars lose flux (2" pixels, 250 stars: +5 ADU, -6 % at
+    S/N 10). None keeps the plain background.
     """
     import sep
     from astropy.table import Table
@@ -193,6 +201,9 @@ def extract_sources(data: np.ndarray, *, gain: float | None, read_noise: float |
     r_big = max(apcorr_fwhm * psf.fwhm, r_ap + 2.0)
     if n:
         flux, ferr, aflag = sep.sum_circle(planes.sub, x, y, r_ap, var=planes.sky_var, gain=gain, mask=bad_pix)
+        if crowded_fraction is not None and grown is not None and grown.mean() > crowded_fraction:
+            planes = _star_subtracted_sky(data, seg, x, y, flux, psf, r_ap, kw)
+            flux, ferr, aflag = sep.sum_circle(planes.sub, x, y, r_ap, var=planes.sky_var, gain=gain, mask=bad_pix)
     else:
         flux, ferr, aflag = np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int16)
     flags[(aflag & sep.APER_TRUNC) != 0] |= SOURCE_FLAGS["EDGE"]
@@ -214,6 +225,28 @@ def extract_sources(data: np.ndarray, *, gain: float | None, read_noise: float |
         "flux_aper": flux,
     })
     return Extraction(table, planes, psf, float(r_ap), apc)
+
+
+def _usable_meshes(mask: np.ndarray, bw: int, bh: int) -> int:
+    """Background meshes with at most half their pixels masked: sep drops the others, and with none left it
+    returns a background of zero, so a source mask that leaves none is not used (a crowded field)."""
+    ny, nx = mask.shape
+    m = mask[:ny // bh * bh, :nx // bw * bw].reshape(ny // bh, bh, nx // bw, bw)
+    return int(np.sum(m.mean(axis=(1, 3)) <= 0.5))
+
+
+def _star_subtracted_sky(data, seg, x, y, flux, psf: MoffatPSF, r_ap: float, kw) -> Planes:
+    """Planes whose sky sep measured on ``data`` minus every source's PSF model (total flux from its aperture
+    flux and the model's aperture fraction), the sources' cores masked (where a model misses most)."""
+    from scipy import ndimage
+
+    from ...astro.psf import PixelQuadrature, render_moffat_stars
+
+    total = np.clip(np.nan_to_num(flux), 0.0, None) / max(model_aperture_fraction(r_ap, psf), 0.05)
+    model = render_moffat_stars(data.shape, x, y, total, psf.fwhm, psf.beta, radius=int(np.ceil(max(6 * psf.fwhm, 8))),
+                                quadrature=PixelQuadrature.gauss_legendre(3))
+    cores = ndimage.binary_dilation(seg > 0, iterations=1)
+    return make_planes(data, source_mask=cores, sky_data=np.asarray(data, dtype=np.float64) - model, **kw)
 
 
 def _isolated(x, y, flux, radius: float, contrast: float = 0.02) -> np.ndarray:
