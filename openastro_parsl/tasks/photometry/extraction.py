@@ -10,7 +10,14 @@ import numpy as np
 
 from ...astro.psf import MoffatPSF
 from ...datastore.image import MASK_BITS
-from .psf import ApertureCorrection, aperture_correction, fit_moffat, frame_psf, model_aperture_fraction
+from .psf import (
+    ApertureCorrection,
+    aperture_correction,
+    fit_moffat,
+    frame_psf,
+    model_aperture_fraction,
+    pixel_quadrature,
+)
 
 if TYPE_CHECKING:
     from astropy.table import Table
@@ -240,11 +247,11 @@ def _star_subtracted_sky(data, seg, x, y, flux, psf: MoffatPSF, r_ap: float, kw)
     flux and the model's aperture fraction), the sources' cores masked (where a model misses most)."""
     from scipy import ndimage
 
-    from ...astro.psf import PixelQuadrature, render_moffat_stars
+    from ...astro.psf import render_moffat_stars
 
     total = np.clip(np.nan_to_num(flux), 0.0, None) / max(model_aperture_fraction(r_ap, psf), 0.05)
     model = render_moffat_stars(data.shape, x, y, total, psf.fwhm, psf.beta, radius=int(np.ceil(max(6 * psf.fwhm, 8))),
-                                quadrature=PixelQuadrature.gauss_legendre(3))
+                                quadrature=pixel_quadrature(psf.fwhm))
     cores = ndimage.binary_dilation(seg > 0, iterations=1)
     return make_planes(data, source_mask=cores, sky_data=np.asarray(data, dtype=np.float64) - model, **kw)
 
