@@ -148,10 +148,11 @@ def main(argv=None) -> int:
     ap.add_argument("--root", type=Path, default=None, help="Where the surveys go (default: a temporary folder).")
     ap.add_argument("-c", "--config", action="append", default=[], metavar="LABEL:KEY=VALUE",
                     help="A config override of the calibration subset, as openastro-plan -c takes it (repeatable).")
-    ap.add_argument("--known-colour-terms", type=float, metavar="SIGMA",
-                    help="Give fieldCalibration the true colour terms + N(0, SIGMA), quoted as +- SIGMA.")
-    ap.add_argument("--standard-field", action="store_true",
-                    help="Give fieldCalibration the colour terms the survey's own standard field measures.")
+    given = ap.add_mutually_exclusive_group()
+    given.add_argument("--known-colour-terms", type=float, metavar="SIGMA",
+                       help="Give fieldCalibration the true colour terms + N(0, SIGMA), quoted as +- SIGMA.")
+    given.add_argument("--standard-field", action="store_true",
+                       help="Give fieldCalibration the colour terms the survey's own standard field measures.")
     args = ap.parse_args(argv)
     rng = np.random.default_rng(20261206)
     known = known_colour_terms(rng, args.known_colour_terms) if args.known_colour_terms else None
