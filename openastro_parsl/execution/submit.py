@@ -401,9 +401,10 @@ class Submission:
             summary.ok = False
             summary.extra["stopped"] = stopped
             call(self.status.set_meta, "stopped", stopped)
+        # summary.json first: whoever sees the final state (a watcher, a report) finds the summary there
+        call((self.run_dir / SUMMARY_FILE).write_text, json.dumps(summary.to_json(), indent=1))
         call(self.status.set_meta, "state", "failed" if stopped else "interrupted" if interrupted else "finished")
         call(self.status.event, "end", ok=summary.ok, parsl_tasks=self._parsl_tasks)
-        call((self.run_dir / SUMMARY_FILE).write_text, json.dumps(summary.to_json(), indent=1))
         return summary
 
     def _next_cluster(self) -> list[str]:
